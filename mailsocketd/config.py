@@ -1,0 +1,122 @@
+"""The daemon's configuration: a TOML file plus command-line overrides -> one typed Config.
+
+Every problem is reported as a ConfigError that names the offending key (``line.idle_timeout``)
+so that twistd can stop at start-up with a message a sysadmin can act on; nothing starts with a
+half-understood configuration.  Unknown keys are errors too: a typo must not be ignored.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailsocketd.mail.accounts import AccountConfig, parse_accounts
+from mailsocketd.table import ConfigError, Table
+
+__all__ = ["DEFAULT_LISTEN", "Config", "ConfigError", "LineConfig", "LogConfig", "load_config"]
+
+DEFAULT_LISTEN = "tcp:65000:interface=127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """``[line]``: the telnet/netcat service."""
+
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    daytime: tuple[str, ...] = ()
+    banner: bool = False
+    max_line_length: int = 4096
+    idle_timeout: float = 300.0
+    max_connections: int = 10000
+    max_connections_per_peer: int = 256
+    bare_command_wait: float = 0.05
+    shutdown_grace: float = 2.0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: what is logged and how."""
+
+    format: str = "text"
+    commands: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the daemon needs, validated."""
+
+    line: LineConfig = field(default_factory=LineConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    accounts: tuple[AccountConfig, ...] = ()
+
+
+def read_toml(path: str) -> dict[str, Any]:
+    """Parse a TOML file; every failure becomes a ConfigError naming the file."""
+    try:
+        with Path(path).open("rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise ConfigError("", f"cannot read configuration file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"configuration file {path} is not valid TOML: {e}") from None
+
+
+def parse_line(table: Table) -> LineConfig:
+    d = LineConfig()
+    line = LineConfig(
+        listen=table.string_list("listen", d.listen, allow_empty=False),
+        daytime=table.string_list("daytime", d.daytime),
+        banner=table.boolean("banner", d.banner),
+        max_line_length=table.integer("max_line_length", d.max_line_length, 16, 1 << 20),
+        idle_timeout=table.number("idle_timeout", d.idle_timeout),
+        max_connections=table.integer("max_connections", d.max_connections, 1),
+        max_connections_per_peer=table.integer(
+            "max_connections_per_peer", d.max_connections_per_peer, 1),
+        bare_command_wait=table.number("bare_command_wait", d.bare_command_wait, 0.0, 10.0),
+        shutdown_grace=table.number("shutdown_grace", d.shutdown_grace, 0.0, 60.0),
+    )
+    table.finish()
+    return line
+
+
+def parse_log(table: Table) -> LogConfig:
+    d = LogConfig()
+    log = LogConfig(
+        format=table.choice("format", d.format, ("text", "json")),
+        commands=table.boolean("commands", d.commands),
+    )
+    table.finish()
+    return log
+
+
+def parse_config(raw: Mapping[str, Any]) -> Config:
+    """Validate a parsed TOML document (with command-line overrides merged in)."""
+    top = Table(raw, "")
+    config = Config(
+        line=parse_line(top.table("line")),
+        log=parse_log(top.table("log")),
+        accounts=parse_accounts(top.table("accounts")),
+    )
+    top.finish()
+    return config
+
+
+def merge_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Put ``{"line.listen": [...]}``-style overrides over a parsed document."""
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        section, _, name = dotted.partition(".")
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(section, "expected a table")
+        target[name] = value
+    return merged
+
+
+def load_config(path: str | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read ``path`` (if any), apply ``overrides`` and validate the result."""
+    raw = read_toml(path) if path else {}
+    return parse_config(merge_overrides(raw, overrides or {}))

@@ -1,0 +1,1 @@
+"""The line service: what telnet and netcat users talk to."""

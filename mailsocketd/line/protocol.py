@@ -1,0 +1,309 @@
+"""The line protocol: bytes in, requests to the LineServer, replies out.  Thin on purpose.
+
+Framing: a request ends with LF (a CR before it is dropped).  Empty lines are ignored.
+Old clients send a bare command word (``time``, ``quit``) with no line ending and wait: when
+the bytes received so far, after the last complete line, are exactly such a word and nothing
+more arrives within ``bare_command_wait`` seconds, they are served as a request.  A line ending
+that arrives later is then just an empty line.  Any other split of a stream into packets
+gives the same replies as the unsplit stream.
+
+Limits: line length (reply and close), idle time (a closing line, then close), and output:
+when the client does not read, the transport's buffer fills, we stop reading and serving its
+requests until it drains, so a client that sends without reading cannot make us buffer without
+bound.  Requests are served strictly in order; while one waits for a Deferred reply, the rest
+wait in the input buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol as Interface
+from typing import cast
+
+from twisted.internet import interfaces
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mailsocketd.line.replies import Reply, error
+from mailsocketd.line.server import LineServer, Session
+
+BANNER = "mailsocketd ready; try 'help'"
+BARE_COMMANDS = frozenset({b"time", b"quit"})
+# Unserved input kept while a reply is pending, beyond which we stop reading from the socket.
+INPUT_BACKLOG = 65536
+
+
+class StreamTransport(Interface):
+    """What the protocol uses of its transport (TCP, TLS or UNIX; all provide it)."""
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def pauseProducing(self) -> None: ...
+    def resumeProducing(self) -> None: ...
+    def registerProducer(self, producer: object, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
+
+
+def describe_peer(address: IAddress | None) -> tuple[str, str]:
+    """(``host:port`` for logs, host for per-address limits) of a peer address."""
+    if isinstance(address, IPv4Address | IPv6Address):
+        host = address.host
+        return (f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"), host
+    return "unix", "unix"
+
+
+@implementer(interfaces.IPushProducer)
+class LineProtocol(Protocol):
+    """One telnet/netcat client."""
+
+    log = Logger(namespace="mailsocketd.line")
+    factory: LineFactory
+
+    def __init__(self, server: LineServer, clock: IReactorTime, session: Session) -> None:
+        self.server = server
+        self.clock = clock
+        self.session = session
+        self._buffer = bytearray()
+        self._bare_call: IDelayedCall | None = None
+        self._idle_call: IDelayedCall | None = None
+        self._abort_call: IDelayedCall | None = None
+        self._waiting = False  # a Deferred reply is outstanding
+        self._paused = False  # the transport's output buffer is full
+        self._reading = True
+        self._closing = False
+        self._opened = 0.0
+
+    # -- connection --------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.out = cast(StreamTransport, self.transport)
+        self._opened = self.clock.seconds()
+        self.session.push = self.push
+        self.session.secure = interfaces.ISSLTransport.providedBy(self.transport)
+        self.factory.opened(self)
+        self.out.registerProducer(self, True)
+        self.log.info("connection opened: {peer}", peer=self.session.peer,
+                      event="connection_opened")
+        self._arm_idle_timer()
+        if self.server.config.banner:
+            self._write(Reply(BANNER))
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        for call in (self._bare_call, self._idle_call, self._abort_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._bare_call = self._idle_call = self._abort_call = None
+        self.server.release(self.session.host)
+        self.factory.closed(self)
+        self.log.info("connection closed: {peer} after {duration:.3f} s, {commands} commands",
+                      peer=self.session.peer, duration=self.clock.seconds() - self._opened,
+                      commands=self.session.commands, event="connection_closed")
+
+    # -- input -------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._bare_call is not None:
+            self._bare_call.cancel()
+            self._bare_call = None
+        self._buffer += data
+        self._arm_idle_timer()
+        self._serve()
+
+    def _serve(self) -> None:
+        """Serve every complete request in the buffer, as far as the client lets us."""
+        buffer = self._buffer
+        limit = self.server.config.max_line_length
+        start = 0
+        while not (self._waiting or self._paused or self._closing):
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            line = bytes(buffer[start:end])
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > limit:
+                del buffer[:start]
+                self._line_too_long(len(line))
+                return
+            if line.strip():
+                self._request(line)
+        if start:
+            del buffer[:start]
+        if self._closing:
+            return
+        if len(buffer) > limit:
+            self._line_too_long(len(buffer))
+            return
+        if buffer and not (self._waiting or self._paused) and len(buffer) <= 8:
+            self._maybe_bare_command()
+        self._update_reading()
+
+    def _maybe_bare_command(self) -> None:
+        if bytes(self._buffer).strip().lower() not in BARE_COMMANDS:
+            return
+        wait = self.server.config.bare_command_wait
+        if wait <= 0:
+            self._serve_bare_command()
+        else:
+            self._bare_call = self.clock.callLater(wait, self._serve_bare_command)
+
+    def _serve_bare_command(self) -> None:
+        self._bare_call = None
+        line = bytes(self._buffer)
+        self._buffer.clear()
+        self._request(line)
+        self._serve()
+
+    def _request(self, line: bytes) -> None:
+        result = self.server.execute(self.session, line)
+        if isinstance(result, Deferred):
+            self._waiting = True
+            result.addCallback(self._deferred_reply)
+        else:
+            self._write(result)
+
+    def _deferred_reply(self, reply: Reply) -> None:
+        self._waiting = False
+        if self._closing:
+            return
+        self._write(reply)
+        self._serve()
+
+    def _update_reading(self) -> None:
+        """Read from the socket unless output is stuck or too much input waits unserved."""
+        want = not self._paused and len(self._buffer) <= INPUT_BACKLOG
+        if want != self._reading and not self._closing:
+            self._reading = want
+            if want:
+                self.out.resumeProducing()
+            else:
+                self.out.pauseProducing()
+
+    # -- output ------------------------------------------------------------------------
+
+    def _write(self, reply: Reply) -> None:
+        self.out.write(reply.encode())
+        if reply.close:
+            self._close()
+
+    def push(self, line: str) -> None:
+        """Send an unsolicited line (such as a new-mail notice) between replies."""
+        if not self._closing:
+            self.out.write((line + "\r\n").encode("utf-8"))
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._serve()
+
+    def stopProducing(self) -> None:
+        self._closing = True
+
+    # -- closing -----------------------------------------------------------------------
+
+    def _close(self) -> None:
+        """Close once the output is flushed; abort if the client will not take it."""
+        if self._closing:
+            return
+        self._closing = True
+        self.out.unregisterProducer()
+        self.out.loseConnection()
+        grace = self.server.config.shutdown_grace
+        self._abort_call = self.clock.callLater(grace, self.out.abortConnection)
+
+    def close_with(self, reply: Reply) -> None:
+        """Send a last line and close (idle timeout, shutdown, limits)."""
+        if self._closing:
+            return
+        if not self._reading:
+            self.out.resumeProducing()  # let the close be seen
+        self.out.write(reply.encode())
+        self._close()
+
+    def _line_too_long(self, length: int) -> None:
+        self.log.warn("{peer}: line of {length} bytes exceeds the limit of {limit}; closing",
+                      peer=self.session.peer, length=length,
+                      limit=self.server.config.max_line_length, event="line_too_long")
+        self._buffer.clear()
+        self.close_with(error("line too long", close=True))
+
+    def _arm_idle_timer(self) -> None:
+        timeout = self.server.config.idle_timeout
+        if timeout <= 0:
+            return
+        if self._idle_call is None:
+            self._idle_call = self.clock.callLater(timeout, self._idle_timeout)
+        else:
+            self._idle_call.reset(timeout)
+
+    def _idle_timeout(self) -> None:
+        self._idle_call = None
+        timeout = self.server.config.idle_timeout
+        self.log.info("{peer}: idle for {timeout:g} s; closing", peer=self.session.peer,
+                      timeout=timeout, event="idle_timeout")
+        self.close_with(error(f"idle timeout ({timeout:g} s), closing", close=True))
+
+
+class RefusedProtocol(Protocol):
+    """Says why a connection over the limits is refused, and closes it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def connectionMade(self) -> None:
+        out = cast(StreamTransport, self.transport)
+        out.write(error(self.reason).encode())
+        out.loseConnection()
+
+
+class LineFactory(Factory):
+    """Builds a LineProtocol per admitted connection and remembers them for shutdown."""
+
+    noisy = False
+
+    def __init__(self, server: LineServer, clock: IReactorTime) -> None:
+        self.server = server
+        self.clock = clock
+        self.clients: set[LineProtocol] = set()
+        self._all_closed: Deferred[None] | None = None
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        peer, host = describe_peer(addr)
+        refusal = self.server.admit(host)
+        if refusal is not None:
+            return RefusedProtocol(refusal)
+        proto = LineProtocol(self.server, self.clock, Session(peer=peer, host=host))
+        proto.factory = self
+        return proto
+
+    def close_all(self, reply: Reply) -> Deferred[None]:
+        """Tell every client ``reply`` and close them; fires when all are gone."""
+        self._all_closed = Deferred()
+        done = self._all_closed
+        for proto in list(self.clients):
+            proto.close_with(reply)
+        self._check_all_closed()
+        return done
+
+    def opened(self, proto: LineProtocol) -> None:
+        self.clients.add(proto)
+
+    def closed(self, proto: LineProtocol) -> None:
+        self.clients.discard(proto)
+        self._check_all_closed()
+
+    def _check_all_closed(self) -> None:
+        if self._all_closed is not None and not self.clients:
+            done, self._all_closed = self._all_closed, None
+            done.callback(None)

@@ -1,0 +1,67 @@
+"""Replies of the line service and their wire format.
+
+A reply is one line (``2026/11/25 14:03:07``, ``quit``, ``error: ...``), or a multi-line reply:
+an ``ok ...`` head line, body lines, and a line holding only ``.``.  Body lines that begin with
+``.`` are dot-stuffed (POP3/SMTP style) so a script can always find the end.  Every line ends
+with CRLF on the wire.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+CRLF = "\r\n"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ECHO_LIMIT = 40
+
+
+class CommandError(Exception):
+    """A request that cannot be served; its message becomes the ``error:`` line."""
+
+    def __init__(self, message: str, close: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.close = close
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the server answers to one request."""
+
+    head: str
+    body: tuple[str, ...] | None = None
+    close: bool = False
+
+    def encode(self) -> bytes:
+        """The reply as bytes on the wire (UTF-8, CRLF line ends, dot-stuffed body)."""
+        if self.body is None:
+            return (self.head + CRLF).encode("utf-8")
+        parts = [self.head]
+        parts.extend("." + line if line.startswith(".") else line for line in self.body)
+        parts.append(".")
+        parts.append("")
+        return CRLF.join(parts).encode("utf-8")
+
+
+def error(message: str, close: bool = False) -> Reply:
+    """A one-line ``error: ...`` reply."""
+    return Reply(f"error: {message}", close=close)
+
+
+def multiline(head: str, body: Iterable[str]) -> Reply:
+    """An ``ok HEAD`` reply followed by body lines and the closing ``.``."""
+    lines: list[str] = []
+    for item in body:
+        # A body line must never smuggle in a line break of its own.
+        lines.extend(item.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    return Reply(f"ok {head}", tuple(lines))
+
+
+def printable(text: str, limit: int = _ECHO_LIMIT) -> str:
+    """``text`` made safe to echo back: control characters replaced, length capped."""
+    cleaned = _CONTROL.sub("?", text)
+    if len(cleaned) > limit:
+        cleaned = cleaned[: limit - 3] + "..."
+    return cleaned

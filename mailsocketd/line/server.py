@@ -1,0 +1,175 @@
+"""The line service's logic: admission, dispatch, statistics.  It knows nothing of sockets.
+
+Protocols hand it decoded request lines and a Session; it answers with Replies.  This is the one
+place where failures become replies: a CommandError becomes its ``error:`` line, anything else is
+logged with its traceback and the client sees only ``error: internal error``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mailsocketd import __version__
+from mailsocketd.config import LineConfig
+from mailsocketd.line.commands import Command, Result
+from mailsocketd.line.replies import CommandError, Reply, error, printable
+
+StatusSource = Callable[[], list[str]]
+
+INTERNAL_ERROR = error("internal error (the server logged the details)")
+NOT_UTF8 = error("request is not valid UTF-8")
+LOGIN_FIRST = error("login first")
+
+
+def format_time(seconds: float) -> str:
+    """Local time as ``YYYY/MM/DD HH:MM:SS``, the protocol's one time format."""
+    return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(seconds))
+
+
+@dataclass(eq=False)
+class Session:
+    """One client connection's state, as the service sees it."""
+
+    peer: str
+    host: str
+    secure: bool = False
+    user: str | None = None
+    push: Callable[[str], None] = field(default=lambda line: None, repr=False)
+    commands: int = 0
+
+
+class LineServer:
+    """Serves requests of all line clients and keeps the numbers ``status`` reports."""
+
+    log = Logger(namespace="mailsocketd.line")
+
+    def __init__(self, config: LineConfig, commands: Mapping[str, Command],
+                 clock: IReactorTime, log_commands: bool = True) -> None:
+        self.config = config
+        self.commands = commands
+        self.clock = clock
+        self.log_commands = log_commands
+        self.started = clock.seconds()
+        self.open_connections = 0
+        self.total_connections = 0
+        self.refused_connections = 0
+        self.commands_served = 0
+        self.status_sources: list[StatusSource] = []
+        self._per_host: dict[str, int] = {}
+        self._time_second = -1
+        self._time_text = ""
+
+    # -- connections -------------------------------------------------------------------
+
+    def admit(self, host: str) -> str | None:
+        """Take a new connection from ``host``, or say why it is refused."""
+        if self.open_connections >= self.config.max_connections:
+            reason = "too many connections, try again later"
+        elif self._per_host.get(host, 0) >= self.config.max_connections_per_peer:
+            reason = "too many connections from your address"
+        else:
+            self.open_connections += 1
+            self.total_connections += 1
+            self._per_host[host] = self._per_host.get(host, 0) + 1
+            return None
+        self.refused_connections += 1
+        self.log.warn("connection from {host} refused: {reason}", host=host, reason=reason,
+                      event="connection_refused")
+        return reason
+
+    def release(self, host: str) -> None:
+        """A connection that ``admit`` took has closed."""
+        self.open_connections -= 1
+        left = self._per_host[host] - 1
+        if left:
+            self._per_host[host] = left
+        else:
+            del self._per_host[host]
+
+    # -- requests ----------------------------------------------------------------------
+
+    def time_text(self) -> str:
+        """The current local time in the protocol's format (formatted once a second)."""
+        now = self.clock.seconds()
+        second = int(now)
+        if second != self._time_second:
+            self._time_second = second
+            self._time_text = format_time(now)
+        return self._time_text
+
+    def execute(self, session: Session, line: bytes) -> Reply | Deferred[Reply]:
+        """Answer one request line (without its line ending); never raises."""
+        session.commands += 1
+        self.commands_served += 1
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._logged(session, "?", NOT_UTF8)
+        words = text.split()
+        if not words:
+            return self._logged(session, "", error("empty request"))
+        name = words[0].lower()
+        try:
+            result = self._dispatch(session, name, words[1:])
+        except CommandError as e:
+            return self._logged(session, name, error(e.message, e.close))
+        except Exception:
+            self.log.failure("command {command!r} from {peer} failed", command=name,
+                             peer=session.peer)
+            return self._logged(session, name, INTERNAL_ERROR)
+        if isinstance(result, Deferred):
+            return result.addErrback(self._failed, session, name).addCallback(
+                lambda reply: self._logged(session, name, reply))
+        return self._logged(session, name, result)
+
+    def _dispatch(self, session: Session, name: str, args: list[str]) -> Result:
+        command = self.commands.get(name)
+        if command is None:
+            raise CommandError(f"unknown command '{printable(name)}'; try 'help'")
+        if not command.accepts(len(args)):
+            raise CommandError(f"usage: {command.syntax}")
+        if command.needs_login and session.user is None:
+            return LOGIN_FIRST
+        return command.handler(self, session, args)
+
+    def _failed(self, failure: Failure, session: Session, name: str) -> Reply:
+        if isinstance(failure.value, CommandError):
+            return error(failure.value.message, failure.value.close)
+        self.log.failure("command {command!r} from {peer} failed", failure, command=name,
+                         peer=session.peer)
+        return INTERNAL_ERROR
+
+    def _logged(self, session: Session, name: str, reply: Reply) -> Reply:
+        if self.log_commands:
+            outcome = reply.head if reply.head.startswith("error:") else "ok"
+            self.log.info("{peer} {command}: {outcome}", peer=session.peer,
+                          command=printable(name), outcome=outcome, event="command")
+        return reply
+
+    # -- status ------------------------------------------------------------------------
+
+    def status_lines(self) -> list[str]:
+        """What ``status`` shows: the daemon's numbers, then each status source's lines."""
+        now = self.clock.seconds()
+        lines = [
+            f"version: mailsocketd {__version__}",
+            f"started: {format_time(self.started)}",
+            f"uptime: {int(now - self.started)} s",
+            f"connections: {self.open_connections} open, {self.total_connections} total, "
+            f"{self.refused_connections} refused",
+            f"commands: {self.commands_served} served",
+        ]
+        for source in self.status_sources:
+            try:
+                lines.extend(source())
+            except Exception:
+                self.log.failure("a status source failed")
+                lines.append("(a status source failed; see the log)")
+        return lines

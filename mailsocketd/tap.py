@@ -1,0 +1,196 @@
+"""``twistd mailsocketd``: command-line options and the wiring of the services.
+
+Options are read over the configuration file (``--config``); the merged result is validated in
+``postOptions`` so that a bad file, key or listen address stops twistd before anything starts.
+``makeService`` only wires: the line service, its listeners, the daytime listeners, the mail
+checker, and the orderly close of clients on shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+
+from mailsocketd import __version__
+from mailsocketd.config import DEFAULT_LISTEN, Config, ConfigError, load_config
+from mailsocketd.line.commands import command_table, core_commands
+from mailsocketd.line.daytime import DaytimeFactory
+from mailsocketd.line.protocol import LineFactory
+from mailsocketd.line.replies import error
+from mailsocketd.line.server import LineServer
+from mailsocketd.logs import configure_json_target
+from mailsocketd.system import raise_open_file_limit
+
+SHUTDOWN = error("server shutting down", close=True)
+
+
+def _number(kind: type[int] | type[float], option: str) -> Any:
+    def convert(value: str) -> int | float:
+        try:
+            return kind(value)
+        except ValueError:
+            raise usage.UsageError(f"--{option}: not a number: {value!r}") from None
+    return convert
+
+
+# (option, config key, converter, help); each may also be set in the configuration file.
+_VALUE_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("max-line-length", "line.max_line_length", _number(int, "max-line-length"),
+     "longest request line in bytes; longer ones get 'error: line too long' and a close "
+     "[default: 4096]"),
+    ("idle-timeout", "line.idle_timeout", _number(float, "idle-timeout"),
+     "seconds a client may stay silent before it is closed; 0 turns it off [default: 300]"),
+    ("max-connections", "line.max_connections", _number(int, "max-connections"),
+     "most clients at once; more get one error line and are closed [default: 10000]"),
+    ("max-per-peer", "line.max_connections_per_peer", _number(int, "max-per-peer"),
+     "most clients at once from one address [default: 256]"),
+    ("bare-command-wait", "line.bare_command_wait", _number(float, "bare-command-wait"),
+     "seconds of silence after a bare 'time'/'quit' with no line ending before it is "
+     "served (old clients); 0 serves it at once [default: 0.05]"),
+    ("log-format", "log.format", str, "text or json (one JSON object per line) [default: text]"),
+]
+
+
+class Options(usage.Options):
+    """Options of ``twistd mailsocketd``; see ``twistd mailsocketd --help``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Runs the mailsocketd line service (time, quit, help, status and mail commands for "
+        "telnet/netcat users) and the IMAP4 mail checker under one reactor. Every option can "
+        "also be set in the TOML file given with --config; options given here win."
+    )
+    optParameters = [
+        ["config", "c", None, "TOML configuration file (see docs/configuration.md)"],
+        *[[name, None, None, text] for name, _, _, text in _VALUE_OPTIONS],
+    ]
+    optFlags = [
+        ["banner", None, "greet each client with a line (off by default: old clients read "
+                         "the reply to their first command first)"],
+        ["no-log-commands", None, "do not log one event per command (connections are still "
+                                  "logged)"],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listen: list[str] = []
+        self.daytime: list[str] = []
+        self.config: Config = Config()
+
+    def opt_listen(self, description: str) -> None:
+        """Listen for line clients on this endpoint (repeatable): tcp:PORT:interface=ADDR, tcp6:, unix:PATH, ssl:PORT:privateKey=KEY:certKey=CERT, systemd:domain=INET:index=0 [default: tcp:65000:interface=127.0.0.1]"""  # noqa: E501
+        self.listen.append(description)
+
+    def opt_daytime(self, description: str) -> None:
+        """Also serve RFC 867 daytime (write the time, hang up) on this endpoint; repeatable."""
+        self.daytime.append(description)
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"mailsocketd {__version__}")  # noqa: T201
+        raise SystemExit(0)
+
+    def overrides(self) -> dict[str, Any]:
+        """The configuration keys given on the command line."""
+        given: dict[str, Any] = {}
+        if self.listen:
+            given["line.listen"] = self.listen
+        if self.daytime:
+            given["line.daytime"] = self.daytime
+        if self["banner"]:
+            given["line.banner"] = True
+        if self["no-log-commands"]:
+            given["log.commands"] = False
+        for name, key, convert, _ in _VALUE_OPTIONS:
+            if self[name] is not None:
+                given[key] = convert(self[name])
+        return given
+
+    def postOptions(self) -> None:
+        try:
+            self.config = load_config(self["config"], self.overrides())
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        for key, description in _endpoints(self.config):
+            check_endpoint(key, description)
+        if self.config.log.format == "json":
+            self._log_json()
+
+    def _log_json(self) -> None:
+        parent = getattr(self, "parent", None)
+        if parent is None:
+            return
+        configure_json_target(parent.get("logfile"), bool(parent.get("nodaemon")))
+        if parent.get("logger") is None:
+            parent["logger"] = "mailsocketd.logs.json_observer"
+
+
+def _endpoints(config: Config) -> list[tuple[str, str]]:
+    return ([("line.listen", d) for d in config.line.listen]
+            + [("line.daytime", d) for d in config.line.daytime])
+
+
+def check_endpoint(key: str, description: str) -> None:
+    """Refuse an endpoint string that cannot be parsed, naming the key."""
+    from twisted.internet import reactor  # noqa: PLC0415  (only tap touches the reactor)
+
+    try:
+        serverFromString(reactor, description)
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        hint = ""
+        if description.startswith("systemd:"):
+            hint = " (no socket was passed by systemd: LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES)"
+        raise usage.UsageError(f"{key}: bad endpoint {description!r}: {e!r}{hint}") from None
+
+
+class CloseClientsOnStop(Service):
+    """On shutdown, tell every line client and close it; stopping waits until they are gone."""
+
+    def __init__(self, factory: LineFactory) -> None:
+        self.factory = factory
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        return self.factory.close_all(SHUTDOWN)
+
+
+def _listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:
+    service = StreamServerEndpointService(serverFromString(reactor, description), factory)
+    service._raiseSynchronously = True  # a port that cannot be bound stops twistd at start
+    return service
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """Wire the daemon from validated options."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor  # noqa: PLC0415
+
+        reactor = global_reactor
+    config = options.config
+    raise_open_file_limit()
+    top = MultiService()
+    server = LineServer(config.line, command_table(core_commands()), reactor,
+                        log_commands=config.log.commands)
+    factory = LineFactory(server, reactor)
+    # Added first, so stopped last: listeners close before clients are told.
+    CloseClientsOnStop(factory).setServiceParent(top)
+    for description in config.line.listen:
+        _listener(reactor, description, factory).setServiceParent(top)
+    daytime = DaytimeFactory(server)
+    for description in config.line.daytime:
+        _listener(reactor, description, daytime).setServiceParent(top)
+    if config.accounts:
+        from mailsocketd.mail.checker import AccountsService  # noqa: PLC0415
+
+        accounts = AccountsService(config.accounts, reactor)
+        accounts.setServiceParent(top)
+        server.status_sources.append(accounts.status_lines)
+    return top
+
+
+__all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
