@@ -57,7 +57,7 @@ def describe_peer(address: IAddress | None) -> tuple[str, str]:
     return "unix", "unix"
 
 
-@implementer(interfaces.IPushProducer)
+@implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class LineProtocol(Protocol):
     """One telnet/netcat client."""
 
@@ -76,6 +76,7 @@ class LineProtocol(Protocol):
         self._paused = False  # the transport's output buffer is full
         self._reading = True
         self._closing = False
+        self._eof = False
         self._opened = 0.0
 
     # -- connection --------------------------------------------------------------------
@@ -139,12 +140,45 @@ class LineProtocol(Protocol):
             del buffer[:start]
         if self._closing:
             return
+        if self._waiting or self._paused:
+            partial = len(buffer) - (buffer.rfind(b"\n") + 1)
+            if partial > limit:
+                self._line_too_long(partial)
+            else:
+                self._update_reading()
+            return
+        # Every complete line is served: what is left is the start of the next one.
         if len(buffer) > limit:
             self._line_too_long(len(buffer))
-            return
-        if buffer and not (self._waiting or self._paused) and len(buffer) <= 8:
-            self._maybe_bare_command()
-        self._update_reading()
+        elif self._eof:
+            self._finish_after_eof()
+        else:
+            if buffer and len(buffer) <= 8:
+                self._maybe_bare_command()
+            self._update_reading()
+
+    def readConnectionLost(self) -> None:
+        """The client sent EOF (``printf 'time' | nc ...``): serve what it sent, then close."""
+        self._eof = True
+        if self._bare_call is not None:
+            self._bare_call.cancel()
+            self._bare_call = None
+        if self._closing:
+            self.out.loseConnection()
+        else:
+            self._serve()
+
+    def writeConnectionLost(self) -> None:
+        """Our side is shut after a lingering close; the client's EOF or the abort ends it."""
+
+    def _finish_after_eof(self) -> None:
+        line = bytes(self._buffer).rstrip(b"\r")
+        self._buffer.clear()
+        if line.strip():
+            self._request(line)
+            if self._waiting or self._closing:
+                return
+        self._close()
 
     def _maybe_bare_command(self) -> None:
         if bytes(self._buffer).strip().lower() not in BARE_COMMANDS:
@@ -180,7 +214,7 @@ class LineProtocol(Protocol):
     def _update_reading(self) -> None:
         """Read from the socket unless output is stuck or too much input waits unserved."""
         want = not self._paused and len(self._buffer) <= INPUT_BACKLOG
-        if want != self._reading and not self._closing:
+        if want != self._reading and not (self._closing or self._eof):
             self._reading = want
             if want:
                 self.out.resumeProducing()
@@ -218,7 +252,16 @@ class LineProtocol(Protocol):
             return
         self._closing = True
         self.out.unregisterProducer()
-        self.out.loseConnection()
+        if not (self._reading or self._eof):
+            self.out.resumeProducing()  # drain (and drop) input, so the client's EOF is seen
+        # A lingering close: shut our side once the output is flushed and wait for the
+        # client's EOF, so that input still in flight cannot turn the close into a reset
+        # that destroys our last reply.  TLS has no half-close; it closes at once.
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is None or self._eof:
+            self.out.loseConnection()
+        else:
+            half_close()
         grace = self.server.config.shutdown_grace
         self._abort_call = self.clock.callLater(grace, self.out.abortConnection)
 
@@ -226,8 +269,6 @@ class LineProtocol(Protocol):
         """Send a last line and close (idle timeout, shutdown, limits)."""
         if self._closing:
             return
-        if not self._reading:
-            self.out.resumeProducing()  # let the close be seen
         self.out.write(reply.encode())
         self._close()
 

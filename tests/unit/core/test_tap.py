@@ -1,0 +1,63 @@
+"""``twistd mailsocketd`` options and wiring, with a memory reactor (no sockets)."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from mailsocketd.tap import Options, makeService
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_defaults():
+    options = parse()
+    assert options.config.line.listen == ("tcp:65000:interface=127.0.0.1",)
+    assert options.config.line.daytime == ()
+
+
+def test_listen_repeats_and_overrides_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[line]\nlisten = ["tcp:7000"]\nidle_timeout = 9\n')
+    options = parse("--config", str(path), "--listen", "tcp:7001:interface=127.0.0.1",
+                    "--listen", "tcp6:7002:interface=\\:\\:1", "--idle-timeout", "3",
+                    "--daytime", "tcp:7013:interface=127.0.0.1", "--banner",
+                    "--no-log-commands")
+    line = options.config.line
+    assert line.listen == ("tcp:7001:interface=127.0.0.1", "tcp6:7002:interface=\\:\\:1")
+    assert line.idle_timeout == 3.0
+    assert line.daytime == ("tcp:7013:interface=127.0.0.1",)
+    assert line.banner is True
+    assert options.config.log.commands is False
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--listen", "bogus:1"], "line.listen: bad endpoint 'bogus:1'"),
+    (["--listen", "systemd:domain=INET:index=0"], "no socket was passed by systemd"),
+    (["--max-line-length", "ten"], "--max-line-length: not a number: 'ten'"),
+    (["--max-per-peer", "0"], "line.max_connections_per_peer: expected an integer >= 1"),
+    (["--log-format", "xml"], "log.format: expected one of 'text', 'json'"),
+])
+def test_bad_options_are_usage_errors(args, message):
+    with pytest.raises(usage.UsageError) as info:
+        parse(*args)
+    assert message in str(info.value)
+
+
+def test_make_service_listens_on_every_endpoint():
+    reactor = MemoryReactorClock()
+    options = parse("--listen", "tcp:7001:interface=127.0.0.1",
+                    "--listen", "tcp:7002:interface=127.0.0.2",
+                    "--daytime", "tcp:7013:interface=127.0.0.1")
+    service = makeService(options, reactor)
+    service.privilegedStartService()
+    service.startService()
+    ports = sorted((port, interface) for port, _, _, interface in reactor.tcpServers)
+    assert ports == [(7001, "127.0.0.1"), (7002, "127.0.0.2"), (7013, "127.0.0.1")]
+    stopped = service.stopService()
+    assert stopped.called

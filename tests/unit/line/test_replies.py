@@ -1,0 +1,23 @@
+from mailsocketd.line.replies import Reply, error, multiline, printable
+
+
+def test_single_line_reply():
+    assert Reply("quit").encode() == b"quit\r\n"
+    assert error("bad").encode() == b"error: bad\r\n"
+
+
+def test_multiline_is_dot_stuffed_and_terminated():
+    reply = multiline("2 lines", [".hidden", "plain", "..two"])
+    assert reply.encode() == b"ok 2 lines\r\n..hidden\r\nplain\r\n...two\r\n.\r\n"
+
+
+def test_multiline_body_cannot_smuggle_line_breaks():
+    reply = multiline("x", ["a\r\n.\r\nb", "c\rd"])
+    assert reply.body == ("a", ".", "b", "c", "d")
+    assert reply.encode() == b"ok x\r\na\r\n..\r\nb\r\nc\r\nd\r\n.\r\n"
+
+
+def test_printable_replaces_controls_and_caps_length():
+    assert printable("a\x00b\x7fc\x9bd") == "a?b?c?d"
+    long = printable("x" * 100)
+    assert len(long) == 40 and long.endswith("...")
