@@ -28,7 +28,7 @@ def _open_target() -> IO[str]:
     if logfile == "-" or (not logfile and _target["nodaemon"]):
         return sys.stdout
     path = str(logfile) if logfile else "twistd.log"
-    handle: IO[str] = LogFile.fromFullPath(path)  # type: ignore[assignment]
+    handle: IO[str] = LogFile.fromFullPath(path)
     return handle
 
 

@@ -8,7 +8,7 @@ checker, and the orderly close of clients on shutdown.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -65,11 +65,11 @@ class Options(usage.Options):
         "telnet/netcat users) and the IMAP4 mail checker under one reactor. Every option can "
         "also be set in the TOML file given with --config; options given here win."
     )
-    optParameters = [
+    optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "TOML configuration file (see docs/configuration.md)"],
         *[[name, None, None, text] for name, _, _, text in _VALUE_OPTIONS],
     ]
-    optFlags = [
+    optFlags: ClassVar[list[list[Any]]] = [
         ["banner", None, "greet each client with a line (off by default: old clients read "
                          "the reply to their first command first)"],
         ["no-log-commands", None, "do not log one event per command (connections are still "
@@ -77,7 +77,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.listen: list[str] = []
         self.daytime: list[str] = []
         self.config: Config = Config()
@@ -92,7 +92,7 @@ class Options(usage.Options):
 
     def opt_version(self) -> None:
         """Print the version and exit."""
-        print(f"mailsocketd {__version__}")  # noqa: T201
+        print(f"mailsocketd {__version__}")
         raise SystemExit(0)
 
     def overrides(self) -> dict[str, Any]:
@@ -155,7 +155,7 @@ class CloseClientsOnStop(Service):
         self.factory = factory
 
     def stopService(self) -> Deferred[None] | None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]
         return self.factory.close_all(SHUTDOWN)
 
 
@@ -178,7 +178,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
                         log_commands=config.log.commands)
     factory = LineFactory(server, reactor)
     # Added first, so stopped last: listeners close before clients are told.
-    CloseClientsOnStop(factory).setServiceParent(top)
+    CloseClientsOnStop(factory).setServiceParent(top)  # type: ignore[no-untyped-call]
     for description in config.line.listen:
         _listener(reactor, description, factory).setServiceParent(top)
     daytime = DaytimeFactory(server)
@@ -188,7 +188,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from mailsocketd.mail.checker import AccountsService  # noqa: PLC0415
 
         accounts = AccountsService(config.accounts, reactor)
-        accounts.setServiceParent(top)
+        accounts.setServiceParent(top)  # type: ignore[no-untyped-call]
         server.status_sources.append(accounts.status_lines)
     return top
 

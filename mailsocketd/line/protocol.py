@@ -138,8 +138,13 @@ class LineProtocol(Protocol):
                 self._request(line)
         if start:
             del buffer[:start]
-        if self._closing:
-            return
+        if not self._closing:
+            self._after_serving()
+
+    def _after_serving(self) -> None:
+        """Check and act on what is left in the buffer once the complete lines are served."""
+        buffer = self._buffer
+        limit = self.server.config.max_line_length
         if self._waiting or self._paused:
             partial = len(buffer) - (buffer.rfind(b"\n") + 1)
             if partial > limit:

@@ -52,6 +52,15 @@ class Daemon:
             s.sendall(data)
             return read_until_close(s)
 
+    def wait_until_alone(self, timeout: float = 10.0) -> None:
+        """Wait until the server counts no connection but the one asking (probes are gone)."""
+        deadline = time.monotonic() + timeout
+        while b"connections: 1 open" not in self.exchange(b"status\r\nquit\r\n"):
+            if time.monotonic() > deadline:
+                raise AssertionError("connections stayed open")
+            time.sleep(0.05)
+        time.sleep(0.1)  # and let the status connection itself be released
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -89,7 +89,7 @@ def test_help_is_generated_from_the_table_and_dot_terminated():
 
 def test_status_counts():
     rig = Rig()
-    p1, t1 = rig.connect()
+    p1, _t1 = rig.connect()
     p2, t2 = rig.connect(port=40001)
     p1.dataReceived(b"time\r\ntime\r\n")
     rig.clock.advance(42)
@@ -285,11 +285,11 @@ def test_connection_limits_total_and_per_peer():
     rig = Rig(max_connections=3, max_connections_per_peer=2)
     a1, _ = rig.connect("10.0.0.1", 1)
     rig.connect("10.0.0.1", 2)
-    refused, tr = rig.connect("10.0.0.1", 3)
+    _, tr = rig.connect("10.0.0.1", 3)
     assert take(tr) == b"error: too many connections from your address\r\n"
     assert tr.disconnecting
     rig.connect("10.0.0.2", 1)
-    refused, tr = rig.connect("10.0.0.3", 1)
+    _refused, tr = rig.connect("10.0.0.3", 1)
     assert take(tr) == b"error: too many connections, try again later\r\n"
     lose(a1, a1.transport)
     _, tr = rig.connect("10.0.0.3", 2)
@@ -329,7 +329,7 @@ def _replies(stream: bytes, cuts: list[int]) -> bytes:
     rig = Rig()
     proto, tr = rig.connect()
     last = 0
-    for cut in sorted(cuts) + [len(stream)]:
+    for cut in [*sorted(cuts), len(stream)]:
         if cut > last and not tr.disconnecting:
             proto.dataReceived(stream[last:cut])
             last = cut
