@@ -43,7 +43,7 @@ def take(transport: StringTransport) -> bytes:
 
 def lose(proto: LineProtocol, transport: StringTransport) -> None:
     """Finish a connection the way a reactor would after loseConnection."""
-    from twisted.internet.error import ConnectionDone  # noqa: PLC0415
-    from twisted.python.failure import Failure  # noqa: PLC0415
+    from twisted.internet.error import ConnectionDone
+    from twisted.python.failure import Failure
 
     proto.connectionLost(Failure(ConnectionDone()))
