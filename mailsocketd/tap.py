@@ -24,6 +24,7 @@ from mailsocketd.line.protocol import LineFactory
 from mailsocketd.line.replies import error
 from mailsocketd.line.server import LineServer
 from mailsocketd.logs import configure_json_target
+from mailsocketd.mail.checker import AccountsService
 from mailsocketd.system import raise_open_file_limit
 
 SHUTDOWN = error("server shutting down", close=True)
@@ -185,8 +186,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     for description in config.line.daytime:
         _listener(reactor, description, daytime).setServiceParent(top)
     if config.accounts:
-        from mailsocketd.mail.checker import AccountsService  # noqa: PLC0415
-
         accounts = AccountsService(config.accounts, reactor)
         accounts.setServiceParent(top)  # type: ignore[no-untyped-call]
         server.status_sources.append(accounts.status_lines)

@@ -1,0 +1,132 @@
+"""Fetching an account's password: from a file, a command or an environment variable.
+
+The password is fetched when a connection is about to log in, so a rotated password (or a
+systemd credential that appears later) is picked up without a restart.  It travels as a
+``Secret``, whose repr never shows it, and no error message here ever contains it: errors name
+the source (``password_file /etc/x``), never the content.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.python.failure import Failure
+
+from mailsocketd.mail.accounts import PasswordSource
+from mailsocketd.mail.errors import SecretError
+from mailsocketd.mail.process import ProcessResult, ProcessStartError, run_process
+
+__all__ = ["MAX_SECRET_FILE", "Secret", "SecretError", "fetch_password"]
+
+MAX_SECRET_FILE = 4096
+COMMAND_TIMEOUT = 60.0
+
+
+class Secret:
+    """A password in transit: bytes that refuse to show themselves in logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<Secret hidden>"
+
+    __str__ = __repr__
+
+
+def _first_line(data: bytes, what: str) -> Secret:
+    """The password is the first line (``pass`` convention); the line end is not part of it."""
+    line = data.split(b"\n", 1)[0]
+    line = line.removesuffix(b"\r")
+    if not line:
+        raise SecretError(f"{what} gave an empty password")
+    if any(b < 0x20 or b == 0x7F for b in line):
+        raise SecretError(f"{what} gave a password with control characters")
+    return Secret(line)
+
+
+def resolve_password_file(path: str, environ: Mapping[str, str]) -> Path:
+    """Absolute paths as given; relative ones inside systemd's ``$CREDENTIALS_DIRECTORY``."""
+    if os.path.isabs(path):
+        return Path(path)
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    if not credentials:
+        raise SecretError(f"password_file {path}: a relative path is looked up in "
+                          "$CREDENTIALS_DIRECTORY (systemd LoadCredential=), which is not set")
+    return Path(credentials) / path
+
+
+def read_password_file(path: str, environ: Mapping[str, str]) -> Secret:
+    """Read a password file, refusing one that other users may read."""
+    what = f"password_file {path}"
+    full = resolve_password_file(path, environ)
+    try:
+        fd = os.open(full, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as e:
+        raise SecretError(f"{what}: cannot open: {e.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SecretError(f"{what}: not a regular file")
+        if info.st_mode & 0o044:
+            raise SecretError(f"{what}: readable by group or others "
+                              f"(mode {stat.S_IMODE(info.st_mode):04o}); "
+                              "refusing it: chmod 600 it (or 400)")
+        data = os.read(fd, MAX_SECRET_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_FILE:
+        raise SecretError(f"{what}: larger than {MAX_SECRET_FILE} bytes; not a password file")
+    return _first_line(data, what)
+
+
+def read_password_env(name: str, environ: Mapping[str, str]) -> Secret:
+    value = environ.get(name, "")
+    if not value:
+        raise SecretError(f"password_env {name}: the variable is not set or empty")
+    return _first_line(value.encode("utf-8", "surrogateescape"), f"password_env {name}")
+
+
+def run_password_command(argv: tuple[str, ...], reactor: Any, environ: Mapping[str, str],
+                         timeout: float = COMMAND_TIMEOUT) -> Deferred[Secret]:
+    """Run the command (no shell); its first line of output is the password."""
+    what = f"password_command {argv[0]}"
+
+    def done(result: ProcessResult) -> Secret:
+        if not result.ok:
+            raise SecretError(f"{what} {result.describe()}")
+        return _first_line(result.stdout, what)
+
+    def not_started(failure: Failure) -> Secret:
+        if not isinstance(failure.value, ProcessStartError):
+            failure.raiseException()
+        raise SecretError(f"password_command: {failure.value}")
+
+    d = run_process(reactor, argv, environ, timeout, max_output=MAX_SECRET_FILE)
+    return d.addCallbacks(done, not_started)
+
+
+def fetch_password(source: PasswordSource, reactor: Any,
+                   environ: Mapping[str, str] | None = None) -> Deferred[Secret]:
+    """Fetch the password from ``source``; fails with SecretError, never showing the secret."""
+    env = os.environ if environ is None else environ
+    try:
+        if source.kind == "file" and source.file is not None:
+            return succeed(read_password_file(source.file, env))
+        if source.kind == "env" and source.env is not None:
+            return succeed(read_password_env(source.env, env))
+    except SecretError as e:
+        return fail(e)
+    if source.kind == "command" and source.command:
+        return run_password_command(source.command, reactor, env)
+    return fail(SecretError(f"unusable password source {source.kind!r}"))

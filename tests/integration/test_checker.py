@@ -1,0 +1,357 @@
+"""The account watcher against the REAL Dovecot (and Postfix for delivery), in this reactor.
+
+Counts, one STATUS for 10,000 messages, new mail through IDLE within 2 s, a debounced hook,
+Dovecot killed and restarted, wrong password, wrong CA, host name mismatch, no password sent
+when the server offers no STARTTLS; and a hostile (fake, loopback) server that is dropped.  Loopback only; 127.0.0.2 is used for a forwarder
+whose address is not in the server certificate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import time
+import uuid
+
+import pytest
+import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from mailrig import parsed_account, write_password
+from twisted.internet import reactor, threads
+from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
+from twisted.protocols import portforward
+from twisted.protocols.basic import LineReceiver
+
+from mailsocketd.mail.checker import AccountWatcher
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def eventually(predicate, timeout=10.0, what="the condition"):
+    """Poll (without blocking the reactor) until ``predicate()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await deferLater(reactor, 0.02)
+
+
+def state_of(watcher):
+    return watcher.state.state
+
+
+def counts_of(watcher, mailbox="INBOX"):
+    return watcher.state.mailboxes[mailbox].counts
+
+
+def error_of(watcher):
+    line = watcher.state.status_lines()[0]
+    return line.split(" error=", 1)[1]
+
+
+class Watching:
+    """Start a watcher; stop it at the end and check that it left no timer behind."""
+
+    def __init__(self, account, environ=None):
+        self.before = set(reactor.getDelayedCalls())
+        self.watcher = AccountWatcher(account, reactor, environ)
+
+    async def __aenter__(self):
+        self.watcher.startService()
+        return self.watcher
+
+    async def __aexit__(self, *exc):
+        await self.watcher.stopService()
+        await deferLater(reactor, 0.05)
+        left = [c for c in reactor.getDelayedCalls()
+                if c not in self.before and c.active() and "mailsocketd" in repr(c)]
+        assert left == [], left
+        assert self.watcher.state.state == "stopped"
+
+
+def imaps_account(mailserver, tmp_path, **keys):
+    keys.setdefault("server", f"tls:127.0.0.1:{mailserver.imaps_port}")
+    keys.setdefault("user", "alice")
+    keys.setdefault("ca_file", str(mailserver.ca_file))
+    if not any(k.startswith("password_") for k in keys):
+        keys["password_file"] = write_password(tmp_path)
+    return parsed_account("work", **keys)
+
+
+def unique_mailbox():
+    return "T" + uuid.uuid4().hex[:10]
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_of_a_known_mailbox_over_starttls_and_imaps(mailserver, tmp_path):
+    box = unique_mailbox()
+    await threads.deferToThread(mailserver.populate, "alice", 25, box)
+    for server in (f"tcp:localhost:{mailserver.imap_port}",
+                   f"tls:127.0.0.1:{mailserver.imaps_port}"):
+        account = imaps_account(mailserver, tmp_path, server=server, mailboxes=[box])
+        async with Watching(account) as w:
+            await eventually(lambda w=w: counts_of(w, box) is not None, what="the first check")
+            counts = counts_of(w, box)
+            assert (counts.messages, counts.unseen, counts.recent) == (25, 25, 25)
+            assert counts.uidnext == 26
+            await eventually(lambda w=w: state_of(w) == "idling", what="idling")
+            assert w.session.client.encrypted
+            line = w.state.status_lines()[0]
+            assert line.startswith(f"account work {box}: state=idling messages=25 unseen=25 ")
+            assert line.endswith(" error=-")
+
+
+@pytest_twisted.ensureDeferred
+async def test_ten_thousand_messages_are_still_one_status(mailserver, tmp_path):
+    box = unique_mailbox()
+    await threads.deferToThread(mailserver.populate, "alice", 10000, box)
+    account = imaps_account(mailserver, tmp_path, mailboxes=[box], idle=False)
+    async with Watching(account) as w:
+        await eventually(lambda: counts_of(w, box) is not None, what="the first check")
+        client = w.session.client
+        assert counts_of(w, box).messages == 10000
+        assert counts_of(w, box).unseen == 10000
+        # greeting..login..post-login CAPABILITY..one STATUS: a handful of commands and lines
+        assert client.commands_sent == {"AUTHENTICATE": 1, "CAPABILITY": 1, "STATUS": 1}
+        assert client.lines_received < 10
+        assert w.state.mailboxes[box].latency < 2.0
+        print(f"10000 messages: {dict(client.commands_sent)}, {client.lines_received} lines "
+              f"received, STATUS in {w.state.mailboxes[box].latency:.4f} s")
+
+
+@pytest_twisted.ensureDeferred
+async def test_smtp_delivery_is_noticed_through_idle_within_2_seconds(mailserver, tmp_path):
+    await threads.deferToThread(mailserver.clear_mailbox, "bob")
+    account = imaps_account(mailserver, tmp_path, user="bob", interval=3600)
+    async with Watching(account) as w:
+        await eventually(lambda: state_of(w) == "idling", what="idling")
+        before = counts_of(w)
+        started = time.monotonic()
+        await threads.deferToThread(mailserver.deliver, "bob", "through IDLE")
+        await eventually(lambda: counts_of(w).messages == before.messages + 1, timeout=2.0,
+                         what="the delivered message")
+        noticed = time.monotonic() - started
+        assert noticed < 2.0
+        assert w.state.mailboxes["INBOX"].new_mail == 1
+        assert w.session.client.commands_sent["STATUS"] == 2  # the first check + this one
+        print(f"delivered and noticed in {noticed:.3f} s")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_of_mail_runs_the_hook_once(mailserver, tmp_path):
+    await threads.deferToThread(mailserver.clear_mailbox, "bob")
+    runs = tmp_path / "runs"
+    hook = [sys.executable, "-c",
+            "import os, sys; open(sys.argv[1], 'a').write(' '.join(sys.argv[2:]) + ' ' "
+            "+ os.environ['MAILSOCKETD_NEW'] + chr(10))", str(runs)]
+    account = imaps_account(mailserver, tmp_path, user="bob", on_new_mail=hook,
+                            on_new_mail_delay=1.5)
+    async with Watching(account) as w:
+        await eventually(lambda: state_of(w) == "idling", what="idling")
+
+        def burst():
+            for n in range(20):
+                mailserver.deliver("bob", f"burst {n}")
+
+        await threads.deferToThread(burst)
+        await eventually(lambda: counts_of(w).messages == 20, what="all 20 messages")
+        await eventually(runs.exists, timeout=5, what="the hook run")
+        await deferLater(reactor, 2.0)  # no second run follows
+        lines = runs.read_text().splitlines()
+        assert len(lines) == 1, lines
+        account_name, mailbox, new, messages, unseen, env_new = lines[0].split()
+        assert (account_name, mailbox, messages, unseen) == ("work", "INBOX", "20", "20")
+        assert new == env_new and int(new) >= 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_dovecot_killed_while_idling_then_restarted(mailserver, tmp_path):
+    box = unique_mailbox()
+    await threads.deferToThread(mailserver.populate, "alice", 3, box)
+    account = imaps_account(mailserver, tmp_path, mailboxes=[box])
+    seen = []
+    async with Watching(account) as w:
+        await eventually(lambda: state_of(w) == "idling", what="idling")
+        w.state.set_state = _recording(w.state.set_state, seen)
+        try:
+            await threads.deferToThread(mailserver.kill_dovecot)
+            await eventually(lambda: state_of(w) == "backing-off", timeout=5,
+                             what="noticing the dead server")
+            await eventually(lambda: "connection refused" in error_of(w), timeout=10,
+                             what="a refused reconnection attempt")
+        finally:
+            await threads.deferToThread(mailserver.start_dovecot)
+        await eventually(lambda: state_of(w) == "idling", timeout=30, what="idling again")
+        assert counts_of(w, box).messages == 3 and error_of(w) == "-"
+    assert seen.index("backing-off") < seen.index("connecting") < len(seen) - 1
+    assert seen[-1] == "stopped" and "idling" in seen[seen.index("backing-off"):]
+
+
+def _recording(set_state, seen):
+    def record(state):
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        set_state(state)
+    return record
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_password_is_reported_and_not_hammered(mailserver, tmp_path):
+    account = imaps_account(mailserver, tmp_path,
+                            password_file=write_password(tmp_path, "wrong", "bad"))
+    async with Watching(account) as w:
+        await eventually(lambda: state_of(w) == "auth-failed", what="auth-failed")
+        assert error_of(w) == (
+            "login refused for user alice: NO [AUTHENTICATIONFAILED] Authentication failed.")
+        await deferLater(reactor, 1.5)
+        assert w.backoff.auth_failures == 1  # one attempt; the next is minutes away
+        assert state_of(w) == "auth-failed"
+
+
+def make_unrelated_ca(path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone else's CA")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+@pytest.mark.parametrize("which", ["unrelated CA", "system CAs"])
+@pytest_twisted.ensureDeferred
+async def test_a_certificate_from_another_ca_is_refused(mailserver, tmp_path, which):
+    keys = {"ca_file": make_unrelated_ca(tmp_path / "ca.pem")} if which == "unrelated CA" else {}
+    account = imaps_account(mailserver, tmp_path, **keys)
+    if not keys:
+        account = parsed_account("work", server=account.server, user="alice",
+                                 password_file=write_password(tmp_path))
+    async with Watching(account) as w:
+        await eventually(lambda: "TLS failure" in error_of(w), what="a TLS failure")
+        assert error_of(w) == "TLS failure: certificate verify failed"
+        assert state_of(w) == "backing-off" and counts_of(w) is None
+
+
+class RecordingProxy(portforward.ProxyServer):
+    """A forwarder that keeps what the client sent."""
+
+    def dataReceived(self, data):
+        self.factory.client_bytes.append(data)
+        super().dataReceived(data)
+
+
+def forwarder(target_port, interface="127.0.0.2"):
+    factory = portforward.ProxyFactory("127.0.0.1", target_port)
+    factory.protocol = RecordingProxy
+    factory.client_bytes = []
+    factory.noisy = False
+    return reactor.listenTCP(0, factory, interface=interface), factory
+
+
+@pytest.mark.parametrize("scheme", ["tls", "tcp"])
+@pytest_twisted.ensureDeferred
+async def test_a_host_name_not_in_the_certificate_is_refused(mailserver, tmp_path, scheme):
+    target = mailserver.imaps_port if scheme == "tls" else mailserver.imap_port
+    port, factory = forwarder(target)
+    try:
+        account = imaps_account(mailserver, tmp_path,
+                                server=f"{scheme}:127.0.0.2:{port.getHost().port}")
+        async with Watching(account) as w:
+            await eventually(lambda: "TLS failure" in error_of(w), what="a TLS failure")
+            assert error_of(w).startswith(
+                "TLS failure: the certificate does not match the server name")
+            assert "127.0.0.2" in error_of(w)
+        sent = b"".join(factory.client_bytes)
+        assert b"AUTHENTICATE" not in sent and b"LOGIN" not in sent
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_starttls_offered_means_no_password_on_the_wire(mailserver_notls, tmp_path):
+    port, factory = forwarder(mailserver_notls.imap_port, interface="127.0.0.1")
+    try:
+        account = parsed_account("work", server=f"tcp:127.0.0.1:{port.getHost().port}",
+                                 user="alice", password_file=write_password(tmp_path))
+        async with Watching(account) as w:
+            await eventually(lambda: state_of(w) == "auth-failed", what="the refusal")
+            assert "refusing to send the password in clear" in error_of(w)
+        sent = b"".join(factory.client_bytes)
+        assert b"pw" not in sent and b"LOGIN" not in sent and b"AUTHENTICATE" not in sent
+        assert sent.split() == [b"0001", b"CAPABILITY"] or sent == b""
+
+        # The explicit opt-in works (and is the only way in clear).
+        factory.client_bytes.clear()
+        allowed = parsed_account("work", server=f"tcp:127.0.0.1:{port.getHost().port}",
+                                 user="alice", password_file=write_password(tmp_path),
+                                 allow_cleartext=True)
+        async with Watching(allowed) as w:
+            await eventually(lambda: counts_of(w) is not None, what="a check in clear")
+            assert not w.session.client.encrypted
+    finally:
+        await port.stopListening()
+
+
+class HostileServer(LineReceiver):
+    """Logs anyone in, then answers STATUS with far too much (a literal or a line)."""
+
+    delimiter = b"\r\n"
+
+    def connectionMade(self):
+        self.sendLine(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hostile")
+        self.authenticating = None
+
+    def lineReceived(self, line):
+        if self.authenticating is not None:
+            self.sendLine(self.authenticating + b" OK in")
+            self.authenticating = None
+            return
+        tag, _, rest = line.partition(b" ")
+        command = rest.split(b" ")[0].upper()
+        if command == b"AUTHENTICATE":
+            self.authenticating = tag
+            self.sendLine(b"+ ")
+        elif command == b"CAPABILITY":
+            self.sendLine(b"* CAPABILITY IMAP4rev1")
+            self.sendLine(tag + b" OK done")
+        elif command == b"STATUS":
+            self.factory.statuses += 1
+            if self.factory.attack == "literal":
+                self.transport.write(b"* STATUS {1000000000}\r\n" + b"x" * (1 << 20))
+            else:
+                self.transport.write(b"* STATUS " + b"x" * (1 << 20))
+
+
+@pytest.mark.parametrize(("attack", "message"), [
+    ("literal", "server announced a 1000000000-byte literal (limit 65536)"),
+    ("line", "response line longer than 65536 bytes"),
+])
+@pytest_twisted.ensureDeferred
+async def test_a_hostile_server_is_dropped_with_a_logged_error(tmp_path, attack, message):
+    factory = Factory.forProtocol(HostileServer)
+    factory.attack, factory.statuses, factory.noisy = attack, 0, False
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        account = parsed_account("work", server=f"tcp:127.0.0.1:{port.getHost().port}",
+                                 user="alice", password_file=write_password(tmp_path),
+                                 allow_cleartext=True)
+        async with Watching(account) as w:
+            await eventually(lambda: message in error_of(w), what="the refusal")
+            assert state_of(w) == "backing-off" and counts_of(w) is None
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await port.stopListening()
+    logged = [e for e in events if e.get("mail_event") == "protocol_error"]
+    assert logged and logged[0]["error"] == message
+    assert factory.statuses >= 1

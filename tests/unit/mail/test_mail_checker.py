@@ -1,0 +1,237 @@
+"""Account watchers on a task.Clock: status lines, reconnection with backoff, auth failures,
+and a stop that logs out and leaves no timer behind."""
+
+from __future__ import annotations
+
+import time
+
+from mailrig import Rig, account
+from twisted.internet.defer import fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+
+from mailsocketd.mail.backoff import Backoff
+from mailsocketd.mail.checker import AccountsService, AccountWatcher
+
+ENV = {"PW": "pw"}
+
+
+class ScriptedEndpoint:
+    """Each connect() either fails (refused) or yields a Rig the test plays the server on."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.watcher = None
+        self.refuse = False
+        self.rigs = []
+
+    def connect(self, factory):
+        self.watcher.attempting()
+        if self.refuse:
+            failure = Failure(ConnectionRefusedError())
+            self.watcher.note_failure(failure)
+            return fail(failure)
+        client = factory.buildProtocol(None)
+        rig = Rig(clock=self.clock)
+        rig.client = client
+        self.rigs.append(rig.connect())
+        return succeed(client)
+
+
+def watcher(**overrides):
+    clock = Clock()
+    clock.advance(time.time())
+    endpoint = ScriptedEndpoint(clock)
+    w = AccountWatcher(account(**overrides), clock, environ=ENV, endpoint=endpoint)
+    w.backoff = Backoff(clock, jitter=lambda: 0.5)  # exact delays
+    endpoint.watcher = w
+    return w, endpoint, clock
+
+
+def log_in_and_idle(rig):
+    rig.greet()
+    rig.plain_login()
+    rig.status(messages=12, unseen=3)
+    rig.answer(b"EXAMINE")
+    rig.expect(b"IDLE")
+    rig.server("+ idling")
+
+
+def retry_delay(clock):
+    calls = clock.getDelayedCalls()
+    assert len(calls) == 1, calls
+    return calls[0].getTime() - clock.seconds()
+
+
+def test_status_lines_before_and_after_the_first_check():
+    w, endpoint, clock = watcher(mailboxes=("INBOX", "Lists"))
+    assert w.state.status_lines() == [
+        "account work INBOX: state=stopped messages=- unseen=- last_check=- latency=- error=-",
+        "account work Lists: state=stopped messages=- unseen=- last_check=- latency=- error=-",
+    ]
+    w.startService()
+    rig = endpoint.rigs[0]
+    rig.greet()
+    rig.plain_login()
+    rig.status("INBOX", messages=12, unseen=3)
+    clock.advance(0.004)
+    rig.status("Lists", messages=5, unseen=0)
+    rig.answer(b"EXAMINE")
+    rig.expect(b"IDLE")
+    rig.server("+ idling")
+    stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(clock.seconds()))
+    assert w.state.status_lines() == [
+        f"account work INBOX: state=idling messages=12 unseen=3 last_check={stamp} "
+        "latency=0.000s error=-",
+        f"account work Lists: state=idling messages=5 unseen=0 last_check={stamp} "
+        "latency=0.004s error=-",
+    ]
+
+
+def test_refused_connections_back_off_exponentially():
+    w, endpoint, clock = watcher()
+    endpoint.refuse = True
+    w.startService()
+    delays = []
+    for _ in range(5):
+        delays.append(retry_delay(clock))
+        clock.advance(delays[-1])
+    assert delays == [1, 2, 4, 8, 16]
+    assert w.state.state == "backing-off"
+    assert w.state.status_lines()[0].endswith("error=connection refused")
+
+
+def test_wrong_password_backs_off_hard_and_says_so():
+    w, endpoint, clock = watcher()
+    w.startService()
+    rig = endpoint.rigs[0]
+    rig.greet()
+    rig.expect(b"AUTHENTICATE")
+    rig.server("+ ")
+    rig.sent()
+    rig.reply(status="NO", text="[AUTHENTICATIONFAILED] Authentication failed.")
+    clock.advance(0)  # connection closed
+    assert rig.transport.closed
+    assert retry_delay(clock) == 300
+    assert w.state.state == "auth-failed"
+    assert w.state.status_lines()[0].endswith(
+        "error=login refused for user alice: NO [AUTHENTICATIONFAILED] Authentication failed.")
+    clock.advance(300)
+    assert len(endpoint.rigs) == 2
+
+
+def test_a_missing_password_is_reported_without_hammering():
+    w, endpoint, clock = watcher()
+    w.environ = {}
+    w.startService()
+    endpoint.rigs[0].greet()
+    clock.advance(0)
+    assert w.state.state == "auth-failed" and retry_delay(clock) == 300
+    assert "password_env PW: the variable is not set" in w.state.status_lines()[0]
+
+
+def test_a_flapping_server_is_not_reconnected_at_once():
+    w, endpoint, clock = watcher()
+    w.startService()
+    delays = []
+    for n in range(4):
+        rig = endpoint.rigs[n]
+        log_in_and_idle(rig)
+        clock.advance(5)
+        rig.transport.loseConnection()  # dropped after 5 s, every time
+        clock.advance(0)
+        delays.append(retry_delay(clock))
+        clock.advance(delays[-1])
+    assert delays == [1, 2, 4, 8]
+    assert "connection closed by the server" in w.state.status_lines()[0]
+
+
+def test_a_healthy_session_resets_the_backoff():
+    w, endpoint, clock = watcher(keepalive=1500, interval=3600)
+    endpoint.refuse = True
+    w.startService()
+    for _ in range(3):
+        clock.advance(retry_delay(clock))
+    endpoint.refuse = False
+    clock.advance(retry_delay(clock))
+    rig = endpoint.rigs[0]
+    log_in_and_idle(rig)
+    clock.advance(120)
+    rig.transport.loseConnection()
+    clock.advance(0)
+    assert retry_delay(clock) == 1
+
+
+def test_stop_while_idling_logs_out_and_leaves_no_timer():
+    w, endpoint, clock = watcher()
+    w.startService()
+    rig = endpoint.rigs[0]
+    log_in_and_idle(rig)
+    stopped = w.stopService()
+    assert rig.sent() == [b"DONE"]
+    rig.reply()
+    rig.answer(b"LOGOUT", "BYE")
+    clock.advance(0)
+    assert stopped.called and w.state.state == "stopped"
+    assert clock.getDelayedCalls() == []
+
+
+def test_stop_with_a_mute_server_aborts_after_the_grace_period():
+    w, endpoint, clock = watcher()
+    w.startService()
+    rig = endpoint.rigs[0]
+    log_in_and_idle(rig)
+    stopped = w.stopService()
+    clock.advance(3)
+    clock.advance(0)
+    assert stopped.called and rig.transport.closed
+    assert clock.getDelayedCalls() == []
+
+
+def test_stop_while_backing_off_cancels_the_retry():
+    w, endpoint, clock = watcher()
+    endpoint.refuse = True
+    w.startService()
+    assert len(clock.getDelayedCalls()) == 1
+    w.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+def test_accounts_service_lists_every_account_in_order():
+    clock = Clock()
+    service = AccountsService([account(name="work"), account(name="home")], clock, ENV)
+    lines = service.status_lines()
+    assert [line.split(":")[0] for line in lines] == ["account work INBOX",
+                                                       "account home INBOX"]
+    assert [w.name for w in service] == ["work", "home"]
+
+
+def test_accounts_service_start_and_stop_on_a_memory_reactor():
+    reactor = MemoryReactorClock()
+    service = AccountsService([account(server="tls:127.0.0.1:993")], reactor, ENV)
+    service.startService()
+    assert len(reactor.tcpClients) == 1
+    host, port = reactor.tcpClients[0][:2]
+    assert (host, port) == ("127.0.0.1", 993)
+    d = service.stopService()
+    assert d.called and reactor.getDelayedCalls() == []
+
+
+def test_a_missed_heartbeat_replaces_the_connection():
+    w, endpoint, clock = watcher(keepalive=240, timeout=30, interval=3600)
+    w.startService()
+    rig = endpoint.rigs[0]
+    log_in_and_idle(rig)
+    clock.advance(240)
+    assert rig.sent() == [b"DONE"]  # the heartbeat; the server stays silent
+    clock.advance(30)
+    clock.advance(0)
+    assert rig.transport.closed and w.state.state == "backing-off"
+    assert w.state.status_lines()[0].endswith(
+        "error=timed out after 30 s waiting for the reply to DONE (heartbeat)")
+    clock.advance(retry_delay(clock))
+    assert len(endpoint.rigs) == 2
+    log_in_and_idle(endpoint.rigs[1])
+    assert w.state.state == "idling"
