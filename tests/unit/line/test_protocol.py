@@ -214,7 +214,8 @@ def test_client_that_does_not_read_stops_being_served():
     assert tr.producerState == "producing"
 
 
-def test_input_backlog_is_bounded_while_a_reply_is_pending():
+def slow_rig() -> tuple[Rig, list[Deferred[Reply]]]:
+    """A rig with a ``slow`` command whose replies the test fires by hand."""
     pending: list[Deferred[Reply]] = []
 
     def slow(server, session, args):
@@ -222,7 +223,11 @@ def test_input_backlog_is_bounded_while_a_reply_is_pending():
         pending.append(d)
         return d
 
-    rig = Rig(extra=[Command("slow", slow, "slow", "waits")])
+    return Rig(extra=[Command("slow", slow, "slow", "waits")]), pending
+
+
+def test_input_backlog_is_bounded_while_a_reply_is_pending():
+    rig, pending = slow_rig()
     proto, tr = rig.connect()
     proto.dataReceived(b"slow\r\n")
     proto.dataReceived(b"time\r\n" * 20000)  # 120 KB queued behind the slow command
@@ -235,14 +240,7 @@ def test_input_backlog_is_bounded_while_a_reply_is_pending():
 
 
 def test_deferred_replies_keep_request_order_and_errors_become_lines():
-    pending: list[Deferred[Reply]] = []
-
-    def slow(server, session, args):
-        d: Deferred[Reply] = Deferred()
-        pending.append(d)
-        return d
-
-    rig = Rig(extra=[Command("slow", slow, "slow", "waits")])
+    rig, pending = slow_rig()
     proto, tr = rig.connect()
     proto.dataReceived(b"slow\r\ntime\r\nslow\r\n")
     assert take(tr) == b""
