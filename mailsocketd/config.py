@@ -33,7 +33,7 @@ class LineConfig:
     max_connections: int = 10000
     max_connections_per_peer: int = 256
     bare_command_wait: float = 0.05
-    shutdown_grace: float = 2.0
+    close_grace: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def parse_line(table: Table) -> LineConfig:
         max_connections_per_peer=table.integer(
             "max_connections_per_peer", d.max_connections_per_peer, 1),
         bare_command_wait=table.number("bare_command_wait", d.bare_command_wait, 0.0, 10.0),
-        shutdown_grace=table.number("shutdown_grace", d.shutdown_grace, 0.0, 60.0),
+        close_grace=table.number("close_grace", d.close_grace, 0.0, 60.0),
     )
     table.finish()
     return line

@@ -142,7 +142,7 @@ def check_endpoint(key: str, description: str) -> None:
 
     try:
         serverFromString(reactor, description)
-    except (ValueError, KeyError, IndexError, TypeError) as e:
+    except Exception as e:  # every parser error: bad syntax, missing key file, bad TLS key...
         hint = ""
         if description.startswith("systemd:"):
             hint = " (no socket was passed by systemd: LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES)"
@@ -160,10 +160,23 @@ class CloseClientsOnStop(Service):
         return self.factory.close_all(SHUTDOWN)
 
 
-def _listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:
-    service = StreamServerEndpointService(serverFromString(reactor, description), factory)
-    service._raiseSynchronously = True  # a port that cannot be bound stops twistd at start
-    return service
+class Listener(StreamServerEndpointService):
+    """A listening endpoint that stops twistd with a one-line message when it cannot listen."""
+
+    def __init__(self, reactor: Any, key: str, description: str, factory: Any) -> None:
+        super().__init__(serverFromString(reactor, description), factory)  # type: ignore[no-untyped-call]
+        self.key = key
+        self.description = description
+        # Twisted-private (strports.service sets it too): a failed listen raises right here, at
+        # start-up, instead of being logged while the daemon runs on without the port.
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+        except Exception as e:
+            raise SystemExit(f"twistd: {self.key}: cannot listen on {self.description!r}: {e}"
+                             ) from None
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -180,11 +193,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     factory = LineFactory(server, reactor)
     # Added first, so stopped last: listeners close before clients are told.
     CloseClientsOnStop(factory).setServiceParent(top)  # type: ignore[no-untyped-call]
-    for description in config.line.listen:
-        _listener(reactor, description, factory).setServiceParent(top)
     daytime = DaytimeFactory(server)
-    for description in config.line.daytime:
-        _listener(reactor, description, daytime).setServiceParent(top)
+    for key, description in _endpoints(config):
+        Listener(reactor, key, description, daytime if key == "line.daytime" else factory
+                 ).setServiceParent(top)  # type: ignore[no-untyped-call]
     if config.accounts:
         accounts = AccountsService(config.accounts, reactor)
         accounts.setServiceParent(top)  # type: ignore[no-untyped-call]

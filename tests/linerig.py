@@ -19,6 +19,20 @@ from mailsocketd.line.server import LineServer
 START = 1_795_000_000.0
 
 
+class HalfClosingTransport(StringTransport):
+    """A StringTransport that, like TCP, can shut its sending side only."""
+
+    write_closed = False
+    aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
 class Rig:
     def __init__(self, extra: list[Command] | None = None, **line: Any) -> None:
         self.clock = Clock()
@@ -30,7 +44,7 @@ class Rig:
 
     def connect(self, host: str = "127.0.0.1", port: int = 40000) -> tuple[Any, StringTransport]:
         proto = self.factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        transport = HalfClosingTransport(peerAddress=IPv4Address("TCP", host, port))
         proto.makeConnection(transport)
         return proto, transport
 

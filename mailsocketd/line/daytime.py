@@ -28,7 +28,7 @@ class DaytimeFactory(Factory):
     """One DaytimeProtocol per connection, logged like the line service's connections."""
 
     noisy = False
-    log = Logger(namespace="mailsocketd.daytime")
+    log = Logger()
 
     def __init__(self, server: LineServer) -> None:
         self.server = server

@@ -16,7 +16,7 @@ wait in the input buffer.
 
 from __future__ import annotations
 
-from typing import Protocol as Interface
+from typing import Protocol as TypingProtocol
 from typing import cast
 
 from twisted.internet import interfaces
@@ -37,7 +37,7 @@ BARE_COMMANDS = frozenset({b"time", b"quit"})
 INPUT_BACKLOG = 65536
 
 
-class StreamTransport(Interface):
+class StreamTransport(TypingProtocol):
     """What the protocol uses of its transport (TCP, TLS or UNIX; all provide it)."""
 
     def write(self, data: bytes) -> None: ...
@@ -61,7 +61,7 @@ def describe_peer(address: IAddress | None) -> tuple[str, str]:
 class LineProtocol(Protocol):
     """One telnet/netcat client."""
 
-    log = Logger(namespace="mailsocketd.line")
+    log = Logger()
     factory: LineFactory
 
     def __init__(self, server: LineServer, clock: IReactorTime, session: Session) -> None:
@@ -110,9 +110,7 @@ class LineProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        if self._bare_call is not None:
-            self._bare_call.cancel()
-            self._bare_call = None
+        self._cancel_bare_command()
         self._buffer += data
         self._arm_idle_timer()
         self._serve()
@@ -145,16 +143,12 @@ class LineProtocol(Protocol):
         """Check and act on what is left in the buffer once the complete lines are served."""
         buffer = self._buffer
         limit = self.server.config.max_line_length
-        if self._waiting or self._paused:
-            partial = len(buffer) - (buffer.rfind(b"\n") + 1)
-            if partial > limit:
-                self._line_too_long(partial)
-            else:
-                self._update_reading()
-            return
-        # Every complete line is served: what is left is the start of the next one.
-        if len(buffer) > limit:
-            self._line_too_long(len(buffer))
+        # The unfinished last line, measured as a complete one will be (without its CR).
+        partial = len(buffer) - (buffer.rfind(b"\n") + 1) - buffer.endswith(b"\r")
+        if partial > limit:
+            self._line_too_long(partial)
+        elif self._waiting or self._paused:
+            self._update_reading()
         elif self._eof:
             self._finish_after_eof()
         else:
@@ -165,9 +159,7 @@ class LineProtocol(Protocol):
     def readConnectionLost(self) -> None:
         """The client sent EOF (``printf 'time' | nc ...``): serve what it sent, then close."""
         self._eof = True
-        if self._bare_call is not None:
-            self._bare_call.cancel()
-            self._bare_call = None
+        self._cancel_bare_command()
         if self._closing:
             self.out.loseConnection()
         else:
@@ -196,10 +188,18 @@ class LineProtocol(Protocol):
 
     def _serve_bare_command(self) -> None:
         self._bare_call = None
+        if self._closing or self._paused or self._waiting:
+            return
         line = bytes(self._buffer)
         self._buffer.clear()
         self._request(line)
         self._serve()
+
+    def _cancel_bare_command(self) -> None:
+        if self._bare_call is not None:
+            if self._bare_call.active():
+                self._bare_call.cancel()
+            self._bare_call = None
 
     def _request(self, line: bytes) -> None:
         result = self.server.execute(self.session, line)
@@ -218,7 +218,7 @@ class LineProtocol(Protocol):
 
     def _update_reading(self) -> None:
         """Read from the socket unless output is stuck or too much input waits unserved."""
-        want = not self._paused and len(self._buffer) <= INPUT_BACKLOG
+        want = not self._paused and not (self._waiting and len(self._buffer) > INPUT_BACKLOG)
         if want != self._reading and not (self._closing or self._eof):
             self._reading = want
             if want:
@@ -256,18 +256,22 @@ class LineProtocol(Protocol):
         if self._closing:
             return
         self._closing = True
+        self._cancel_bare_command()
         self.out.unregisterProducer()
         if not (self._reading or self._eof):
             self.out.resumeProducing()  # drain (and drop) input, so the client's EOF is seen
         # A lingering close: shut our side once the output is flushed and wait for the
         # client's EOF, so that input still in flight cannot turn the close into a reset
         # that destroys our last reply.  TLS has no half-close; it closes at once.
-        half_close = getattr(self.transport, "loseWriteConnection", None)
+        # (A TLS transport would pass loseWriteConnection on to the TCP socket underneath and
+        # cut its own pending records, so TLS connections are closed the ordinary way.)
+        half_close = None if self.session.secure else getattr(
+            self.transport, "loseWriteConnection", None)
         if half_close is None or self._eof:
             self.out.loseConnection()
         else:
             half_close()
-        grace = self.server.config.shutdown_grace
+        grace = self.server.config.close_grace
         self._abort_call = self.clock.callLater(grace, self.out.abortConnection)
 
     def close_with(self, reply: Reply) -> None:

@@ -9,6 +9,7 @@ with CRLF on the wire.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -60,8 +61,11 @@ def multiline(head: str, body: Iterable[str]) -> Reply:
 
 
 def printable(text: str, limit: int = _ECHO_LIMIT) -> str:
-    """``text`` made safe to echo back: control characters replaced, length capped."""
+    """``text`` made safe to echo back: control and format characters (such as a right-to-left
+    override) replaced, length capped."""
     cleaned = _CONTROL.sub("?", text)
+    if not cleaned.isascii():
+        cleaned = "".join("?" if unicodedata.category(c) == "Cf" else c for c in cleaned)
     if len(cleaned) > limit:
         cleaned = cleaned[: limit - 3] + "..."
     return cleaned

@@ -48,7 +48,7 @@ class Session:
 class LineServer:
     """Serves requests of all line clients and keeps the numbers ``status`` reports."""
 
-    log = Logger(namespace="mailsocketd.line")
+    log = Logger()
 
     def __init__(self, config: LineConfig, commands: Mapping[str, Command],
                  clock: IReactorTime, log_commands: bool = True) -> None:

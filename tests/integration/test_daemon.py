@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -56,7 +55,7 @@ def test_twistd_lists_and_documents_the_plugin(tmp_path):
 
 def test_netcat_time_and_quit(daemon):
     nc = need("nc")
-    out = subprocess.run(f"printf 'time\\r\\nquit\\r\\n' | {nc} -q 5 127.0.0.1 {daemon.port}",
+    out = subprocess.run(f"printf 'time\\r\\nquit\\r\\n' | {nc} 127.0.0.1 {daemon.port}",
                          shell=True, capture_output=True, timeout=15, check=True).stdout
     assert re.fullmatch(DATE + rb"\r\nquit\r\n", out), out
 
@@ -131,6 +130,8 @@ def test_bad_input_leaves_the_daemon_serving(daemon, payload):
         assert lines[-1] == b"" and all(line.startswith(b"error: ") for line in lines[:-1])
     assert TIME_LINE.fullmatch(daemon.ask(b"time") + b"\r\n")
     assert daemon.alive()
+    if b"\n" not in payload:
+        assert "exceeds the limit of 4096; closing" in daemon.log()
 
 
 def test_half_a_line_and_silence_hits_the_idle_timeout(tmp_path):
@@ -141,6 +142,7 @@ def test_half_a_line_and_silence_hits_the_idle_timeout(tmp_path):
         assert out == b"error: idle timeout (1 s), closing\r\n"
         assert 0.8 < time.monotonic() - started < 5
         assert TIME_LINE.fullmatch(d.ask(b"time") + b"\r\n")
+        assert re.search(r"127\.0\.0\.1:\d+: idle for 1 s; closing", d.log())
 
 
 def test_client_that_never_reads_does_not_grow_the_daemon(tmp_path):
@@ -150,11 +152,14 @@ def test_client_that_never_reads_does_not_grow_the_daemon(tmp_path):
         sent = 0
         request = b"help\r\n" * 1000
         deadline = time.monotonic() + 20
+        blocked = False
         while sent < cap and time.monotonic() < deadline:
             try:
                 sent += s.send(request)
             except TimeoutError:
-                break  # the daemon stopped reading from us: back-pressure
+                blocked = True  # the daemon stopped reading from us: back-pressure
+                break
+        assert blocked, f"sent {sent} bytes without being blocked"
         with open(f"/proc/{d.proc.pid}/status") as f:
             rss_kb = int(re.search(r"VmRSS:\s+(\d+)", f.read())[1])
         assert sent < cap, "the daemon kept reading although we never read its replies"
@@ -269,13 +274,23 @@ def test_tls_listener(tmp_path):
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
                    check=True, capture_output=True)
     port = free_port()
+    context = ssl.create_default_context(cafile=str(cert))
+
+    def tls_exchange(data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost",
+                                    suppress_ragged_eofs=False) as s:
+            s.sendall(data)
+            return read_until_close(s)  # a close without TLS close_notify would raise here
+
     with running_daemon(tmp_path, listen=f"ssl:{port}:interface=127.0.0.1:"
-                                         f"privateKey={key}:certKey={cert}", port=port):
-        context = ssl.create_default_context(cafile=str(cert))
-        with socket.create_connection(("127.0.0.1", port)) as raw, \
-                context.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"time\r\nquit\r\n")
-            assert re.fullmatch(DATE + rb"\r\nquit\r\n", read_until_close(s))
+                                         f"privateKey={key}:certKey={cert}", port=port,
+                        extra_args=["--idle-timeout", "1"]) as d:
+        assert re.fullmatch(DATE + rb"\r\nquit\r\n", tls_exchange(b"time\r\nquit\r\n"))
+        assert tls_exchange(b"quit") == b"quit\r\n"  # bare, as old clients send it
+        assert tls_exchange(b"tim") == b"error: idle timeout (1 s), closing\r\n"
+        time.sleep(0.3)
+        assert "Unhandled Error" not in d.log() and "Traceback" not in d.log()
 
 
 def test_systemd_socket_activation(tmp_path):
@@ -314,6 +329,9 @@ def test_systemd_socket_activation(tmp_path):
     (["--listen", "tcp:notaport"], "line.listen: bad endpoint 'tcp:notaport'"),
     (["--idle-timeout", "-5"], "line.idle_timeout: expected a number >= 0"),
     (["--config", "/nonexistent/m.toml"], "cannot read configuration file /nonexistent/m.toml"),
+    (["--daytime", "tcp:99999"], "line.daytime: cannot listen on 'tcp:99999'"),
+    (["--listen", "unix:/nonexistent/dir/s.sock"], "line.listen: cannot listen on 'unix:/nonexi"),
+    (["--listen", "ssl:0:privateKey=/nonexistent/key.pem"], "line.listen: bad endpoint 'ssl:0:"),
 ])
 def test_bad_options_stop_twistd_with_a_message(tmp_path, args, message):
     result = subprocess.run(twistd_command(args), capture_output=True, text=True, timeout=30,
@@ -334,9 +352,21 @@ def test_port_in_use_stops_twistd(tmp_path):
     assert "Address already in use" in result.stdout + result.stderr
 
 
-def test_open_file_limit_is_raised(daemon):
-    with open(f"/proc/{daemon.proc.pid}/limits") as f:
-        limits = f.read()
-    soft, hard = re.search(r"Max open files\s+(\S+)\s+(\S+)", limits).groups()
-    assert soft == hard, limits
-    assert os.getpid() != daemon.proc.pid
+def test_open_file_limit_is_raised(tmp_path):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    port = free_port()
+
+    low = [need("prlimit"), f"--nofile=256:{hard}"]  # start with a low soft limit
+    proc = subprocess.Popen([*low, *twistd_command(["--listen", f"tcp:{port}:interface=127.0.0.1"])],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port, proc, 30)
+        with open(f"/proc/{proc.pid}/limits") as f:
+            soft = re.search(r"Max open files\s+(\S+)", f.read())[1]
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=15)[0].decode()
+    assert int(soft) == hard > 256
+    assert f"open-file limit raised from 256 to {hard}" in out

@@ -12,6 +12,12 @@ from twisted.internet.defer import Deferred
 from mailsocketd.line.commands import Command
 from mailsocketd.line.replies import CommandError, Reply
 
+
+def closing(transport) -> bool:
+    """The server has begun to close: shut its side (TCP) or the whole connection."""
+    return transport.disconnecting or transport.write_closed
+
+
 TIME_RE = re.compile(rb"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}\r\n$")
 
 
@@ -33,12 +39,48 @@ def test_lf_crlf_case_and_whitespace():
     assert all(TIME_RE.match(line + b"\r\n") for line in lines[:3])
 
 
-def test_quit_answers_and_closes():
-    rig = Rig()
+def test_quit_answers_and_closes_lingering():
+    rig = Rig(close_grace=2.0)
     proto, tr = rig.connect()
     proto.dataReceived(b"quit\r\ntime\r\n")
     assert take(tr) == b"quit\r\n"  # nothing after quit is served
-    assert tr.disconnecting
+    # Our side is shut once the reply is out; the connection waits for the client's EOF...
+    assert tr.write_closed and not tr.disconnecting
+    proto.dataReceived(b"time\r\n")  # ...dropping whatever still arrives
+    assert take(tr) == b""
+    proto.readConnectionLost()
+    assert tr.disconnecting and not tr.aborted
+
+
+def test_lingering_close_is_cut_after_the_grace_period():
+    rig = Rig(close_grace=2.0)
+    proto, tr = rig.connect()
+    proto.dataReceived(b"quit\r\n")
+    rig.clock.advance(1.9)
+    assert not tr.aborted
+    rig.clock.advance(0.2)
+    assert tr.aborted
+
+
+def test_tls_connections_close_without_half_close():
+    rig = Rig()
+    proto, tr = rig.connect()
+    proto.session.secure = True
+    proto.dataReceived(b"quit\r\n")
+    assert tr.disconnecting and not tr.write_closed
+
+
+def test_eof_serves_what_was_sent_including_a_last_unterminated_line():
+    rig = Rig()
+    proto, tr = rig.connect()
+    proto.dataReceived(b"time\r\nhelp\r\ntime")
+    out = take(tr)
+    proto.readConnectionLost()
+    out += take(tr)
+    lines = out.split(b"\r\n")
+    assert TIME_RE.match(lines[0] + b"\r\n") and lines[1] == b"ok 4 commands"
+    assert TIME_RE.match(lines[-2] + b"\r\n") and lines[-1] == b""
+    assert tr.disconnecting and rig.clock.getDelayedCalls() != []  # only the abort timer
 
 
 def test_empty_lines_get_no_reply():
@@ -53,7 +95,7 @@ def test_unknown_command_is_named_sanitised_and_connection_stays():
     proto, tr = rig.connect()
     proto.dataReceived(b"fo\x1b[2Jo bar\r\n")
     assert take(tr) == b"error: unknown command 'fo?[2jo'; try 'help'\r\n"
-    assert not tr.disconnecting
+    assert not closing(tr)
     proto.dataReceived(b"time\r\n")
     assert TIME_RE.match(take(tr))
 
@@ -133,7 +175,7 @@ def test_bare_time_is_served_after_a_short_silence():
     assert take(tr) == b""
     proto.dataReceived(b"quit")
     rig.clock.advance(0.05)
-    assert take(tr) == b"quit\r\n" and tr.disconnecting
+    assert take(tr) == b"quit\r\n" and closing(tr)
 
 
 def test_split_time_line_is_one_request():
@@ -176,7 +218,7 @@ def test_line_too_long_is_refused_and_closed():
     proto, tr = rig.connect()
     proto.dataReceived(b"x" * 65)
     assert take(tr) == b"error: line too long\r\n"
-    assert tr.disconnecting
+    assert closing(tr)
 
 
 def test_complete_line_too_long_is_refused():
@@ -195,10 +237,10 @@ def test_idle_timeout_sends_a_line_and_closes():
     proto.dataReceived(b"time\r\n")
     take(tr)
     rig.clock.advance(29)
-    assert not tr.disconnecting
+    assert not closing(tr)
     rig.clock.advance(2)
     assert take(tr) == b"error: idle timeout (30 s), closing\r\n"
-    assert tr.disconnecting
+    assert closing(tr)
 
 
 def test_client_that_does_not_read_stops_being_served():
@@ -285,7 +327,7 @@ def test_connection_limits_total_and_per_peer():
     rig.connect("10.0.0.1", 2)
     _, tr = rig.connect("10.0.0.1", 3)
     assert take(tr) == b"error: too many connections from your address\r\n"
-    assert tr.disconnecting
+    assert closing(tr)
     rig.connect("10.0.0.2", 1)
     _refused, tr = rig.connect("10.0.0.3", 1)
     assert take(tr) == b"error: too many connections, try again later\r\n"
@@ -302,7 +344,7 @@ def test_close_all_tells_clients_and_fires_when_gone():
     done = rig.factory.close_all(Reply("error: server shutting down", close=True))
     assert not done.called
     for proto, tr in clients:
-        assert take(tr) == b"error: server shutting down\r\n" and tr.disconnecting
+        assert take(tr) == b"error: server shutting down\r\n" and closing(tr)
         lose(proto, tr)
     assert done.called and rig.server.open_connections == 0
 
@@ -319,7 +361,8 @@ def test_no_timers_left_after_close():
 # -- property: any split of a byte stream into packets yields the same replies ----------------
 
 _request = st.sampled_from([b"time", b"TIME", b" quit", b"help", b"status", b"timestamp",
-                            b"tim", b"", b"\xff", b"x\x00y", b"time now", b"quitx"])
+                            b"tim", b"", b"\xff", b"x\x00y", b"time now", b"quitx",
+                            b"y" * 4096, b"y" * 4097])  # at and just over max_line_length
 _ending = st.sampled_from([b"\r\n", b"\n"])
 
 
@@ -328,7 +371,7 @@ def _replies(stream: bytes, cuts: list[int]) -> bytes:
     proto, tr = rig.connect()
     last = 0
     for cut in [*sorted(cuts), len(stream)]:
-        if cut > last and not tr.disconnecting:
+        if cut > last and not closing(tr):
             proto.dataReceived(stream[last:cut])
             last = cut
     # No time passes between packets: the stream is a stream, whatever its packets.

@@ -21,3 +21,8 @@ def test_printable_replaces_controls_and_caps_length():
     assert printable("a\x00b\x7fc\x9bd") == "a?b?c?d"
     long = printable("x" * 100)
     assert len(long) == 40 and long.endswith("...")
+
+
+def test_printable_replaces_unicode_format_characters():
+    assert printable("foo\u202ebar\u200b") == "foo?bar?"
+    assert printable("caf\u00e9") == "caf\u00e9"
