@@ -73,8 +73,11 @@ class Options(usage.Options):
     optFlags: ClassVar[list[list[Any]]] = [
         ["banner", None, "greet each client with a line (off by default: old clients read "
                          "the reply to their first command first)"],
+        ["no-banner", None, "no greeting, even if the configuration file asks for one"],
         ["no-log-commands", None, "do not log one event per command (connections are still "
                                   "logged)"],
+        ["log-commands", None, "log one event per command, even if the configuration file "
+                               "turns that off"],
     ]
 
     def __init__(self) -> None:
@@ -103,10 +106,14 @@ class Options(usage.Options):
             given["line.listen"] = self.listen
         if self.daytime:
             given["line.daytime"] = self.daytime
-        if self["banner"]:
-            given["line.banner"] = True
-        if self["no-log-commands"]:
-            given["log.commands"] = False
+        for flag, key, value in (("banner", "line.banner", True),
+                                 ("no-banner", "line.banner", False),
+                                 ("log-commands", "log.commands", True),
+                                 ("no-log-commands", "log.commands", False)):
+            if self[flag]:
+                if key in given:
+                    raise usage.UsageError(f"--{flag} contradicts another option")
+                given[key] = value
         for name, key, convert, _ in _VALUE_OPTIONS:
             if self[name] is not None:
                 given[key] = convert(self[name])

@@ -69,6 +69,7 @@ class LineProtocol(Protocol):
         self.clock = clock
         self.session = session
         self._buffer = bytearray()
+        self._scanned = 0
         self._bare_call: IDelayedCall | None = None
         self._idle_call: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
@@ -120,12 +121,14 @@ class LineProtocol(Protocol):
         buffer = self._buffer
         limit = self.server.config.max_line_length
         start = 0
+        scan = self._scanned  # no line end before this: a slow drip is not searched again
         while not (self._waiting or self._paused or self._closing):
-            end = buffer.find(b"\n", start)
+            end = buffer.find(b"\n", scan)
             if end < 0:
+                scan = len(buffer)
                 break
             line = bytes(buffer[start:end])
-            start = end + 1
+            start = scan = end + 1
             if line.endswith(b"\r"):
                 line = line[:-1]
             if len(line) > limit:
@@ -136,6 +139,7 @@ class LineProtocol(Protocol):
                 self._request(line)
         if start:
             del buffer[:start]
+        self._scanned = scan - start
         if not self._closing:
             self._after_serving()
 
@@ -171,6 +175,7 @@ class LineProtocol(Protocol):
     def _finish_after_eof(self) -> None:
         line = bytes(self._buffer).rstrip(b"\r")
         self._buffer.clear()
+        self._scanned = 0
         if line.strip():
             self._request(line)
             if self._waiting or self._closing:
@@ -192,6 +197,7 @@ class LineProtocol(Protocol):
             return
         line = bytes(self._buffer)
         self._buffer.clear()
+        self._scanned = 0
         self._request(line)
         self._serve()
 
@@ -286,6 +292,7 @@ class LineProtocol(Protocol):
                       peer=self.session.peer, length=length,
                       limit=self.server.config.max_line_length, event="line_too_long")
         self._buffer.clear()
+        self._scanned = 0
         self.close_with(error("line too long", close=True))
 
     def _arm_idle_timer(self) -> None:

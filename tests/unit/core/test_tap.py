@@ -61,3 +61,13 @@ def test_make_service_listens_on_every_endpoint():
     assert ports == [(7001, "127.0.0.1"), (7002, "127.0.0.2"), (7013, "127.0.0.1")]
     stopped = service.stopService()
     assert stopped.called
+
+
+def test_flags_can_undo_the_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[line]\nbanner = true\n[log]\ncommands = false\n")
+    options = parse("--config", str(path), "--no-banner", "--log-commands")
+    assert options.config.line.banner is False
+    assert options.config.log.commands is True
+    with pytest.raises(usage.UsageError, match="--no-banner contradicts another option"):
+        parse("--banner", "--no-banner")
