@@ -43,7 +43,7 @@ QUIT = Reply("quit", close=True)
 
 
 def do_time(server: LineServer, session: Session, args: Sequence[str]) -> Reply:
-    return Reply(server.time_text())
+    return server.time_reply()
 
 
 def do_quit(server: LineServer, session: Session, args: Sequence[str]) -> Reply:

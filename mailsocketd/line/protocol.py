@@ -209,11 +209,11 @@ class LineProtocol(Protocol):
 
     def _request(self, line: bytes) -> None:
         result = self.server.execute(self.session, line)
-        if isinstance(result, Deferred):
-            self._waiting = True
-            result.addCallback(self._deferred_reply)
-        else:
+        if type(result) is Reply:
             self._write(result)
+        else:
+            self._waiting = True
+            result.addCallback(self._deferred_reply)  # type: ignore[union-attr]
 
     def _deferred_reply(self, reply: Reply) -> None:
         self._waiting = False

@@ -64,7 +64,7 @@ class LineServer:
         self.status_sources: list[StatusSource] = []
         self._per_host: dict[str, int] = {}
         self._time_second = -1
-        self._time_text = ""
+        self._time_reply = Reply("")
 
     # -- connections -------------------------------------------------------------------
 
@@ -97,12 +97,16 @@ class LineServer:
 
     def time_text(self) -> str:
         """The current local time in the protocol's format (formatted once a second)."""
+        return self.time_reply().head
+
+    def time_reply(self) -> Reply:
+        """The reply to ``time``, made once a second: it is the busiest command."""
         now = self.clock.seconds()
         second = int(now)
         if second != self._time_second:
             self._time_second = second
-            self._time_text = format_time(now)
-        return self._time_text
+            self._time_reply = Reply(format_time(now))
+        return self._time_reply
 
     def execute(self, session: Session, line: bytes) -> Reply | Deferred[Reply]:
         """Answer one request line (without its line ending); never raises."""
@@ -124,10 +128,11 @@ class LineServer:
             self.log.failure("command {command!r} from {peer} failed", command=name,
                              peer=session.peer)
             return self._logged(session, name, INTERNAL_ERROR)
-        if isinstance(result, Deferred):
-            return result.addErrback(self._failed, session, name).addCallback(
-                lambda reply: self._logged(session, name, reply))
-        return self._logged(session, name, result)
+        if type(result) is Reply:  # the common case; cheaper than an ABC isinstance check
+            return self._logged(session, name, result)
+        deferred: Deferred[Reply] = result  # type: ignore[assignment]
+        return deferred.addErrback(self._failed, session, name).addCallback(
+            lambda reply: self._logged(session, name, reply))
 
     def _dispatch(self, session: Session, name: str, args: list[str]) -> Result:
         command = self.commands.get(name)
