@@ -70,6 +70,7 @@ class LineProtocol(Protocol):
         self.session = session
         self._buffer = bytearray()
         self._scanned = 0
+        self._last_activity = 0.0
         self._bare_call: IDelayedCall | None = None
         self._idle_call: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
@@ -296,17 +297,21 @@ class LineProtocol(Protocol):
         self.close_with(error("line too long", close=True))
 
     def _arm_idle_timer(self) -> None:
+        """Note activity; the idle timer is (re)scheduled only when it fires, not per packet."""
         timeout = self.server.config.idle_timeout
         if timeout <= 0:
             return
+        self._last_activity = self.clock.seconds()
         if self._idle_call is None:
             self._idle_call = self.clock.callLater(timeout, self._idle_timeout)
-        else:
-            self._idle_call.reset(timeout)
 
     def _idle_timeout(self) -> None:
-        self._idle_call = None
         timeout = self.server.config.idle_timeout
+        quiet = self.clock.seconds() - self._last_activity
+        if quiet < timeout:
+            self._idle_call = self.clock.callLater(timeout - quiet, self._idle_timeout)
+            return
+        self._idle_call = None
         self.log.info("{peer}: idle for {timeout:g} s; closing", peer=self.session.peer,
                       timeout=timeout, event="idle_timeout")
         self.close_with(error(f"idle timeout ({timeout:g} s), closing", close=True))
