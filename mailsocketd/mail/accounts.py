@@ -137,7 +137,9 @@ def parse_password(table: Table) -> PasswordSource:
         return PasswordSource("command", command=argv)
     name = table.string("password_env", "")
     if not ENV_NAME.match(name):
-        raise ConfigError(table.key("password_env"), f"not an environment variable name: {name!r}")
+        # The value is not repeated: a password pasted here by mistake must not reach a log.
+        raise ConfigError(table.key("password_env"),
+                          "not an environment variable name (letters, digits, _)")
     return PasswordSource("env", env=name)
 
 

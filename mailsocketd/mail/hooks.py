@@ -31,6 +31,7 @@ from mailsocketd.mail.process import ProcessResult, run_process
 __all__ = ["HOOK_TIMEOUT", "PASSED_ENVIRONMENT", "NewMailHook", "hook_environment"]
 
 HOOK_TIMEOUT = 60.0
+MAX_WAIT = 30.0  # a steady trickle of mail still runs the hook at least this often
 PASSED_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
                       "DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR",
                       "DBUS_SESSION_BUS_ADDRESS")
@@ -58,6 +59,7 @@ class _Pending:
     """One mailbox's hook state: news folded in, a timer, whether it runs right now."""
 
     new: int = 0
+    first: float = 0.0  # when the first news of this burst came
     counts: MailboxCounts | None = None
     timer: IDelayedCall | None = field(default=None, repr=False)
     running: bool = False
@@ -85,9 +87,13 @@ class NewMailHook:
         pending = self._pending.setdefault(mailbox, _Pending())
         pending.new += new
         pending.counts = counts
+        delay = self.account.on_new_mail_delay
+        now = self.reactor.seconds()
         if pending.timer is None and not pending.running:
-            pending.timer = self.reactor.callLater(self.account.on_new_mail_delay,
-                                                   self._run, mailbox)
+            pending.first = now
+            pending.timer = self.reactor.callLater(delay, self._run, mailbox)
+        elif pending.timer is not None and now + delay - pending.first <= max(MAX_WAIT, delay):
+            pending.timer.reset(delay)  # more news: wait for the burst to end (up to MAX_WAIT)
 
     def _run(self, mailbox: str) -> None:
         pending = self._pending[mailbox]

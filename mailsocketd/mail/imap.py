@@ -172,8 +172,13 @@ class WatchClient(imap4.IMAP4Client):
         except Exception as e:  # a bad literal announcement, say
             self.drop(ProtocolViolation(f"malformed response line: {type(e).__name__}"))
             return
-        if self._parts is None:
-            self._response_size = 0
+        if self._parts is None and not self._collecting():
+            self._response_size = 0  # MAX_RESPONSE bounds all that one command collects
+
+    def _collecting(self) -> bool:
+        """Whether a command (other than IDLE) is waiting for its reply, keeping lines."""
+        cmd = self.tags.get(self.waiting) if self.waiting else None
+        return cmd is not None and cmd is not self._idle_command
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.drop(ProtocolViolation(f"response line longer than {self.MAX_LENGTH} bytes"))
@@ -312,6 +317,16 @@ class WatchClient(imap4.IMAP4Client):
         """
         d: Deferred[dict[bytes, Any]] = self.getCapabilities(useCache=int(cached))  # type: ignore[no-untyped-call]
         return self.within(d, "the reply to CAPABILITY")
+
+    def _startedTLS(self, result: Any, context: Any) -> Any:
+        # Lines that came with the STARTTLS reply were sent in clear, before the handshake: an
+        # attacker on the path could have injected them (RFC 3501 6.2.1).  Refuse them.
+        if self._buffer:
+            error = ProtocolViolation("the server sent data after its STARTTLS reply, "
+                                      "before TLS started")
+            self.drop(error)
+            raise error
+        return super()._startedTLS(result, context)  # type: ignore[no-untyped-call]
 
     def start_tls(self, context_factory: Any) -> Deferred[dict[bytes, Any]]:
         """STARTTLS with a verifying context factory; fires with the capabilities over TLS."""

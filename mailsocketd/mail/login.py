@@ -34,7 +34,7 @@ from mailsocketd.mail.errors import (
     ServerRefused,
 )
 from mailsocketd.mail.imap import WatchClient, command
-from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.secrets import COMMAND_TIMEOUT, Secret
 
 __all__ = ["AUTHENTICATORS", "TRANSIENT_CODES", "authenticate_with", "choose_mechanism",
            "client_endpoint", "log_in", "tls_options"]
@@ -202,6 +202,6 @@ async def log_in(client: WatchClient, account: AccountConfig,
     await client.wait_for_greeting()
     caps = await client.capabilities(cached=True)
     caps = await secure(client, account, caps)
-    secret = await client.within(password(), "the password source")
+    secret = await client.within(password(), "the password source", COMMAND_TIMEOUT)
     await authenticate(client, account, caps, secret)
     return await client.capabilities()

@@ -120,3 +120,22 @@ def test_no_hook_configured_does_nothing():
     h = NewMailHook(account(), reactor, {})
     h.notify("INBOX", counts(1), 1)
     assert reactor.getDelayedCalls() == [] and reactor.spawned == []
+
+
+def test_mail_spread_over_a_burst_still_runs_the_hook_once():
+    h, reactor = hook(delay=2.0, PATH="/usr/bin")
+    for n in range(1, 51):  # 50 messages over 5 s: never 2 s of quiet
+        h.notify("INBOX", counts(n), 1)
+        reactor.advance(0.1)
+    assert reactor.spawned == []
+    reactor.advance(2)
+    assert len(reactor.spawned) == 1
+    assert reactor.spawned[0][2][-3] == "50"  # NEW MESSAGES UNSEEN: all 50 in one run
+
+
+def test_a_steady_trickle_runs_the_hook_at_least_every_max_wait():
+    h, reactor = hook(delay=2.0, PATH="/usr/bin")
+    for n in range(1, 41):  # one message a second for 40 s
+        h.notify("INBOX", counts(n), 1)
+        reactor.advance(1)
+    assert len(reactor.spawned) == 1

@@ -222,3 +222,28 @@ def test_bye_then_close_says_what_the_server_said():
     lost(rig)
     error = failure_of(finished, ServerClosed)
     assert str(error) == "the server closed the connection: Server shutting down."
+
+
+def test_many_lines_within_one_reply_are_bounded_as_one_response():
+    rig = connected()
+    d = rig.client.noop_check()
+    rig.expect(b"NOOP")
+    line = "* FLAGS (" + "x" * 60000 + ")"  # each line is fine; together far too much
+    rig.server(*[line] * 6)
+    lost(rig)
+    assert "response larger than" in str(failure_of(d, ProtocolViolation))
+
+
+def test_lines_smuggled_in_with_the_starttls_reply_are_refused():
+    from mailrig import StartTLSTransport
+
+    rig = Rig(transport=StartTLSTransport).connect()
+    rig.greet("IMAP4rev1 STARTTLS")
+    d = rig.client.start_tls(object())
+    rig.expect(b"STARTTLS")
+    tag = rig.last_tag.decode()
+    # The attacker appends a fake capability list to the server's OK, in clear.
+    rig.server(f"{tag} OK begin TLS", "* CAPABILITY IMAP4rev1 AUTH=LOGIN")
+    lost(rig)
+    assert "after its STARTTLS reply" in str(failure_of(d, ProtocolViolation))
+    assert rig.transport.tls_started_with is None  # no handshake on tainted input
