@@ -16,6 +16,7 @@ wait in the input buffer.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol as TypingProtocol
 from typing import cast
 
@@ -283,10 +284,8 @@ class LineProtocol(Protocol):
 
     def close_with(self, reply: Reply) -> None:
         """Send a last line and close (idle timeout, shutdown, limits)."""
-        if self._closing:
-            return
-        self.out.write(reply.encode())
-        self._close()
+        if not self._closing:
+            self._write(replace(reply, close=True))
 
     def _line_too_long(self, length: int) -> None:
         self.log.warn("{peer}: line of {length} bytes exceeds the limit of {limit}; closing",

@@ -7,7 +7,6 @@ logged with its traceback and the client sees only ``error: internal error``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -20,17 +19,13 @@ from mailsocketd import __version__
 from mailsocketd.config import LineConfig
 from mailsocketd.line.commands import Command, Result
 from mailsocketd.line.replies import CommandError, Reply, error, printable
+from mailsocketd.timefmt import format_time
 
 StatusSource = Callable[[], list[str]]
 
 INTERNAL_ERROR = error("internal error (the server logged the details)")
 NOT_UTF8 = error("request is not valid UTF-8")
 LOGIN_FIRST = error("login first")
-
-
-def format_time(seconds: float) -> str:
-    """Local time as ``YYYY/MM/DD HH:MM:SS``, the protocol's one time format."""
-    return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(seconds))
 
 
 @dataclass(eq=False)

@@ -9,7 +9,6 @@ mailbox (same UIDVALIDITY) is new mail, logged as ``mail_event="new_mail"`` and 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,19 +18,15 @@ from twisted.logger import Logger
 from mailsocketd.mail.accounts import AccountConfig
 from mailsocketd.mail.errors import clean_text
 from mailsocketd.mail.imap import MailboxCounts
+from mailsocketd.timefmt import format_time
 
-__all__ = ["STATES", "AccountState", "MailboxRecord", "format_time"]
+__all__ = ["STATES", "AccountState", "MailboxRecord"]
 
 # Connection states as shown by ``status`` (one word each, so the lines stay easy to parse).
 STATES = ("stopped", "connecting", "logging-in", "checking", "idling", "connected",
           "backing-off", "auth-failed")
 
 NewMailCallback = Callable[[str, MailboxCounts, int], None]
-
-
-def format_time(seconds: float) -> str:
-    """Local time as the line service's ``time`` prints it."""
-    return time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(seconds))
 
 
 @dataclass
