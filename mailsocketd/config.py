@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mailsocketd.mail.accounts import AccountConfig, parse_accounts
+from mailsocketd.mail.userconfig import ImapConfig, SmtpConfig, parse_imap, parse_smtp
 from mailsocketd.table import ConfigError, Table
 
 __all__ = ["DEFAULT_LISTEN", "Config", "ConfigError", "LineConfig", "LogConfig", "load_config"]
@@ -34,6 +35,9 @@ class LineConfig:
     max_connections_per_peer: int = 256
     bare_command_wait: float = 0.05
     close_grace: float = 2.0
+    allow_cleartext_login: bool = False  # `login` on a non-loopback listener without TLS
+    login_failures: int = 5  # failed logins from one address before it is locked out
+    login_lockout: float = 300.0  # seconds an address stays locked out
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class Config:
     line: LineConfig = field(default_factory=LineConfig)
     log: LogConfig = field(default_factory=LogConfig)
     accounts: tuple[AccountConfig, ...] = ()
+    imap: ImapConfig | None = None
+    smtp: SmtpConfig | None = None
 
 
 def read_toml(path: str) -> dict[str, Any]:
@@ -77,6 +83,9 @@ def parse_line(table: Table) -> LineConfig:
             "max_connections_per_peer", d.max_connections_per_peer, 1),
         bare_command_wait=table.number("bare_command_wait", d.bare_command_wait, 0.0, 10.0),
         close_grace=table.number("close_grace", d.close_grace, 0.0, 60.0),
+        allow_cleartext_login=table.boolean("allow_cleartext_login", d.allow_cleartext_login),
+        login_failures=table.integer("login_failures", d.login_failures, 1, 1000),
+        login_lockout=table.number("login_lockout", d.login_lockout, 0.0, 86400.0),
     )
     table.finish()
     return line
@@ -99,6 +108,8 @@ def parse_config(raw: Mapping[str, Any]) -> Config:
         line=parse_line(top.table("line")),
         log=parse_log(top.table("log")),
         accounts=parse_accounts(top.table("accounts")),
+        imap=parse_imap(top.table("imap"), top.has("imap")),
+        smtp=parse_smtp(top.table("smtp"), top.has("smtp")),
     )
     top.finish()
     return config

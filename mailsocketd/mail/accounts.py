@@ -9,6 +9,7 @@ a connection is about to log in.  Every problem is a ConfigError naming the full
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailsocketd.table import ConfigError, Table
@@ -94,16 +95,17 @@ class AccountConfig:
         return self.address.port
 
 
-def parse_server(text: str, key: str) -> ServerAddress:
+def parse_server(text: str, key: str,
+                 default_ports: Mapping[str, int] = DEFAULT_PORTS) -> ServerAddress:
     """``tls:HOST[:PORT]`` or ``tcp:HOST[:PORT]``; an IPv6 HOST is ``[::1]`` or ``\\:``-escaped."""
     scheme, sep, rest = text.partition(":")
-    if not sep or scheme not in DEFAULT_PORTS:
+    if not sep or scheme not in default_ports:
         raise ConfigError(key, f"expected tls:HOST:PORT or tcp:HOST:PORT, got {text!r}")
     host, port_text = _split_host_port(rest, key, text)
     if not host or any(c.isspace() or not c.isprintable() or c in "/=[]\\" for c in host):
         raise ConfigError(key, f"bad host name in {text!r}")
     if not port_text:
-        return ServerAddress(scheme, host, DEFAULT_PORTS[scheme])
+        return ServerAddress(scheme, host, default_ports[scheme])
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(key, f"bad port {port_text!r} in {text!r}")
     return ServerAddress(scheme, host, int(port_text))
