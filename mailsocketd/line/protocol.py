@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailsocketd.line.replies import Reply, error
+from mailsocketd.line.replies import InputReader, Reply, error
 from mailsocketd.line.server import LineServer, Session
 
 BANNER = "mailsocketd ready; try 'help'"
@@ -81,6 +81,7 @@ class LineProtocol(Protocol):
         self._closing = False
         self._eof = False
         self._opened = 0.0
+        self._reader: InputReader | None = None  # lines are input for it (send's body)
 
     # -- connection --------------------------------------------------------------------
 
@@ -102,7 +103,9 @@ class LineProtocol(Protocol):
             if call is not None and call.active():
                 call.cancel()
         self._bare_call = self._idle_call = self._abort_call = None
-        self.server.release(self.session.host)
+        if self._reader is not None:
+            self._drop_reader(self._reader)
+        self.server.release(self.session)
         self.factory.closed(self)
         self.log.info("connection closed: {peer} after {duration:.3f} s, {commands} commands",
                       peer=self.session.peer, duration=self.clock.seconds() - self._opened,
@@ -137,7 +140,9 @@ class LineProtocol(Protocol):
                 del buffer[:start]
                 self._line_too_long(len(line))
                 return
-            if line.strip():
+            if self._reader is not None:
+                self._input(self._reader, line)
+            elif line.strip():
                 self._request(line)
         if start:
             del buffer[:start]
@@ -158,7 +163,7 @@ class LineProtocol(Protocol):
         elif self._eof:
             self._finish_after_eof()
         else:
-            if buffer and len(buffer) <= 8:
+            if buffer and len(buffer) <= 8 and self._reader is None:
                 self._maybe_bare_command()
             self._update_reading()
 
@@ -178,6 +183,16 @@ class LineProtocol(Protocol):
         line = bytes(self._buffer).rstrip(b"\r")
         self._buffer.clear()
         self._scanned = 0
+        if self._reader is not None:
+            if line == b".":
+                self._input(self._reader, line)
+                if not (self._waiting or self._closing):
+                    self._close()
+            else:
+                self._drop_reader(self._reader)
+                self.close_with(error("input ended before the line holding only '.'; "
+                                      "nothing was sent", close=True))
+            return
         if line.strip():
             self._request(line)
             if self._waiting or self._closing:
@@ -217,6 +232,25 @@ class LineProtocol(Protocol):
             self._waiting = True
             result.addCallback(self._deferred_reply)  # type: ignore[union-attr]
 
+    def _input(self, reader: InputReader, line: bytes) -> None:
+        """A line of input for the reader: the lone ``.`` ends it, ``..`` is a stuffed ``.``."""
+        if line == b".":
+            self._reader = None
+            self._answer(self.server.finish_input(self.session, reader))
+        else:
+            reader.line(line[1:] if line.startswith(b".") else line)
+
+    def _drop_reader(self, reader: InputReader) -> None:
+        self._reader = None
+        reader.abandon()
+
+    def _answer(self, result: Reply | Deferred[Reply]) -> None:
+        if type(result) is Reply:
+            self._write(result)
+        else:
+            self._waiting = True
+            result.addCallback(self._deferred_reply)  # type: ignore[union-attr]
+
     def _deferred_reply(self, reply: Reply) -> None:
         self._waiting = False
         if self._closing:
@@ -240,6 +274,8 @@ class LineProtocol(Protocol):
         self.out.write(reply.encode())
         if reply.close:
             self._close()
+        elif reply.reader is not None:
+            self._reader = reply.reader
 
     def push(self, line: str) -> None:
         """Send an unsolicited line (such as a new-mail notice) between replies."""

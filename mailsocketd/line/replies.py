@@ -12,6 +12,10 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 CRLF = "\r\n"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -27,13 +31,31 @@ class CommandError(Exception):
         self.close = close
 
 
+class InputReader(Protocol):
+    """Takes the lines a client types after a reply that asks for input (``send``'s body).
+
+    The protocol hands it every line (dot-stuffing undone, line end removed) up to a line
+    holding only ``.``, then calls ``finish`` for the reply; ``abandon`` if the client goes away
+    first.  The reader enforces its own size limit and reports it from ``finish``.
+    """
+
+    def line(self, data: bytes) -> None: ...
+    def finish(self) -> Reply | Deferred[Reply]: ...
+    def abandon(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What the server answers to one request."""
+    """What the server answers to one request.
+
+    With ``reader`` set, the lines that follow (up to a lone ``.``) are input for it, not
+    requests.
+    """
 
     head: str
     body: tuple[str, ...] | None = None
     close: bool = False
+    reader: InputReader | None = None
 
     def encode(self) -> bytes:
         """The reply as bytes on the wire (UTF-8, CRLF line ends, dot-stuffed body)."""

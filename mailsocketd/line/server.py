@@ -18,7 +18,8 @@ from twisted.python.failure import Failure
 from mailsocketd import __version__
 from mailsocketd.config import LineConfig
 from mailsocketd.line.commands import Command, Result
-from mailsocketd.line.replies import CommandError, Reply, error, printable
+from mailsocketd.line.replies import CommandError, InputReader, Reply, error, printable
+from mailsocketd.mail.errors import MailError, describe_failure, failure_kind
 from mailsocketd.timefmt import format_time
 
 StatusSource = Callable[[], list[str]]
@@ -38,6 +39,7 @@ class Session:
     user: str | None = None
     push: Callable[[str], None] = field(default=lambda line: None, repr=False)
     commands: int = 0
+    on_close: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
 
 class LineServer:
@@ -79,8 +81,15 @@ class LineServer:
                       event="connection_refused")
         return reason
 
-    def release(self, host: str) -> None:
-        """A connection that ``admit`` took has closed."""
+    def release(self, session: Session) -> None:
+        """A connection that ``admit`` took has closed: run its session's close hooks."""
+        hooks, session.on_close = session.on_close, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                self.log.failure("closing the session of {peer} failed", peer=session.peer)
+        host = session.host
         self.open_connections -= 1
         left = self._per_host[host] - 1
         if left:
@@ -117,14 +126,23 @@ class LineServer:
         name = words[0].lower()
         try:
             result = self._dispatch(session, name, words[1:])
-        except CommandError as e:
-            return self._logged(session, name, error(e.message, e.close))
         except Exception:
-            self.log.failure("command {command!r} from {peer} failed", command=name,
-                             peer=session.peer)
-            return self._logged(session, name, INTERNAL_ERROR)
+            return self._logged(session, name, self._failed(Failure(), session, name))
         if type(result) is Reply:  # the common case; cheaper than an ABC isinstance check
             return self._logged(session, name, result)
+        return self._settle(result, session, name)
+
+    def finish_input(self, session: Session, reader: InputReader) -> Reply | Deferred[Reply]:
+        """The reply to input a client typed after a reply asked for it (never raises)."""
+        try:
+            result = reader.finish()
+        except Exception:
+            return self._logged(session, "input", self._failed(Failure(), session, "input"))
+        if type(result) is Reply:
+            return self._logged(session, "input", result)
+        return self._settle(result, session, "input")
+
+    def _settle(self, result: Result, session: Session, name: str) -> Deferred[Reply]:
         deferred: Deferred[Reply] = result  # type: ignore[assignment]
         return deferred.addErrback(self._failed, session, name).addCallback(
             lambda reply: self._logged(session, name, reply))
@@ -140,8 +158,12 @@ class LineServer:
         return command.handler(self, session, args)
 
     def _failed(self, failure: Failure, session: Session, name: str) -> Reply:
+        """The one place a failure becomes a reply: the user's mistake or the mail server's
+        trouble as its own line; anything else logged, and only ``internal error`` shown."""
         if isinstance(failure.value, CommandError):
             return error(failure.value.message, failure.value.close)
+        if failure_kind(failure) != "other" or isinstance(failure.value, MailError):
+            return error(describe_failure(failure))
         self.log.failure("command {command!r} from {peer} failed", failure, command=name,
                          peer=session.peer)
         return INTERNAL_ERROR
