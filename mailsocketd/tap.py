@@ -20,6 +20,7 @@ from mailsocketd import __version__
 from mailsocketd.config import DEFAULT_LISTEN, Config, ConfigError, load_config
 from mailsocketd.line.commands import command_table, core_commands
 from mailsocketd.line.daytime import DaytimeFactory
+from mailsocketd.line.mailcommands import MailCommands
 from mailsocketd.line.protocol import LineFactory
 from mailsocketd.line.replies import error
 from mailsocketd.line.server import LineServer
@@ -195,8 +196,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     config = options.config
     raise_open_file_limit()
     top = MultiService()
-    server = LineServer(config.line, command_table(core_commands()), reactor,
+    mail = MailCommands(reactor, reactor, config.line, config.imap, config.smtp)
+    server = LineServer(config.line, command_table(core_commands() + mail.commands()), reactor,
                         log_commands=config.log.commands)
+    server.status_sources.append(mail.status_lines)
     factory = LineFactory(server, reactor)
     # Added first, so stopped last: listeners close before clients are told.
     CloseClientsOnStop(factory).setServiceParent(top)  # type: ignore[no-untyped-call]

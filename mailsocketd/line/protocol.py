@@ -76,6 +76,7 @@ class LineProtocol(Protocol):
         self._idle_call: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
         self._waiting = False  # a Deferred reply is outstanding
+        self._answered_later = False  # ... and it was not there when the request was made
         self._paused = False  # the transport's output buffer is full
         self._reading = True
         self._closing = False
@@ -229,8 +230,7 @@ class LineProtocol(Protocol):
         if type(result) is Reply:
             self._write(result)
         else:
-            self._waiting = True
-            result.addCallback(self._deferred_reply)  # type: ignore[union-attr]
+            self._await(result)  # type: ignore[arg-type]
 
     def _input(self, reader: InputReader, line: bytes) -> None:
         """A line of input for the reader: the lone ``.`` ends it, ``..`` is a stuffed ``.``."""
@@ -248,15 +248,24 @@ class LineProtocol(Protocol):
         if type(result) is Reply:
             self._write(result)
         else:
-            self._waiting = True
-            result.addCallback(self._deferred_reply)  # type: ignore[union-attr]
+            self._await(result)  # type: ignore[arg-type]
+
+    def _await(self, result: Deferred[Reply]) -> None:
+        """Hold further requests until ``result`` fires.  A Deferred that has fired already
+        (a handler that failed at once) is answered in place, and the caller goes on serving;
+        one that fires later serves what waited meanwhile."""
+        self._waiting = True
+        self._answered_later = False
+        result.addCallback(self._deferred_reply)
+        self._answered_later = self._waiting
 
     def _deferred_reply(self, reply: Reply) -> None:
         self._waiting = False
         if self._closing:
             return
         self._write(reply)
-        self._serve()
+        if self._answered_later:
+            self._serve()
 
     def _update_reading(self) -> None:
         """Read from the socket unless output is stuck or too much input waits unserved."""

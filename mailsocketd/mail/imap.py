@@ -139,6 +139,11 @@ class WatchClient(imap4.IMAP4Client):
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
+    @property
+    def dropping(self) -> bool:
+        """Whether the connection is gone or being dropped: no further reply will come."""
+        return self._drop_reason is not None or not self.connected_ok
+
     def send_line(self, line: bytes) -> None:
         self.sendLine(line)  # type: ignore[no-untyped-call]
 

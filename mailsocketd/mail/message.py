@@ -1,0 +1,438 @@
+"""Raw mail bytes -> what the line service's ``list`` and ``read`` show.
+
+``summarize``/``summary_line`` make one list line from a header block; ``render_message`` turns
+a (possibly partial) message into header lines, the readable body text and an attachment list.
+Everything is pure and never raises: real mail is malformed in every way imaginable, and a user
+reading it deserves the best readable version rather than an error.
+"""
+
+from __future__ import annotations
+
+import email
+import email.utils
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+from html.parser import HTMLParser
+
+from mailsocketd.mail.headers import (
+    clean_line,
+    clean_lines,
+    decode_base64,
+    decode_header,
+    decode_text,
+    decode_words,
+    fit,
+    header_params,
+    header_text,
+    pad,
+)
+
+__all__ = ["Summary", "human_size", "render_message", "summarize", "summary_line"]
+
+SENDER_COLUMNS = 20
+DATE_COLUMNS = 16
+HEADER_COLUMNS = 2000
+NAME_COLUMNS = 200
+MAX_ATTACHMENTS = 100
+MAX_PARTS = 1000
+MAX_DEPTH = 50
+HTML_MARKUP_FACTOR = 4
+_HTML_CHUNK = 65536
+_UNITS = ("KB", "MB", "GB", "TB")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """One message as the ``list`` command shows it."""
+
+    uid: int
+    date: str      # "YYYY-MM-DD HH:MM" in local time, or "" if unknown
+    sender: str    # display name, else the address, decoded; "" if none
+    subject: str   # decoded; "" if none
+    unseen: bool
+    size: int
+
+
+def human_size(n: int) -> str:
+    """A byte count for people: ``512 B``, ``2.1 KB``, ``3.0 MB`` (powers of 1024)."""
+    if n < 1024:
+        return f"{max(n, 0)} B"
+    value = float(n)
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1023.95 or unit == _UNITS[-1]:
+            break
+    return f"{value:.1f} {unit}"
+
+
+# -- list -----------------------------------------------------------------------------------
+
+_FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:(.*)", re.DOTALL)
+
+
+def _header_fields(block: bytes) -> dict[str, bytes]:
+    """Header block -> {lowercased name: raw value of the first occurrence}, folds kept."""
+    fields: dict[str, list[bytes]] = {}
+    current: list[bytes] | None = None
+    for line in re.split(rb"\r?\n", block):
+        if not line.strip():  # the blank line that ends the header (leading ones skipped)
+            if fields:
+                break
+        elif line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(line)
+        else:
+            match = _FIELD.fullmatch(line)
+            name = match[1].decode("ascii").lower() if match else ""
+            current = fields.setdefault(name, [match[2]]) if match and name not in fields else None
+    return {name: b"\r\n".join(lines) for name, lines in fields.items()}
+
+
+def _local_date(raw: str) -> str:
+    """A Date header as ``YYYY-MM-DD HH:MM`` in local time; "" when it cannot be read."""
+    when: datetime | None
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        try:
+            when = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            return ""
+    try:
+        if when.tzinfo is None:  # "-0000": UTC with no claim about the sender's zone
+            when = when.replace(tzinfo=UTC)
+        w = when.astimezone()
+    except (ValueError, OverflowError, OSError):
+        return ""
+    return f"{w.year:04d}-{w.month:02d}-{w.day:02d} {w.hour:02d}:{w.minute:02d}"
+
+
+def _sender(raw: bytes | str | None, charset: str | None) -> str:
+    """The first From address: its decoded display name, else the address itself."""
+    text = header_text(raw, charset)
+    for name, address in email.utils.getaddresses([text]):
+        shown = decode_words(name) or clean_line(address)
+        if shown:
+            return shown
+    return decode_words(text)
+
+
+def summarize(uid: int, header: bytes, flags: Iterable[str], size: int) -> Summary:
+    """A list entry from the raw header block of a message (as from
+    ``BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT)]``) and its flags (``\\Seen`` ...)."""
+    fields = _header_fields(header)
+    charset = header_params(fields.get("content-type"))[1].get("charset")
+    date = _local_date(decode_header(fields["date"])) if "date" in fields else ""
+    return Summary(
+        uid=uid,
+        date=date,
+        sender=_sender(fields.get("from"), charset),
+        subject=decode_header(fields.get("subject"), fallback_charset=charset),
+        unseen=not any(flag.lower() == "\\seen" for flag in flags),
+        size=size,
+    )
+
+
+def summary_line(s: Summary, width: int = 80) -> str:
+    """``4821 N 2026-11-25 14:03  Alice Example         Lunch on Friday?``: UID and mark
+    (N unseen, - seen) first and never cut, so scripts can split; the rest cut to ``width``."""
+    head = f"{s.uid} {'N' if s.unseen else '-'}"
+    date = pad(clean_line(s.date) or "(no date)", DATE_COLUMNS)
+    sender = pad(clean_line(s.sender) or "(no sender)", SENDER_COLUMNS)
+    subject = clean_line(s.subject) or "(no subject)"
+    return head + fit(f" {date}  {sender}  {subject}", width - len(head))
+
+
+# -- read: structure ------------------------------------------------------------------------
+
+def _parse(raw: bytes) -> Message:
+    """The MIME tree; compat32 keeps raw 8-bit header bytes (as surrogate escapes) and
+    tolerates every malformation we tried.  Nesting deep enough to exhaust the parser's recursion
+    falls back to the headers and the body as one text."""
+    try:
+        return email.message_from_bytes(raw, policy=compat32)
+    except RecursionError:
+        return BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+
+
+def _raw(part: Message, name: str) -> bytes | None:
+    """The first ``name`` header of ``part`` as the bytes that were on the wire."""
+    for key, value in part.raw_items():
+        if key.lower() == name:
+            return str(value).encode("utf-8", "surrogateescape")
+    return None
+
+
+def _content_type(part: Message) -> tuple[str, dict[str, str]]:
+    """The part's MIME type (lowercased; the default when missing or invalid) and parameters."""
+    ctype, params = header_params(_raw(part, "content-type"))
+    if ctype.count("/") != 1 or " " in ctype:
+        ctype = part.get_default_type()  # text/plain, or message/rfc822 in a digest
+    elif ctype.startswith("multipart/") and isinstance(part.get_payload(), str):
+        ctype = "text/plain"  # a multipart the parser could not split: show its text
+    return ctype, params
+
+
+def _leaves(message: Message) -> list[Message]:
+    """Leaf parts in document order; attached messages count as leaves.  Bounded in depth and
+    number, so a hostile structure cannot make us loop for long."""
+    leaves: list[Message] = []
+    stack: list[tuple[Message, int]] = [(message, 0)]
+    while stack and len(leaves) < MAX_PARTS:
+        part, depth = stack.pop()
+        payload = part.get_payload()
+        if part is not message and _content_type(part)[0].startswith("message/"):
+            leaves.append(part)
+        elif isinstance(payload, list):
+            if depth < MAX_DEPTH:
+                children = [p for p in payload if isinstance(p, Message)]
+                stack.extend((child, depth + 1) for child in reversed(children))
+        else:
+            leaves.append(part)
+    return leaves
+
+
+def _filename(part: Message) -> str:
+    disposition = header_params(_raw(part, "content-disposition"))[1]
+    return disposition.get("filename") or _content_type(part)[1].get("name", "")
+
+
+def _is_attachment_like(part: Message) -> bool:
+    disposition = header_params(_raw(part, "content-disposition"))[0]
+    return disposition == "attachment" or bool(_filename(part))
+
+
+def _transfer_encoding(part: Message) -> bytes:
+    return (_raw(part, "content-transfer-encoding") or b"").strip().lower()
+
+
+def _payload_bytes(part: Message) -> bytes:
+    """The part's content with its transfer encoding undone.  Base64 is decoded leniently (bad
+    padding, stray characters, a payload cut short by a partial fetch); the email package's
+    decoder would hand back the encoded text for a cut-short payload."""
+    if _transfer_encoding(part) == b"base64":
+        payload = part.get_payload()
+        return decode_base64(payload.encode("ascii", "ignore")) if isinstance(payload, str) else b""
+    data = part.get_payload(decode=True)  # raw 8-bit bytes, or quoted-printable/uuencode undone
+    return data if isinstance(data, bytes) else b""
+
+
+def _choose_body(leaves: list[Message]) -> Message | None:
+    """The first text/plain part that is not an attachment, else the first such HTML part; an
+    empty text/plain placeholder loses to HTML."""
+    inline = [p for p in leaves if not _is_attachment_like(p)]
+    plain = [p for p in inline if _content_type(p)[0] == "text/plain"]
+    html = [p for p in inline if _content_type(p)[0] == "text/html"]
+    if plain and (not html or _payload_bytes(plain[0]).strip()):
+        return plain[0]
+    return html[0] if html else None
+
+
+# -- read: text -----------------------------------------------------------------------------
+
+_SKIPPED = {"script", "style", "title", "template"}
+_BLOCKS = {"div", "tr", "li", "ul", "ol", "dl", "dt", "dd", "table", "section", "article",
+           "header", "footer", "nav", "aside", "main", "form", "fieldset", "figure", "center",
+           "address", "details", "summary", "tbody", "thead", "tfoot", "caption", "hr"}
+_PARAGRAPHS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre"}
+
+
+class _HtmlText(HTMLParser):
+    """HTML -> readable text: script/style dropped, blocks and ``<br>`` become line breaks,
+    links keep their URL, entities decoded, whitespace collapsed (kept in ``<pre>``).  Stops
+    collecting after ``limit`` characters."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(convert_charrefs=True)
+        self.limit = limit
+        self.parts: list[str] = []
+        self.size = 0
+        self.breaks = 0
+        self.skipping = 0
+        self.preformatted = 0
+        self.links: list[tuple[str, int]] = []
+
+    @property
+    def full(self) -> bool:
+        return self.size > self.limit
+
+    def _emit(self, text: str) -> None:
+        if not text:
+            return
+        if self.breaks and self.parts:
+            self.parts[-1] = self.parts[-1].rstrip(" ")
+            text = "\n" * self.breaks + text
+        self.breaks = 0
+        self.parts.append(text)
+        self.size += len(text)
+
+    def _at_line_start(self) -> bool:
+        return bool(self.breaks) or not self.parts or self.parts[-1].endswith((" ", "\n"))
+
+    def _emit_word(self, text: str) -> None:
+        """``text`` separated from what came before on the same line by one space."""
+        self._emit(text if self._at_line_start() else " " + text)
+
+    def _break(self, count: int, add: bool = False) -> None:
+        self.breaks = min(2, self.breaks + count) if add else max(self.breaks, count)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIPPED:
+            self.skipping += 1
+        elif tag == "br":
+            self._break(1, add=True)
+        elif tag in _PARAGRAPHS or tag in _BLOCKS:
+            self._break(2 if tag in _PARAGRAPHS else 1)
+            if tag == "pre":
+                self.preformatted += 1
+            elif tag == "li":
+                self._emit("- ")
+        elif tag in ("td", "th") and not self._at_line_start():
+            self._emit(" ")
+        elif tag == "img":
+            alt = clean_line(dict(attrs).get("alt") or "")
+            if alt:
+                self._emit_word(f"[{alt}]")
+        elif tag == "a" and len(self.links) < 100:
+            self.links.append((dict(attrs).get("href") or "", len(self.parts)))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIPPED:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in _PARAGRAPHS or tag in _BLOCKS:
+            self._break(2 if tag in _PARAGRAPHS else 1)
+            if tag == "pre":
+                self.preformatted = max(0, self.preformatted - 1)
+        elif tag == "a" and self.links:
+            href, start = self.links.pop()
+            self._link(href.strip(), "".join(self.parts[start:]))
+
+    def _link(self, href: str, text: str) -> None:
+        shown = href.removeprefix("mailto:")
+        if not href or href.startswith(("#", "javascript:", "data:", "cid:")) or shown in text:
+            return
+        self._emit_word(f"<{fit(clean_line(href), 300)}>")
+
+    def handle_data(self, data: str) -> None:
+        if self.skipping or self.full:
+            return
+        if not self.preformatted:
+            data = re.sub(r"\s+", " ", data)
+            if self._at_line_start():
+                data = data.lstrip(" ")
+        self._emit(data)
+
+
+def html_to_text(html: str, limit: int) -> tuple[str, bool]:
+    """HTML as readable text, and whether all of it was converted.  Conversion stops after
+    ``limit`` characters of text or ``HTML_MARKUP_FACTOR * limit`` characters of markup, since
+    html.parser costs about a microsecond per character and runs in the reactor thread."""
+    parser = _HtmlText(limit)
+    budget = max(HTML_MARKUP_FACTOR * limit, _HTML_CHUNK)
+    for start in range(0, min(len(html), budget), _HTML_CHUNK):
+        parser.feed(html[start:min(start + _HTML_CHUNK, budget)])
+        if parser.full:
+            break
+    complete = not parser.full and len(html) <= budget
+    if complete:
+        parser.close()
+    return re.sub(r" +\n", "\n", "".join(parser.parts)).rstrip(), complete
+
+
+def _body_lines(part: Message | None, text_limit: int) -> list[str]:
+    """The chosen part as text lines, cut after ``text_limit`` characters with a note."""
+    if part is None:
+        return ["(this message has no text part)"]
+    ctype, params = _content_type(part)
+    text = decode_text(_payload_bytes(part), params.get("charset"))
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    complete = True
+    if ctype == "text/html":
+        text, complete = html_to_text(text, text_limit)
+    total = len(text)
+    lines = clean_lines(text[:text_limit])
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not complete:
+        lines.append(f"[cut: showing the first {min(total, text_limit)} characters]")
+    elif total > text_limit:
+        lines.append(f"[cut: showing {text_limit} of {total} characters]")
+    return lines
+
+
+# -- read: attachments ----------------------------------------------------------------------
+
+def _encoded_length(part: Message) -> int:
+    """Bytes of a part as transmitted (headers and leaves; boundaries ignored)."""
+    total = 0
+    stack = [part]
+    while stack:
+        node = stack.pop()
+        total += sum(len(key) + len(str(value)) + 4 for key, value in node.raw_items())
+        payload = node.get_payload()
+        if isinstance(payload, list):
+            stack.extend(p for p in payload if isinstance(p, Message))
+        elif isinstance(payload, str):
+            total += len(payload)
+    return total
+
+
+def _decoded_size(part: Message) -> int:
+    """The size of the part's content; base64 is estimated (3/4 of its characters) rather than
+    decoded, the rest is cheap to measure exactly."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return sum(_encoded_length(p) for p in payload if isinstance(p, Message))
+    if not isinstance(payload, str):
+        return 0
+    if _transfer_encoding(part) == b"base64":
+        chars = len(payload) - sum(payload.count(c) for c in "\r\n \t=")
+        return chars * 3 // 4
+    return len(_payload_bytes(part))
+
+
+def _attachment_lines(leaves: list[Message], body: Message | None) -> list[str]:
+    attachments = [p for p in leaves if p is not body and (
+        _is_attachment_like(p) or _content_type(p)[0].split("/")[0] != "text")]
+    if not attachments:
+        return []
+    lines = ["attachments:"]
+    for number, part in enumerate(attachments[:MAX_ATTACHMENTS], 1):
+        name = fit(_filename(part), NAME_COLUMNS) or "(no name)"
+        ctype = fit(_content_type(part)[0], NAME_COLUMNS)
+        lines.append(f"  {number}. {name} ({ctype}, {human_size(_decoded_size(part))})")
+    if len(attachments) > MAX_ATTACHMENTS:
+        lines.append(f"  ... and {len(attachments) - MAX_ATTACHMENTS} more")
+    return lines
+
+
+_SHOWN_HEADERS = (("from", "(no sender)"), ("to", "(none)"), ("cc", None), ("date", "(no date)"),
+                  ("subject", "(no subject)"))
+
+
+def render_message(raw: bytes, *, text_limit: int, total_size: int | None = None) -> list[str]:
+    """What ``read`` shows, as lines without line ends: From/To/Cc/Date/Subject decoded, a blank
+    line, the body text (text/plain preferred, else HTML made readable), an ``attachments:``
+    list, and a note when ``raw`` is only the first part of a ``total_size`` message."""
+    message = _parse(raw)
+    charset = _content_type(message)[1].get("charset")
+    lines: list[str] = []
+    for name, missing in _SHOWN_HEADERS:
+        value = _raw(message, name)
+        if value is not None or missing is not None:
+            shown = decode_header(value, fallback_charset=charset) if value is not None else ""
+            lines.append(f"{name.title()}: {fit(shown or str(missing), HEADER_COLUMNS)}")
+    lines.append("")
+    leaves = _leaves(message)
+    body = _choose_body(leaves)
+    lines.extend(_body_lines(body, text_limit))
+    lines.extend(_attachment_lines(leaves, body))
+    if total_size is not None and total_size > len(raw):
+        lines.append(f"[message is {human_size(total_size)}; "
+                     f"only the first {human_size(len(raw))} were fetched]")
+    return lines

@@ -1,0 +1,414 @@
+"""A line user's IMAP session (UserSession) against the REAL Dovecot, in this reactor.
+
+Login (STARTTLS and IMAPS, verified; wrong password; cleartext refused; wrong CA; server
+down), check, mailboxes, list (newest first, cost by count in a mailbox of thousands), read
+(marks \\Seen, unknown UID, UIDVALIDITY change), delete (UID EXPUNGE leaves another client's
+\\Deleted message alone; the Trash fallbacks), watch (pushed within 2 s of an SMTP delivery,
+commands in between), two users at once, and Dovecot killed mid-session.  Each test works in
+its own mailbox ("T-..."), or clears the INBOX it watches.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import socket
+import time
+import uuid
+from dataclasses import replace
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, threads
+from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.task import deferLater
+
+from mailsocketd.mail.accounts import parse_server
+from mailsocketd.mail.errors import AuthFailed, CleartextRefused, MailError
+from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.userconfig import ImapConfig
+from mailsocketd.mail.usersession import (
+    LOST,
+    MailboxError,
+    NoSuchMessage,
+    SessionLost,
+    UidValidityChanged,
+    open_user_session,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def imap_config(mailserver, server=None, **keys):
+    server = server or f"tcp:localhost:{mailserver.imap_port}"
+    ca = str(mailserver.ca_file) if mailserver.ca_file else None
+    config = ImapConfig(server=server, address=parse_server(server, "server"), ca_file=ca,
+                        timeout=10.0)
+    return replace(config, **keys)
+
+
+def box_name(tag):
+    return f"T-{tag}-{uuid.uuid4().hex[:6]}"
+
+
+def admin(mailserver, user="alice"):
+    """Another IMAP client (imaplib, blocking: call it in a thread)."""
+    conn = imaplib.IMAP4(mailserver.host, mailserver.imap_port, timeout=20)
+    if mailserver.tls:
+        conn.starttls(ssl_context=mailserver.ssl_context())
+    conn.login(user, mailserver.users[user])
+    return conn
+
+
+def in_thread(function, *args):
+    return threads.deferToThread(function, *args)
+
+
+def uids_and_flags(mailserver, mailbox, user="alice"):
+    """{uid: flags text} of every message, as another client sees it (without \\Recent,
+    which only one session gets)."""
+    with admin(mailserver, user) as conn:
+        conn.select(f'"{mailbox}"', readonly=True)
+        _, data = conn.uid("FETCH", "1:*", "(FLAGS)")
+    found = {}
+    for item in data:
+        m = re.search(rb"UID (\d+)", item or b"")
+        if m:
+            flags = re.search(rb"FLAGS \(([^)]*)\)", item).group(1).decode().split()
+            found[int(m.group(1))] = " ".join(f for f in flags if f != "\\Recent")
+    return found
+
+
+def uidvalidity(mailserver, mailbox, user="alice"):
+    with admin(mailserver, user) as conn:
+        _, data = conn.status(f'"{mailbox}"', "(UIDVALIDITY)")
+    return int(re.search(rb"UIDVALIDITY (\d+)", data[0]).group(1))
+
+
+async def login(mailserver, user="alice", **keys):
+    session = await open_user_session(reactor, imap_config(mailserver, **keys), user,
+                                      Secret(mailserver.users[user].encode()))
+    assert session.alive
+    return session
+
+
+async def eventually(predicate, timeout=10.0, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        await deferLater(reactor, 0.02)
+
+
+async def failure_of(coroutine):
+    try:
+        await coroutine
+    except Exception as e:
+        return e
+    raise AssertionError("no exception")
+
+
+async def logged_out(*sessions):
+    """Log out; then no timer of ours may be left in the reactor."""
+    for session in sessions:
+        await session.logout()
+        assert not session.alive
+    await deferLater(reactor, 0.05)
+    left = [c for c in reactor.getDelayedCalls()
+            if c.active() and ("userwatch" in repr(c) or "usersession" in repr(c)
+                               or "userimap" in repr(c) or "WatchClient" in repr(c))]
+    assert left == [], left
+
+
+# -- login ---------------------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_login_over_starttls_and_imaps_then_check(mailserver):
+    box = box_name("check")
+    await in_thread(mailserver.populate, "alice", 5, box)
+    for server in (f"tcp:localhost:{mailserver.imap_port}",
+                   f"tls:127.0.0.1:{mailserver.imaps_port}"):
+        session = await login(mailserver, server=server)
+        assert session.client.encrypted
+        assert {b"IDLE", b"UIDPLUS"} <= session.capabilities
+        counts = await session.check(box)
+        assert (counts.messages, counts.unseen, counts.uidnext) == (5, 5, 6)
+        assert session.client.commands_sent["STATUS"] == 1
+        await logged_out(session)
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_password_is_auth_failed_without_the_password(mailserver):
+    password = "Wr0ng-" + uuid.uuid4().hex
+    error = await failure_of(open_user_session(reactor, imap_config(mailserver), "alice",
+                                               Secret(password.encode())))
+    assert isinstance(error, AuthFailed)
+    assert str(error) == ("login refused for user alice: NO [AUTHENTICATIONFAILED] "
+                          "Authentication failed.")
+    assert password not in str(error) and password not in repr(error)
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_starttls_means_no_login_unless_allowed(mailserver_notls):
+    server = f"tcp:127.0.0.1:{mailserver_notls.imap_port}"
+    error = await failure_of(login(mailserver_notls, server=server))
+    assert isinstance(error, CleartextRefused)
+    assert "refusing to send the password in clear" in str(error)
+    session = await login(mailserver_notls, server=server, allow_cleartext=True)
+    assert not session.client.encrypted
+    assert (await session.check()).uidvalidity > 0
+    await logged_out(session)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_certificate_from_another_ca_is_refused(mailserver):
+    server = f"tls:127.0.0.1:{mailserver.imaps_port}"
+    config = replace(imap_config(mailserver, server=server), ca_file=None)  # system CAs
+    error = await failure_of(open_user_session(reactor, config, "alice", Secret(b"pw")))
+    assert isinstance(error, MailError)
+    assert str(error) == "cannot reach the mail server: TLS failure: certificate verify failed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_that_is_down_is_a_clean_error(mailserver):
+    with socket.socket() as bound:  # bound, never listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        error = await failure_of(login(mailserver, server=f"tcp:127.0.0.1:{port}"))
+    assert str(error) == "cannot reach the mail server: connection refused"
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_mailboxes_decodes_names_and_counts_each(mailserver):
+    box = box_name("boxes")
+    child = box + ".Entwürfe"
+
+    def create():
+        with admin(mailserver) as conn:
+            conn.create(f'"{box}"')
+            conn.create('"' + child.encode("imap4-utf-7").decode("ascii") + '"')
+
+    await in_thread(create)
+    await in_thread(mailserver.populate, "alice", 2, box)
+    session = await login(mailserver)
+    found = dict(await session.mailboxes())
+    assert found["INBOX"] is not None
+    assert found[box].messages == 2 and found[child].messages == 0
+    assert (await session.check(child)).messages == 0  # the decoded name works in commands
+    error = await failure_of(session.check(box + "-missing"))
+    assert isinstance(error, MailboxError) and str(error).startswith(f"mailbox {box}-missing: ")
+    await logged_out(session)
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_is_newest_first_and_costs_by_count_not_size(mailserver):
+    box = box_name("list")
+    await in_thread(mailserver.populate, "alice", 3000, box)
+    session = await login(mailserver)
+    client = session.client
+    lines_before, sent_before = client.lines_received, dict(client.commands_sent)
+    listing = await session.list_messages(box, 5)
+    assert (listing.mailbox, listing.exists) == (box, 3000)
+    assert [m.uid for m in listing.messages] == [3000, 2999, 2998, 2997, 2996]
+    newest = listing.messages[0]
+    assert b"Subject: Test message 3000 of 3000" in newest.header
+    assert b"From: " in newest.header and b"Date: " in newest.header
+    assert b"To:" not in newest.header and "\\Seen" not in newest.flags and newest.size > 1000
+    sent = {k: v - sent_before.get(k, 0) for k, v in client.commands_sent.items()}
+    assert {k: v for k, v in sent.items() if v} == {"EXAMINE": 1, "FETCH": 1}
+    assert client.lines_received - lines_before < 40  # 5 messages' lines, not 3000
+    assert listing.uidvalidity == await in_thread(uidvalidity, mailserver, box)
+    await logged_out(session)
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_marks_seen_is_bounded_and_unknown_uids_are_refused(mailserver):
+    box = box_name("read")
+    await in_thread(mailserver.populate, "alice", 3, box)
+    session = await login(mailserver)
+    await session.list_messages(box, 3)
+    message = await session.fetch_message(box, 2, 1 << 20)
+    assert message.uid == 2 and message.size == len(message.data)
+    assert b"Subject: Test message 2 of 3" in message.data
+    assert (await in_thread(uids_and_flags, mailserver, box)) == {1: "", 2: "\\Seen", 3: ""}
+    short = await session.fetch_message(box, 3, 100)
+    full = await session.fetch_message(box, 3, 1 << 20)
+    assert short.data == full.data[:100] and short.size == full.size == len(full.data) > 100
+    error = await failure_of(session.fetch_message(box, 42, 100))
+    assert isinstance(error, NoSuchMessage) and str(error) == f"no message with UID 42 in {box}"
+    assert session.alive
+    await logged_out(session)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_recreated_mailbox_changes_uidvalidity(mailserver):
+    box = box_name("uidv")
+    await in_thread(mailserver.populate, "alice", 2, box)
+    session = await login(mailserver)
+    before = (await session.list_messages(box, 2)).uidvalidity
+
+    def recreate():
+        for _ in range(20):
+            with admin(mailserver) as conn:
+                conn.delete(f'"{box}"')
+                conn.create(f'"{box}"')
+                conn.append(f'"{box}"', None, None, b"Subject: new\r\n\r\nnew\r\n")
+            if uidvalidity(mailserver, box) != before:
+                return
+            time.sleep(0.1)
+        raise AssertionError("Dovecot kept the UIDVALIDITY")
+
+    await in_thread(recreate)
+    for call in (session.fetch_message(box, 1, 100), session.delete(box, [1])):
+        error = await failure_of(call)
+        assert isinstance(error, UidValidityChanged)
+        assert str(error) == f"{box} changed on the server (UIDVALIDITY); run list again"
+    listing = await session.list_messages(box, 5)
+    assert listing.uidvalidity != before and [m.uid for m in listing.messages] == [1]
+    assert (await session.fetch_message(box, 1, 100)).data.endswith(b"new\r\n")
+    await logged_out(session)
+
+
+# -- delete --------------------------------------------------------------------------------------
+
+def flag_deleted(mailserver, box, uid):
+    with admin(mailserver) as conn:
+        conn.select(f'"{box}"')
+        conn.uid("STORE", str(uid), "+FLAGS", "(\\Deleted)")
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_expunges_exactly_those_uids(mailserver):
+    box = box_name("delete")
+    await in_thread(mailserver.populate, "alice", 5, box)
+    await in_thread(flag_deleted, mailserver, box, 5)  # another client's business
+    session = await login(mailserver)
+    await session.list_messages(box, 5)
+    deletion = await session.delete(box, [2, 1, 99])
+    assert (deletion.deleted, deletion.missing, deletion.method) == ((1, 2), (99,), "expunged")
+    assert "EXPUNGE" not in session.client.commands_sent
+    assert (await in_thread(uids_and_flags, mailserver, box)) == {3: "", 4: "", 5: "\\Deleted"}
+    error = await failure_of(session.delete(box, [1, 2]))
+    assert isinstance(error, NoSuchMessage)
+    await logged_out(session)
+
+
+@pytest.mark.parametrize("missing", [{b"UIDPLUS"}, {b"UIDPLUS", b"MOVE"}])
+@pytest_twisted.ensureDeferred
+async def test_delete_without_uidplus_moves_to_trash(mailserver, missing):
+    box = box_name("trash")
+    await in_thread(mailserver.populate, "alice", 3, box)
+    await in_thread(flag_deleted, mailserver, box, 3)
+
+    def trash_count():
+        with admin(mailserver) as conn:
+            conn.create("Trash")  # fails harmlessly when it exists
+            _, data = conn.status("Trash", "(MESSAGES)")
+        return int(re.search(rb"MESSAGES (\d+)", data[0]).group(1))
+
+    in_trash = await in_thread(trash_count)
+    session = await login(mailserver)
+    session.capabilities -= missing  # a server without them, against the real Dovecot
+    await session.list_messages(box, 3)
+    deletion = await session.delete(box, [1])
+    assert (deletion.deleted, deletion.method) == ((1,), "moved to Trash")
+    assert not {"EXPUNGE", "UID EXPUNGE"} & set(session.client.commands_sent)
+    assert await in_thread(trash_count) == in_trash + 1
+    left = await in_thread(uids_and_flags, mailserver, box)
+    if b"MOVE" in missing:  # copied, and marked here; nothing expunged
+        assert left == {1: "\\Deleted", 2: "", 3: "\\Deleted"}
+    else:
+        assert left == {2: "", 3: "\\Deleted"}
+    await logged_out(session)
+
+
+# -- watch ---------------------------------------------------------------------------------------
+
+class News:
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, mailbox, counts):
+        self.seen.append((time.monotonic(), mailbox, counts))
+
+
+async def deliver_and_time(mailserver, news, user, subject):
+    """Deliver over SMTP; the seconds until ``news`` hears of it (at most 2)."""
+    before = len(news.seen)
+    started = time.monotonic()
+    await in_thread(mailserver.deliver, user, subject)
+    await eventually(lambda: len(news.seen) > before, timeout=2.0 + (time.monotonic() - started),
+                     what=f"news of {subject!r}")
+    noticed = news.seen[-1][0] - started
+    assert noticed < 2.0, noticed
+    return news.seen[-1][2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_watch_pushes_new_mail_within_2_seconds_and_survives_commands(mailserver):
+    await in_thread(mailserver.clear_mailbox, "bob")
+    box = box_name("other")
+    await in_thread(mailserver.populate, "bob", 2, box)
+    session = await login(mailserver, user="bob")
+    news = News()
+    start = await session.watch("INBOX", news)
+    await eventually(lambda: session.watcher.idling, what="IDLE")
+    counts = await deliver_and_time(mailserver, news, "bob", "first")
+    assert counts.messages == start.messages + 1 and counts.uidnext == start.uidnext + 1
+    # commands in between: IDLE ends, they run, IDLE resumes on INBOX
+    assert (await session.list_messages(box, 5)).exists == 2
+    assert (await session.check(box)).messages == 2
+    await eventually(lambda: session.watcher.idling, what="IDLE again")
+    counts = await deliver_and_time(mailserver, news, "bob", "second")
+    assert counts.messages == start.messages + 2
+    assert [n[1] for n in news.seen] == ["INBOX", "INBOX"]
+    await session.unwatch()
+    assert not session.watcher.idling
+    await logged_out(session)
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_users_at_once(mailserver):
+    await gatherResults([in_thread(mailserver.clear_mailbox, u) for u in ("alice", "bob")])
+    alice, bob = await login(mailserver, "alice"), await login(mailserver, "bob")
+    news_alice, news_bob = News(), News()
+    await alice.watch("INBOX", news_alice)
+    await bob.watch("INBOX", news_bob)
+    await eventually(lambda: alice.watcher.idling and bob.watcher.idling, what="both idling")
+    await deliver_and_time(mailserver, news_bob, "bob", "for bob")
+    await deferLater(reactor, 0.3)
+    assert news_alice.seen == []
+    await deliver_and_time(mailserver, news_alice, "alice", "for alice")
+    checks = await gatherResults([ensureDeferred(s.check()) for s in (alice, bob)])
+    assert [counts.messages for counts in checks] == [1, 1]
+    assert len(news_bob.seen) == 1
+    await logged_out(alice, bob)
+
+
+@pytest_twisted.ensureDeferred
+async def test_dovecot_killed_mid_session(mailserver):
+    idle_session = await login(mailserver)
+    quiet_session = await login(mailserver, user="bob")
+    reasons = {"idle": [], "quiet": []}
+    idle_session.on_lost = reasons["idle"].append
+    quiet_session.on_lost = reasons["quiet"].append
+    await idle_session.watch("INBOX", News())
+    await eventually(lambda: idle_session.watcher.idling, what="IDLE")
+    try:
+        await in_thread(mailserver.kill_dovecot)
+        await eventually(lambda: reasons["idle"] and reasons["quiet"], timeout=5,
+                         what="on_lost of both sessions")
+        for session in (idle_session, quiet_session):
+            assert not session.alive
+            error = await failure_of(session.check())
+            assert isinstance(error, SessionLost) and str(error) == LOST
+        assert reasons == {"idle": ["the mail server closed the connection"],
+                           "quiet": ["the mail server closed the connection"]}
+    finally:
+        await in_thread(mailserver.start_dovecot)
+    await logged_out(idle_session, quiet_session)  # quietly nothing: they are gone
+    assert len(reasons["idle"]) == 1 and len(reasons["quiet"]) == 1
