@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -327,3 +328,22 @@ def test_closing_the_line_connection_ends_the_mail_session(maild: Daemon,
     while "mail sessions: 0 logged in" not in maild.exchange(b"status\r\nquit\r\n").decode():
         assert time.monotonic() < deadline, "the mail session outlived its line connection"
         time.sleep(0.1)
+
+
+def test_tls_listener_for_remote_users(mailserver: MailServer, tmp_path) -> None:
+    """A remote user's way in: the line service over TLS (here on loopback), verified by the
+    client against the CA, with login and mail commands working through it."""
+    tls = mailserver.dir / "tls"
+    port = free_port()
+    listen = (f"ssl:{port}:interface=127.0.0.1:privateKey={tls / 'server.key'}:"
+              f"certKey={tls / 'server.pem'}")
+    daemon = start_daemon(tmp_path, config_toml=mail_config(mailserver), listen=listen, port=port)
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        wrapped = mailserver.ssl_context().wrap_socket(raw, server_hostname="localhost")
+        with LineClient(wrapped) as c:
+            assert c.ask("login alice pw") == "ok logged in as alice"
+            assert COUNTS.match(c.ask("check"))
+            assert c.ask("quit") == "quit"
+    finally:
+        daemon.stop()
