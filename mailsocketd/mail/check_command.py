@@ -6,6 +6,10 @@ STATUS per configured mailbox) and prints one line in the monitoring-plugins for
 
     $ mailsocketd-check --config /etc/mailsocketd.toml --account work --warning-unseen 50
     IMAP OK - work INBOX: 12 messages, 3 unseen, 0.045 s | time=0.045s messages=12 unseen=3;50;;0
+
+Every text not of the plugin's own making (server replies, configuration values, arguments) is
+passed through ``probe.plugin_text``, so a ``|`` in the line can only be the one that starts
+the perfdata.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from mailsocketd.mail.probe import (
     Outcome,
     ProbeResult,
     failed,
+    plugin_text,
     probe,
     verdict,
 )
@@ -39,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors are UNKNOWN (exit 3) in the plugin convention, not argparse's 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"IMAP UNKNOWN - {self.prog}: {message}")
+        print(f"IMAP UNKNOWN - {self.prog}: {plugin_text(message)}")
         raise SystemExit(UNKNOWN)
 
 
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         account = choose_account(load_config(args.config).accounts, args.account)
     except ConfigError as e:
-        print(f"IMAP UNKNOWN - {e}")
+        print(f"IMAP UNKNOWN - {plugin_text(str(e))}")
         return UNKNOWN
     limits = Limits(args.warning_time, args.critical_time, args.warning_unseen,
                     args.critical_unseen, args.cert_days, args.timeout)

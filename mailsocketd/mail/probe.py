@@ -5,6 +5,11 @@ configured mailbox and logs out, all within one overall timeout.  ``verdict`` tu
 (or the failure) into a monitoring-plugins line and exit code::
 
     IMAP OK - work INBOX: 12 messages, 3 unseen, 0.045 s | time=0.045s messages=12 unseen=3
+
+Everything not of our own making (server replies, TLS reasons, mailbox names) goes through
+``plugin_text`` before it is printed, so it cannot break the line: no ``|`` (which starts the
+perfdata), no control characters, bounded length.  Perfdata labels are quoted as the
+monitoring-plugins guidelines ask (``perf_label``).
 """
 
 from __future__ import annotations
@@ -20,16 +25,38 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.accounts import AccountConfig
-from mailsocketd.mail.errors import CheckTimeout, ServerRefused, describe_failure, failure_kind
+from mailsocketd.mail.errors import (
+    CheckTimeout,
+    ServerRefused,
+    clean_text,
+    describe_failure,
+    failure_kind,
+)
 from mailsocketd.mail.imap import MailboxCounts, WatchClient
 from mailsocketd.mail.login import client_endpoint, log_in
 from mailsocketd.mail.secrets import SecretError, fetch_password
 
 __all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "Limits", "Outcome", "ProbeResult",
-           "failed", "probe", "verdict"]
+           "failed", "perf_label", "plugin_text", "probe", "verdict"]
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+TEXT_LIMIT = 300  # characters of one piece of foreign text (an error, a reply)
+NAME_LIMIT = 100  # characters of a mailbox name, in the text and in perfdata labels
+
+
+def plugin_text(text: str | bytes, limit: int = TEXT_LIMIT) -> str:
+    """Foreign text made safe for the plugin line: one line, bounded, and no ``|``."""
+    return clean_text(text, limit).replace("|", "/")
+
+
+def perf_label(label: str) -> str:
+    """A perfdata label per the monitoring-plugins guidelines: quoted with ``'`` when it holds
+    a space, ``=`` or ``'``, a ``'`` in it doubled."""
+    text = plugin_text(label, NAME_LIMIT + 20)
+    if any(c in text for c in " ='"):
+        return "'" + text.replace("'", "''") + "'"
+    return text
 
 
 @dataclass(frozen=True)
@@ -126,8 +153,9 @@ def failed(account: AccountConfig, failure: Failure) -> Outcome:
     """A check that did not get through: CRITICAL, or UNKNOWN when the plugin itself could not
     work (an unreadable password source)."""
     code = UNKNOWN if isinstance(failure.value, SecretError) else CRITICAL
-    return Outcome(code, f"IMAP {NAMES[code]} - {account.name}: {describe_failure(failure)} "
-                         f"({account.address})")
+    why = plugin_text(describe_failure(failure))
+    return Outcome(code, f"IMAP {NAMES[code]} - {account.name}: {why} "
+                         f"({plugin_text(str(account.address))})")
 
 
 def _level(value: float, warning: float | None, critical: float | None
@@ -145,7 +173,7 @@ def _threshold(value: float | None, fmt: str) -> str:
 
 
 def _perf(label: str, value: str, warning: str, critical: str) -> str:
-    text = f"{label}={value}"
+    text = f"{perf_label(label)}={value}"
     return text + f";{warning};{critical};0" if warning or critical else text
 
 
@@ -160,20 +188,20 @@ def verdict(account: AccountConfig, result: ProbeResult, limits: Limits,
         notes.append(f"time {result.elapsed:.3f} s > {limit:g} s")
     code = max(code, time_level)
     for index, (mailbox, counts) in enumerate(result.mailboxes):
-        prefix = f"{account.name} {mailbox}" if index == 0 else mailbox
+        name = plugin_text(mailbox, NAME_LIMIT)
+        prefix = f"{account.name} {name}" if index == 0 else name
         if isinstance(counts, str):
-            parts.append(f"{prefix}: {counts}")
+            parts.append(f"{prefix}: {plugin_text(counts)}")
             code = CRITICAL
             continue
         parts.append(f"{prefix}: {counts.messages} messages, {counts.unseen} unseen")
         level, limit = _level(counts.unseen, limits.warning_unseen, limits.critical_unseen)
         if level:
-            notes.append(f"{mailbox} unseen {counts.unseen} > {limit:g}")
+            notes.append(f"{name} unseen {counts.unseen} > {limit:g}")
         code = max(code, level)
-        label = "" if index == 0 else f"{mailbox} "
-        quote = "" if index == 0 else "'"
-        perf.append(_perf(f"{quote}{label}messages{quote}", str(counts.messages), "", ""))
-        perf.append(_perf(f"{quote}{label}unseen{quote}", str(counts.unseen),
+        label = "" if index == 0 else f"{name} "
+        perf.append(_perf(f"{label}messages", str(counts.messages), "", ""))
+        perf.append(_perf(f"{label}unseen", str(counts.unseen),
                           _threshold(limits.warning_unseen, "d"),
                           _threshold(limits.critical_unseen, "d")))
     cert_note = _certificate_note(result, limits, now)

@@ -6,6 +6,11 @@ After login every configured mailbox gets one STATUS.  Then:
   watched with IDLE.  An untagged EXISTS / EXPUNGE / FETCH ends IDLE (DONE), that mailbox gets
   a STATUS, and IDLE starts again, so new mail is seen within a round trip or two.
 * Without IDLE: the session sleeps between checks.
+* IDLE is paced: at most one IDLE (or change-driven STATUS) per IDLE_MIN_INTERVAL seconds, so
+  a server that ends every IDLE at once, or reports a change in every reply, cannot spin the
+  loop.  A server that ends IDLE on its own, without news and within IDLE_SHORT seconds,
+  IDLE_SHORT_LIMIT times in a row, is not asked to IDLE again on this connection: the session
+  polls instead (logged once, ``mail_event="idle_fallback"``).
 * Either way every mailbox gets a STATUS every ``interval`` seconds (IDLE can watch only the
   selected mailbox; for it this is a safety net), and every ``keepalive`` seconds the connection
   must prove it is alive: IDLE is ended and restarted (the DONE round trip is the heartbeat,
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.accounts import AccountConfig
@@ -32,13 +38,18 @@ from mailsocketd.mail.login import log_in
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.state import AccountState
 
-__all__ = ["LOGOUT_TIMEOUT", "Session"]
+__all__ = ["IDLE_MIN_INTERVAL", "IDLE_SHORT", "IDLE_SHORT_LIMIT", "LOGOUT_TIMEOUT", "Session"]
 
 LOGOUT_TIMEOUT = 2.0
+IDLE_MIN_INTERVAL = 1.0  # seconds between two IDLE starts (or change-driven checks), at least
+IDLE_SHORT = 5.0  # an IDLE the server ends sooner than this, without news, ended "at once"
+IDLE_SHORT_LIMIT = 3  # that many in a row: poll instead of IDLE on this connection
 
 
 class Session:
     """Drives one logged-in connection (see the module docstring)."""
+
+    log = Logger()
 
     def __init__(self, client: WatchClient, *, account: AccountConfig, state: AccountState,
                  clock: Any, password: Callable[[], Deferred[Secret]],
@@ -53,6 +64,8 @@ class Session:
         self.stopping = False
         self._dirty = False
         self._wakeup: Deferred[str] | None = None
+        self._round_started: float | None = None
+        self._short_idles = 0
         client.lost_callbacks.append(self._lost)
 
     # -- waiting -----------------------------------------------------------------------------
@@ -72,10 +85,10 @@ class Session:
         if wakeup is not None and not wakeup.called:
             wakeup.errback(reason)
 
-    async def _sleep(self, seconds: float) -> str:
-        """Wait ``seconds``, or less when the mailbox changes, stop() is called or the
-        connection is lost (which raises its reason)."""
-        if self.stopping or (self._dirty and self.use_idle):
+    async def _sleep(self, seconds: float, wake_on_change: bool = True) -> str:
+        """Wait ``seconds``, or less when the mailbox changes (unless ``wake_on_change`` is
+        false), stop() is called or the connection is lost (which raises its reason)."""
+        if self.stopping or (wake_on_change and self._dirty and self.use_idle):
             return "now"
         wakeup: Deferred[str] = Deferred()
         self._wakeup = wakeup
@@ -85,6 +98,13 @@ class Session:
         finally:
             if timer.active():
                 timer.cancel()
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` whatever the mailbox does; only stop() or a lost connection end it
+        sooner."""
+        until = self.clock.seconds() + seconds
+        while not self.stopping and self.clock.seconds() < until:
+            await self._sleep(until - self.clock.seconds(), wake_on_change=False)
 
     def stop(self) -> None:
         """Finish the current step, then log out."""
@@ -111,6 +131,10 @@ class Session:
     async def _watch(self) -> None:
         next_poll = self.clock.seconds() + self.account.interval
         while not self.stopping:
+            if self.use_idle:
+                await self._pace_idle()
+                if self.stopping:
+                    break
             now = self.clock.seconds()
             if now < next_poll and not (self._dirty and self.use_idle):
                 deadline = min(next_poll, now + self.account.keepalive)
@@ -139,26 +163,60 @@ class Session:
         self._dirty = False  # EXAMINE's own EXISTS is not news
         return True
 
+    async def _pace_idle(self) -> None:
+        """Begin a round of the IDLE loop no sooner than IDLE_MIN_INTERVAL after the last."""
+        if self._round_started is not None:
+            wait = self._round_started + IDLE_MIN_INTERVAL - self.clock.seconds()
+            if wait > 0:
+                self.state.set_state("connected")
+                await self._pause(wait)
+        self._round_started = self.clock.seconds()
+
     async def _idle_until(self, deadline: float) -> None:
         """IDLE until the deadline or a change; the DONE round trip doubles as heartbeat."""
         client = self.client
+        idle_started = self.clock.seconds()
         started, finished = client.idle()
         finished.addCallback(lambda _: self._wake("idle ended"))
+        accepted = ended_by_server = False
         try:
             await client.within(started, "the server to accept IDLE")
-        except ServerRefused:
+            accepted = ended_by_server = True
+            if client.idling:
+                self.state.set_state("idling")
+                await self._sleep(deadline - self.clock.seconds())
+                ended_by_server = not client.idling
+                client.done()
+            await client.within(finished, "the reply to DONE (heartbeat)")
+        except BaseException as e:
+            # The IDLE command fails too (a lost connection fails every command): what is
+            # raised here says it all, so its failure must not be left unhandled.
             finished.addErrback(lambda _: None)
+            if accepted or not isinstance(e, ServerRefused):
+                raise
             self.use_idle = False  # the server said NO to IDLE after all: poll instead
             return
-        except BaseException:
-            finished.addErrback(lambda _: None)
-            raise
-        if client.idling:
-            self.state.set_state("idling")
-            await self._sleep(deadline - self.clock.seconds())
-            client.done()
-        await client.within(finished, "the reply to DONE (heartbeat)")
         self.state.set_state("connected")
+        if ended_by_server:
+            self._server_ended_idle(self.clock.seconds() - idle_started)
+        elif not self._dirty:
+            self._short_idles = 0
+
+    def _server_ended_idle(self, lasted: float) -> None:
+        """Count IDLEs the server ends at once; after IDLE_SHORT_LIMIT in a row, poll."""
+        if self._dirty:
+            return  # it ended with news: neither proof of a broken IDLE nor of a sound one
+        if lasted >= IDLE_SHORT:
+            self._short_idles = 0
+            return
+        self._short_idles += 1
+        if self._short_idles >= IDLE_SHORT_LIMIT:
+            self.use_idle = False
+            self.log.warn(
+                "{account}: the server ended IDLE at once {count} times in a row; polling "
+                "every {interval:g} s on this connection instead",
+                account=self.account.name, count=self._short_idles,
+                interval=self.account.interval, mail_event="idle_fallback")
 
     async def _poll_until(self, deadline: float, next_poll: float) -> None:
         """Sleep until the deadline; a NOOP heartbeat when it is not yet time to check."""

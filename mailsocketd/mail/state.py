@@ -5,6 +5,11 @@ knows nothing of the network.  Every check result is kept (time, latency, counts
 logged as a ``mail_event="check"`` event; UIDNEXT growing between two checks of the same
 mailbox (same UIDVALIDITY) is new mail, logged as ``mail_event="new_mail"`` and passed to the
 ``on_new_mail`` callback (the hook).  The first check after start-up sets the baseline.
+
+Errors follow the account's current state: a failed connection (``connection_failed``) is the
+error of every line and clears the mailboxes' own errors, which belonged to the session that
+ended; a login clears the connection error, since the connection works again.  A mailbox's own
+error (STATUS refused) is shown only while the account is logged in.
 """
 
 from __future__ import annotations
@@ -61,8 +66,13 @@ class AccountState:
         self.state = state
 
     def connection_failed(self, error: str, state: str, retry_in: float | None) -> None:
-        """The connection failed or broke: remember why, say when the next attempt comes."""
+        """The connection failed or broke: remember why, say when the next attempt comes.
+
+        The mailboxes' own errors were found on the connection that is gone: they are stale.
+        """
         self.error = clean_text(error)
+        for record in self.mailboxes.values():
+            record.error = None
         self.set_state(state)
         self.log.warn("{account}: {error}; next attempt in {retry_in:.0f} s",
                       account=self.account.name, error=self.error, state=state,
@@ -70,6 +80,8 @@ class AccountState:
                       mail_event="connection_failed")
 
     def logged_in(self, encrypted: bool) -> None:
+        """A session logged in: the last connection error is history."""
+        self.error = None
         self.log.info("{account}: logged in to {server} as {user}",
                       account=self.account.name, server=str(self.account.address),
                       user=self.account.user, tls=encrypted, mail_event="logged_in")
@@ -128,6 +140,6 @@ class AccountState:
             f"unseen={counts.unseen if counts else '-'}",
             "last_check=" + (format_time(record.last_check) if record.last_check else "-"),
             f"latency={record.latency:.3f}s" if record.latency is not None else "latency=-",
-            f"error={record.error or self.error or '-'}",
+            f"error={self.error or record.error or '-'}",
         ]
         return f"account {self.account.name} {record.name}: " + " ".join(fields)

@@ -17,6 +17,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from checkrig import (
+    DISTINCTIVE,
+    DovecotLog,
+    cleartext_lines,
+    command_names,
+    make_unrelated_ca,
+)
 from mailrig import account_toml, write_password
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,7 +55,7 @@ def box(mailserver):
 def config(mailserver, tmp_path, box):
     """Accounts for every case, in one file as a sysadmin would have it."""
     pw = write_password(tmp_path)
-    bad = write_password(tmp_path, "not-the-password", "bad")
+    bad = write_password(tmp_path, DISTINCTIVE, "bad")
     refused = socket.socket()  # bound, never listening: connections are refused
     refused.bind(("127.0.0.1", 0))
     silent = socket.socket()  # listening, never accepting or speaking
@@ -127,48 +134,71 @@ def test_tls_failure(config):
 
 
 class Forwarder(threading.Thread):
-    """A TCP forwarder on 127.0.0.2 (not in the server certificate) to the real server."""
+    """A TCP forwarder to the real server that records what the client sent.
 
-    def __init__(self, target_port):
+    On 127.0.0.2 (the default; not in the server certificate) it tests host name checks; on
+    127.0.0.1 it only watches the wire.
+    """
+
+    def __init__(self, target_port, interface="127.0.0.2"):
         super().__init__(daemon=True)
         self.target = ("127.0.0.1", target_port)
-        self.listener = socket.create_server(("127.0.0.2", 0))
+        self.listener = socket.create_server((interface, 0))
         self.port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
+        self.pipes: list[threading.Thread] = []
+        self.accepted = 0
+        self.client_bytes = bytearray()
 
     def close(self):
         for s in [self.listener, *self.sockets]:
             s.close()
 
+    def sent_by_client(self, timeout=5.0):
+        """Everything the client sent, once the connections have ended."""
+        for pipe in list(self.pipes):
+            pipe.join(timeout)
+        return bytes(self.client_bytes)
+
     def run(self):
         with contextlib.suppress(OSError):
             while True:
                 client, _ = self.listener.accept()
+                self.accepted += 1
                 server = socket.create_connection(self.target)
                 self.sockets += [client, server]
-                for a, b in ((client, server), (server, client)):
-                    threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+                for a, b, record in ((client, server, True), (server, client, False)):
+                    pipe = threading.Thread(target=self.pipe, args=(a, b, record), daemon=True)
+                    self.pipes.append(pipe)
+                    pipe.start()
 
-    @staticmethod
-    def pipe(source, sink):
+    def pipe(self, source, sink, record):
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if record:
+                    self.client_bytes += data
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
 
-def test_host_name_mismatch(mailserver, tmp_path):
-    forwarder = Forwarder(mailserver.imaps_port)
+@contextlib.contextmanager
+def forwarding(target_port, interface="127.0.0.2"):
+    forwarder = Forwarder(target_port, interface)
     forwarder.start()
     try:
+        yield forwarder
+    finally:
+        forwarder.close()
+
+
+def test_host_name_mismatch(mailserver, tmp_path):
+    with forwarding(mailserver.imaps_port) as forwarder:
         path = tmp_path / "c.toml"
         path.write_text(account_toml("alias", server=f"tls:127.0.0.2:{forwarder.port}",
                                      user="alice", password_file=write_password(tmp_path),
                                      ca_file=str(mailserver.ca_file)))
         code, line, _ = check(path)
-    finally:
-        forwarder.close()
     assert code == 2
     assert line.startswith("IMAP CRITICAL - alias: TLS failure: the certificate does not "
                            "match the server name"), line
@@ -179,7 +209,7 @@ def test_bad_credentials(config):
     assert code == 2
     assert line.startswith("IMAP CRITICAL - badpw: login refused for user alice: "
                            "NO [AUTHENTICATIONFAILED]"), line
-    assert "not-the-password" not in line
+    assert DISTINCTIVE not in line and DISTINCTIVE[:12] not in line
 
 
 def test_timeout_on_a_server_that_never_speaks(config):
@@ -204,12 +234,69 @@ def test_unreadable_password_is_unknown(config):
 
 
 def test_no_starttls_is_critical_and_sends_no_password(mailserver_notls, tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text(account_toml("plain", server=f"tcp:127.0.0.1:{mailserver_notls.imap_port}",
-                                 user="alice", password_file=write_password(tmp_path)))
-    code, line, _ = check(path)
+    dovecot = DovecotLog(mailserver_notls.dovecot_log)
+    with forwarding(mailserver_notls.imap_port, "127.0.0.1") as forwarder:
+        path = tmp_path / "c.toml"
+        path.write_text(account_toml(
+            "plain", server=f"tcp:127.0.0.1:{forwarder.port}", user="alice",
+            password_file=write_password(tmp_path, DISTINCTIVE, "canary")))
+        code, line, _ = check(path)
+        sent = forwarder.sent_by_client()
+        assert forwarder.accepted == 1
     assert code == 2
     assert "refusing to send the password in clear" in line, line
+    assert DISTINCTIVE not in line
+    # On the wire: no LOGIN, no AUTHENTICATE, no password; at most a CAPABILITY, then LOGOUT.
+    lines, rest = cleartext_lines(sent)
+    assert rest == b"", sent
+    assert set(command_names(lines)) <= {b"CAPABILITY", b"LOGOUT"}, lines
+    assert b"LOGIN" not in sent.upper() and b"AUTHENTICATE" not in sent.upper()
+    assert DISTINCTIVE.encode() not in sent and DISTINCTIVE[:12].encode() not in sent
+    # And Dovecot saw no attempt to log in on that connection.
+    logged = dovecot.wait_for("Disconnected")
+    assert "no auth attempts" in logged, logged
+    assert "auth failed" not in logged and "Login: user=" not in logged, logged
+
+
+def test_the_wire_recorder_does_see_a_login_in_clear(mailserver_notls, tmp_path):
+    """The control for the test above: through the same recorder, an account that allows
+    cleartext logs in, and the recorder sees it do so."""
+    with forwarding(mailserver_notls.imap_port, "127.0.0.1") as forwarder:
+        path = tmp_path / "c.toml"
+        path.write_text(account_toml(
+            "plain", server=f"tcp:127.0.0.1:{forwarder.port}", user="alice",
+            password_file=write_password(tmp_path), allow_cleartext=True))
+        code, line, _ = check(path)
+        sent = forwarder.sent_by_client()
+    assert code == 0 and line.startswith("IMAP OK - plain INBOX: "), line
+    assert b"AUTHENTICATE" in sent or b"LOGIN" in sent, sent
+
+
+def test_starttls_with_a_certificate_of_another_ca_is_refused_before_any_login(
+        mailserver, tmp_path):
+    dovecot = DovecotLog(mailserver.dovecot_log)
+    with forwarding(mailserver.imap_port, "127.0.0.1") as forwarder:
+        path = tmp_path / "c.toml"
+        path.write_text(account_toml(
+            "otherca", server=f"tcp:127.0.0.1:{forwarder.port}", user="alice",
+            password_file=write_password(tmp_path, DISTINCTIVE, "canary"),
+            ca_file=make_unrelated_ca(tmp_path / "other-ca.pem")))
+        code, line, _ = check(path)
+        sent = forwarder.sent_by_client()
+        assert forwarder.accepted == 1
+    assert code == 2
+    assert re.fullmatch(r"IMAP CRITICAL - otherca: TLS failure: certificate verify failed "
+                        r"\(127\.0\.0\.1 port \d+\)", line), line
+    # In clear the client asked only for capabilities and STARTTLS, then began a TLS handshake
+    # that failed: there was never a channel for the password.
+    lines, rest = cleartext_lines(sent)
+    assert command_names(lines)[-1:] == [b"STARTTLS"], lines
+    assert set(command_names(lines)) <= {b"CAPABILITY", b"STARTTLS"}, lines
+    assert rest[:1] == bytes([0x16]), rest[:16]
+    assert DISTINCTIVE.encode() not in sent
+    logged = dovecot.wait_for("Disconnected")
+    assert "no auth attempts" in logged and "TLS handshaking" in logged, logged
+    assert "auth failed" not in logged and "Login: user=" not in logged, logged
 
 
 def test_unknown_account_and_bad_config_are_unknown(config, tmp_path):
@@ -224,3 +311,41 @@ def test_unknown_account_and_bad_config_are_unknown(config, tmp_path):
                       'password_env = "Y"\n')
     code, line, _ = check(broken)
     assert code == 3 and line.startswith("IMAP UNKNOWN - accounts.x.password_file: conflicts")
+
+
+class RefusingServer(threading.Thread):
+    """A fake IMAP server on loopback (no TLS) that refuses every login with a hostile reply."""
+
+    REPLY = (b"NO [AUTHENTICATIONFAILED] denied | time=0s;;; 'x'=1 \x1b[2J\x07" + b"z" * 5000)
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+
+    def run(self):
+        with contextlib.suppress(OSError), self.listener:
+            conn, _ = self.listener.accept()
+            with conn, conn.makefile("rb") as lines:
+                conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hostile\r\n")
+                tag = lines.readline().split(b" ")[0]  # AUTHENTICATE PLAIN
+                conn.sendall(b"+ \r\n")
+                lines.readline()  # the credentials
+                conn.sendall(tag + b" " + self.REPLY + b"\r\n")
+                lines.readline()
+
+
+def test_a_hostile_refusal_cannot_break_the_plugin_line(tmp_path):
+    server = RefusingServer()
+    server.start()
+    path = tmp_path / "c.toml"
+    path.write_text(account_toml("hostile", server=f"tcp:127.0.0.1:{server.port}",
+                                 user="alice", password_file=write_password(tmp_path),
+                                 allow_cleartext=True))
+    code, line, _ = check(path)
+    server.join(10)
+    assert code == 2
+    assert line.startswith("IMAP CRITICAL - hostile: login refused for user alice: NO "
+                           "[AUTHENTICATIONFAILED] denied / time=0s;;; 'x'=1 "), line
+    assert "|" not in line and line.isprintable() and len(line) < 500, line
+    assert line.endswith(f"... (127.0.0.1 port {server.port})"), line

@@ -1,29 +1,32 @@
 """The account watcher against the REAL Dovecot (and Postfix for delivery), in this reactor.
 
 Counts, one STATUS for 10,000 messages, new mail through IDLE within 2 s, a debounced hook,
-Dovecot killed and restarted, wrong password, wrong CA, host name mismatch, no password sent
-when the server offers no STARTTLS; and a hostile (fake, loopback) server that is dropped.  Loopback only; 127.0.0.2 is used for a forwarder
-whose address is not in the server certificate.
+Dovecot killed and restarted, wrong password (and its backoff), wrong CA (implicit TLS and
+STARTTLS), host name mismatch, no password sent when the server offers no STARTTLS; and a
+hostile (fake, loopback) server that is dropped.  Loopback only; 127.0.0.2 is used for a
+forwarder whose address is not in the server certificate.
 """
 
 from __future__ import annotations
 
-import datetime
 import sys
 import time
 import uuid
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from checkrig import (
+    DISTINCTIVE,
+    DovecotLog,
+    cleartext_lines,
+    command_names,
+    make_unrelated_ca,
+)
 from mailrig import parsed_account, write_password
 from twisted.internet import reactor, threads
 from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols import portforward
 from twisted.protocols.basic import LineReceiver
 
@@ -200,31 +203,36 @@ def _recording(set_state, seen):
     return record
 
 
+class Recorded:
+    """Log events of the test's duration (the real reactor's global log)."""
+
+    def __enter__(self):
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        return self.events
+
+    def __exit__(self, *exc):
+        globalLogPublisher.removeObserver(self.events.append)
+
+
 @pytest_twisted.ensureDeferred
 async def test_wrong_password_is_reported_and_not_hammered(mailserver, tmp_path):
     account = imaps_account(mailserver, tmp_path,
-                            password_file=write_password(tmp_path, "wrong", "bad"))
-    async with Watching(account) as w:
-        await eventually(lambda: state_of(w) == "auth-failed", what="auth-failed")
-        assert error_of(w) == (
-            "login refused for user alice: NO [AUTHENTICATIONFAILED] Authentication failed.")
-        await deferLater(reactor, 1.5)
-        assert w.backoff.auth_failures == 1  # one attempt; the next is minutes away
-        assert state_of(w) == "auth-failed"
-
-
-def make_unrelated_ca(path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone else's CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(path)
+                            password_file=write_password(tmp_path, DISTINCTIVE, "bad"))
+    with Recorded() as events:
+        async with Watching(account) as w:
+            await eventually(lambda: state_of(w) == "auth-failed", what="auth-failed")
+            assert error_of(w) == (
+                "login refused for user alice: NO [AUTHENTICATIONFAILED] Authentication failed.")
+            await deferLater(reactor, 1.5)
+            assert w.backoff.auth_failures == 1  # one attempt; the next is minutes away
+            assert state_of(w) == "auth-failed"
+            lines = w.state.status_lines()
+    failed = [e for e in events if e.get("mail_event") == "connection_failed"]
+    assert len(failed) == 1 and failed[0]["state"] == "auth-failed"
+    assert 225 <= failed[0]["retry_in"] <= 375  # 300 s, jittered by a quarter at most
+    texts = lines + [formatEvent(e) for e in events] + [repr(e) for e in events]
+    assert not [t for t in texts if DISTINCTIVE in t or DISTINCTIVE[:12] in t]
 
 
 @pytest.mark.parametrize("which", ["unrelated CA", "system CAs"])
@@ -241,11 +249,50 @@ async def test_a_certificate_from_another_ca_is_refused(mailserver, tmp_path, wh
         assert state_of(w) == "backing-off" and counts_of(w) is None
 
 
+@pytest_twisted.ensureDeferred
+async def test_starttls_with_a_certificate_of_another_ca_sends_no_password(mailserver, tmp_path):
+    dovecot = DovecotLog(mailserver.dovecot_log)
+    port, factory = forwarder(mailserver.imap_port, interface="127.0.0.1")
+    try:
+        account = imaps_account(mailserver, tmp_path,
+                                server=f"tcp:127.0.0.1:{port.getHost().port}",
+                                ca_file=make_unrelated_ca(tmp_path / "ca.pem"),
+                                password_file=write_password(tmp_path, DISTINCTIVE, "canary"))
+        async with Watching(account) as w:
+            await eventually(lambda: "TLS failure" in error_of(w), what="a TLS failure")
+            assert error_of(w) == "TLS failure: certificate verify failed"
+            assert state_of(w) == "backing-off" and counts_of(w) is None
+        streams = [bytes(stream) for stream in factory.streams]
+        await eventually(lambda: dovecot.new_text().count("Disconnected") >= len(streams),
+                         what="Dovecot logging each disconnect")
+    finally:
+        await port.stopListening()
+    # Each attempt: capabilities and STARTTLS in clear, then a TLS handshake that failed (an
+    # attempt cut short by the stop may have got less far).  Never LOGIN or AUTHENTICATE.
+    complete = 0
+    for sent in streams:
+        lines, rest = cleartext_lines(sent)
+        names = command_names(lines)
+        assert set(names) <= {b"CAPABILITY", b"STARTTLS"}, lines
+        assert rest[:1] in (b"", b"\x16") and DISTINCTIVE.encode() not in sent
+        complete += names[-1:] == [b"STARTTLS"] and rest[:1] == b"\x16"
+    assert complete >= 1, streams
+    logged = dovecot.new_text()
+    assert "no auth attempts" in logged and "TLS handshaking" in logged, logged
+    assert "Login: user=" not in logged and "auth failed" not in logged, logged
+
+
 class RecordingProxy(portforward.ProxyServer):
-    """A forwarder that keeps what the client sent."""
+    """A forwarder that keeps what the client sent (all of it, and per connection)."""
+
+    def connectionMade(self):
+        self.stream = bytearray()
+        self.factory.streams.append(self.stream)
+        super().connectionMade()
 
     def dataReceived(self, data):
         self.factory.client_bytes.append(data)
+        self.stream += data
         super().dataReceived(data)
 
 
@@ -253,6 +300,7 @@ def forwarder(target_port, interface="127.0.0.2"):
     factory = portforward.ProxyFactory("127.0.0.1", target_port)
     factory.protocol = RecordingProxy
     factory.client_bytes = []
+    factory.streams = []
     factory.noisy = False
     return reactor.listenTCP(0, factory, interface=interface), factory
 
@@ -281,12 +329,15 @@ async def test_no_starttls_offered_means_no_password_on_the_wire(mailserver_notl
     port, factory = forwarder(mailserver_notls.imap_port, interface="127.0.0.1")
     try:
         account = parsed_account("work", server=f"tcp:127.0.0.1:{port.getHost().port}",
-                                 user="alice", password_file=write_password(tmp_path))
+                                 user="alice",
+                                 password_file=write_password(tmp_path, DISTINCTIVE, "canary"))
         async with Watching(account) as w:
             await eventually(lambda: state_of(w) == "auth-failed", what="the refusal")
             assert "refusing to send the password in clear" in error_of(w)
+            assert DISTINCTIVE not in error_of(w)
         sent = b"".join(factory.client_bytes)
-        assert b"pw" not in sent and b"LOGIN" not in sent and b"AUTHENTICATE" not in sent
+        assert DISTINCTIVE.encode() not in sent and DISTINCTIVE[:12].encode() not in sent
+        assert b"LOGIN" not in sent and b"AUTHENTICATE" not in sent
         assert sent.split() == [b"0001", b"CAPABILITY"] or sent == b""
 
         # The explicit opt-in works (and is the only way in clear).

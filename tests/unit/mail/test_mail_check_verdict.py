@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 
 import pytest
-from mailrig import account
+from mailrig import account, write_password
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
-from mailsocketd.mail.check_command import choose_account, main
-from mailsocketd.mail.errors import AuthFailed, CheckTimeout, CleartextRefused
+from mailsocketd.mail.accounts import PasswordSource
+from mailsocketd.mail.check_command import choose_account, main, run_check
+from mailsocketd.mail.errors import (
+    AuthFailed,
+    CheckTimeout,
+    CleartextRefused,
+    ProtocolViolation,
+    ServerClosed,
+    ServerRefused,
+)
 from mailsocketd.mail.imap import MailboxCounts
-from mailsocketd.mail.probe import Limits, ProbeResult, failed, verdict
+from mailsocketd.mail.probe import (
+    Limits,
+    ProbeResult,
+    failed,
+    perf_label,
+    plugin_text,
+    verdict,
+)
 from mailsocketd.mail.secrets import SecretError
 from mailsocketd.table import ConfigError
 
@@ -105,3 +123,183 @@ def test_config_and_usage_problems_are_unknown(tmp_path, capsys):
     assert main(["--config", str(bad), "--timeout", "soon"]) == 3
     assert capsys.readouterr().out.startswith("IMAP UNKNOWN - mailsocketd-check: argument")
     assert main([]) == 3
+
+
+# -- foreign text cannot break the plugin line -----------------------------------------------
+
+HOSTILE = "bad | time=0s;;;\x1b[31m\r\nIMAP OK - all fine\x00\u202e|" + "z" * 2000
+
+
+def assert_one_clean_line(line, bars=0):
+    assert line.count("|") == bars, line
+    assert line.isprintable(), repr(line)
+    assert len(line) < 600, len(line)
+
+
+@pytest.mark.parametrize("error", [
+    AuthFailed(f"login refused for user alice: NO {HOSTILE}"),
+    ServerClosed(f"the server closed the connection: {HOSTILE}"),
+    ServerRefused("connection", "BYE", HOSTILE),
+    ProtocolViolation(f"malformed response {HOSTILE}: ValueError"),
+])
+def test_server_text_in_a_failure_cannot_break_the_line(error):
+    outcome = failed(account(), Failure(error))
+    assert outcome.code == 2
+    assert_one_clean_line(outcome.line)
+    assert outcome.line.startswith("IMAP CRITICAL - work: ")
+    assert "bad / time=0s;;; [31m" in outcome.line  # the text is still there, only defused
+    assert outcome.line.endswith("... (mail.example.test port 993)")
+
+
+def test_the_auth_failure_line_keeps_the_server_reply_readable():
+    error = AuthFailed("login refused for user alice: NO [AUTHENTICATIONFAILED] a|b\tc")
+    assert failed(account(), Failure(error)).line == (
+        "IMAP CRITICAL - work: login refused for user alice: NO [AUTHENTICATIONFAILED] a/b c "
+        "(mail.example.test port 993)")
+
+
+def test_mailbox_errors_and_names_cannot_break_the_line():
+    extra = (("Lists|x\x07", MailboxCounts(40, 0, 0, 41, 1)),
+             ("Nope", f"STATUS refused: NO {HOSTILE}"))
+    outcome = verdict(account(), result(extra=extra), Limits(warning_unseen=1))
+    assert outcome.code == 2
+    assert_one_clean_line(outcome.line, bars=1)
+    text, perf = outcome.line.split(" | ")
+    assert "; Lists/x: 40 messages, 0 unseen; Nope: STATUS refused: NO bad / time=0s" in text
+    assert perf == ("time=0.045s messages=12 unseen=3;1;;0 'Lists/x messages'=40 "
+                    "'Lists/x unseen'=0;1;;0")
+
+
+def parse_perfdata(perf):
+    """The labels and values of a perfdata string, read as the guidelines define it."""
+    found, i = {}, 0
+    while i < len(perf):
+        if perf[i] == " ":
+            i += 1
+            continue
+        if perf[i] == "'":
+            label, i = "", i + 1
+            while not (perf[i] == "'" and perf[i + 1:i + 2] != "'"):
+                label += perf[i]
+                i += 2 if perf[i] == "'" else 1
+            i += 1
+        else:
+            end = perf.index("=", i)
+            label, i = perf[i:end], end
+            assert " " not in label and "'" not in label, label
+        assert perf[i] == "=", (perf, i)
+        end = perf.find(" ", i)
+        end = len(perf) if end < 0 else end
+        found[label], i = perf[i + 1:end], end
+    return found
+
+
+def test_perfdata_labels_are_quoted_per_the_guidelines():
+    names = ("My Box", "a=b", "it's", "plain")
+    extra = tuple((name, MailboxCounts(n, n, 0, 1, 1)) for n, name in enumerate(names))
+    outcome = verdict(account(), result(extra=extra), Limits())
+    perf = outcome.line.split(" | ")[1]
+    assert perf == ("time=0.045s messages=12 unseen=3 'My Box messages'=0 'My Box unseen'=0 "
+                    "'a=b messages'=1 'a=b unseen'=1 'it''s messages'=2 'it''s unseen'=2 "
+                    "'plain messages'=3 'plain unseen'=3")
+    assert parse_perfdata(perf) == {
+        "time": "0.045s", "messages": "12", "unseen": "3",
+        "My Box messages": "0", "My Box unseen": "0", "a=b messages": "1", "a=b unseen": "1",
+        "it's messages": "2", "it's unseen": "2", "plain messages": "3", "plain unseen": "3"}
+
+
+@pytest.mark.parametrize(("label", "quoted"), [
+    ("time", "time"), ("a=b", "'a=b'"), ("it's", "'it''s'"), ("two words", "'two words'"),
+    ("x|y", "x/y"), ("tab\there", "'tab here'"), ("''", "''" * 3),
+])
+def test_perf_label(label, quoted):
+    assert perf_label(label) == quoted
+
+
+def test_plugin_text_is_bounded_and_single_line():
+    assert plugin_text("a|b\r\nc\x00d") == "a/b  c d"
+    assert plugin_text(b"bytes|\xff") == "bytes/\ufffd"
+    long = plugin_text("x" * 5000)
+    assert len(long) == 300 and long.endswith("...")
+
+
+def test_configuration_and_usage_text_cannot_break_the_line(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[accounts.work]\nserver = "imap|x=1"\nuser = "u"\npassword_env = "P"\n')
+    assert main(["--config", str(bad)]) == 3
+    out = capsys.readouterr().out
+    assert out.startswith("IMAP UNKNOWN - accounts.work.server: ") and "imap/x=1" in out
+    assert_one_clean_line(out.rstrip("\n"))
+    assert main(["--config", str(bad), "--timeout", "1|2"]) == 3
+    out = capsys.readouterr().out
+    assert "not a number: '1/2'" in out
+    assert_one_clean_line(out.rstrip("\n"))
+
+
+# -- the whole check on a memory reactor: what goes over the wire, what is shown ----------------
+
+DISTINCTIVE = "Zq7~leak-canary_3f9c1e0b/Hunter2-never-log-me"
+
+
+class ProbeRig:
+    """run_check on a MemoryReactorClock; the test plays the (plain TCP) server."""
+
+    def __init__(self, tmp_path, **overrides):
+        self.reactor = MemoryReactorClock()
+        source = PasswordSource("file", file=write_password(tmp_path, DISTINCTIVE))
+        self.account = account(server="tcp:127.0.0.1:143", password=source, **overrides)
+        self.outcomes = []
+        run_check(self.reactor, self.account, Limits(timeout=10)).addBoth(self.outcomes.append)
+        self.reactor.advance(0)
+        (host, port, factory, _, _), = self.reactor.tcpClients
+        assert (host, port) == ("127.0.0.1", 143)
+        self.transport = StringTransport()
+        self.protocol = factory.buildProtocol(None)
+        self.protocol.makeConnection(self.transport)
+        self.wire = b""
+
+    def server(self, *lines):
+        self.protocol.dataReceived(b"".join(line.encode() + b"\r\n" for line in lines))
+        self.reactor.advance(0)
+
+    def sent(self):
+        data = self.transport.value()
+        self.transport.clear()
+        self.wire += data
+        return data
+
+
+def test_no_starttls_sends_no_password_and_no_login_socket_free(tmp_path):
+    rig = ProbeRig(tmp_path)
+    with capturedLogs() as events:
+        rig.server("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] no TLS here")
+        rig.sent()
+    (outcome,) = rig.outcomes
+    assert outcome.code == 2
+    assert outcome.line.startswith("IMAP CRITICAL - work: the server offers no STARTTLS: "
+                                   "refusing to send the password in clear")
+    assert b"AUTHENTICATE" not in rig.wire and b"LOGIN" not in rig.wire
+    assert DISTINCTIVE.encode() not in rig.wire
+    assert rig.transport.disconnecting  # and the connection is closed
+    assert not [e for e in events if DISTINCTIVE in formatEvent(e) or DISTINCTIVE in repr(e)]
+    assert rig.reactor.getDelayedCalls() == []
+
+
+def test_a_refused_password_is_not_in_the_plugin_line_or_the_log(tmp_path):
+    rig = ProbeRig(tmp_path, allow_cleartext=True)
+    with capturedLogs() as events:
+        rig.server("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] plain")
+        assert rig.sent().split(b" ", 1)[1] == b"AUTHENTICATE PLAIN\r\n"
+        rig.server("+ ")
+        answer = rig.sent()
+        rig.server(f"0001 NO [AUTHENTICATIONFAILED] Authentication failed for {'x' * 50}|")
+    plain = base64.b64encode(b"\0alice\0" + DISTINCTIVE.encode())
+    assert answer == plain + b"\r\n"  # the distinctive password is the one that was used
+    (outcome,) = rig.outcomes
+    assert outcome.code == 2
+    assert outcome.line.startswith("IMAP CRITICAL - work: login refused for user alice: NO "
+                                   "[AUTHENTICATIONFAILED] Authentication failed for xxx")
+    assert "|" not in outcome.line
+    texts = [outcome.line] + [formatEvent(e) for e in events] + [repr(e) for e in events]
+    for form in (DISTINCTIVE, DISTINCTIVE[:12], plain.decode()):
+        assert not [t for t in texts if form in t], form

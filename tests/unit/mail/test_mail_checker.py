@@ -3,6 +3,7 @@ and a stop that logs out and leaves no timer behind."""
 
 from __future__ import annotations
 
+import base64
 import time
 
 from mailrig import Rig, account
@@ -10,6 +11,7 @@ from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.backoff import Backoff
@@ -40,12 +42,13 @@ class ScriptedEndpoint:
         return succeed(client)
 
 
-def watcher(**overrides):
+def watcher(exact=True, **overrides):
     clock = Clock()
     clock.advance(time.time())
     endpoint = ScriptedEndpoint(clock)
     w = AccountWatcher(account(**overrides), clock, environ=ENV, endpoint=endpoint)
-    w.backoff = Backoff(clock, jitter=lambda: 0.5)  # exact delays
+    if exact:
+        w.backoff = Backoff(clock, jitter=lambda: 0.5)  # exact delays
     endpoint.watcher = w
     return w, endpoint, clock
 
@@ -235,3 +238,124 @@ def test_a_missed_heartbeat_replaces_the_connection():
     assert len(endpoint.rigs) == 2
     log_in_and_idle(endpoint.rigs[1])
     assert w.state.state == "idling"
+
+
+# -- the auth-failure backoff, and the password kept out of everything shown -------------------
+
+DISTINCTIVE = "Zq7~leak-canary_3f9c1e0b/Hunter2-never-log-me"
+REFUSAL = "[AUTHENTICATIONFAILED] Authentication failed."
+
+
+def refuse_login(rig):
+    """Play a server that refuses AUTHENTICATE PLAIN; returns what the client answered."""
+    rig.greet()
+    rig.expect(b"AUTHENTICATE")
+    rig.server("+ ")
+    answer = rig.sent()
+    rig.reply(status="NO", text=REFUSAL)
+    return answer
+
+
+def test_wrong_passwords_wait_300_s_then_double_up_to_an_hour_and_never_sooner():
+    w, endpoint, clock = watcher()
+    w.startService()
+    expected = [300, 600, 1200, 2400, 3600, 3600]
+    with capturedLogs() as events:
+        for n, delay in enumerate(expected):
+            refuse_login(endpoint.rigs[n])
+            clock.advance(0)
+            assert w.state.state == "auth-failed"
+            assert retry_delay(clock) == delay
+            clock.advance(delay - 0.001)
+            assert len(endpoint.rigs) == n + 1  # no attempt before the delay is over
+            clock.advance(0.001)
+            assert len(endpoint.rigs) == n + 2
+    logged = [e["retry_in"] for e in events if e.get("mail_event") == "connection_failed"]
+    assert logged == expected
+
+
+def test_the_auth_failure_delay_keeps_its_jitter_within_a_quarter():
+    delays = []
+    for _ in range(20):
+        w, endpoint, clock = watcher(exact=False)
+        w.startService()
+        refuse_login(endpoint.rigs[0])
+        clock.advance(0)
+        delays.append(retry_delay(clock))
+        w.stopService()
+    assert all(225 <= d <= 375 for d in delays), delays
+    assert len(set(delays)) > 1  # jittered, so that many clients do not come back together
+
+
+def test_a_good_login_forgets_earlier_wrong_passwords():
+    w, endpoint, clock = watcher()
+    w.startService()
+    refuse_login(endpoint.rigs[0])
+    clock.advance(0)
+    clock.advance(retry_delay(clock))
+    log_in_and_idle(endpoint.rigs[1])  # the password was fixed meanwhile
+    endpoint.rigs[1].transport.loseConnection()
+    clock.advance(0)
+    assert retry_delay(clock) == 1  # an ordinary lost connection
+    clock.advance(1)
+    refuse_login(endpoint.rigs[2])
+    clock.advance(0)
+    assert retry_delay(clock) == 300  # the first wrong password again, not the second
+
+
+def test_the_password_is_in_no_status_line_log_event_or_error():
+    w, endpoint, clock = watcher(mailboxes=("INBOX", "Nope"))
+    w.environ = {"PW": DISTINCTIVE}
+    plain = base64.b64encode(b"\0alice\0" + DISTINCTIVE.encode())
+    shown = []
+    with capturedLogs() as events:
+        w.startService()
+        assert refuse_login(endpoint.rigs[0]) == [plain]  # it did go to the server
+        clock.advance(0)
+        shown += w.state.status_lines()
+        clock.advance(retry_delay(clock))
+        rig = endpoint.rigs[1]
+        rig.greet()
+        rig.plain_login(password=DISTINCTIVE.encode())
+        rig.status("INBOX")
+        rig.answer(b"STATUS", status="NO")
+        rig.answer(b"EXAMINE")
+        rig.expect(b"IDLE")
+        rig.server("+ idling")
+        shown += w.state.status_lines()
+        rig.transport.loseConnection()
+        clock.advance(0)
+        shown += w.state.status_lines()
+        w.stopService()
+        clock.advance(10)
+    assert len(events) > 5 and len(shown) == 6
+    assert "login refused for user alice" in shown[0]
+    texts = shown + [formatEvent(e) for e in events] + [repr(e) for e in events]
+    for form in (DISTINCTIVE, DISTINCTIVE[:12], plain.decode(), DISTINCTIVE.encode().hex()):
+        assert not [t for t in texts if form in t], form
+
+
+def test_status_shows_the_current_failure_not_a_stale_mailbox_error():
+    w, endpoint, clock = watcher(mailboxes=("INBOX", "Lists"))
+    w.startService()
+    rig = endpoint.rigs[0]
+    rig.greet()
+    rig.plain_login()
+    rig.status("INBOX")
+    rig.expect(b"STATUS")
+    rig.reply(status="NO", text="Mailbox doesn't exist: Lists")
+    rig.answer(b"EXAMINE")
+    rig.expect(b"IDLE")
+    rig.server("+ idling")
+    assert [line.split(" error=")[1] for line in w.state.status_lines()] == [
+        "-", "STATUS refused: NO Mailbox doesn't exist: Lists"]
+    rig.transport.loseConnection()
+    clock.advance(0)
+    assert [line.split(" error=")[1] for line in w.state.status_lines()] == [
+        "connection closed by the server"] * 2
+    clock.advance(retry_delay(clock))
+    refuse_login(endpoint.rigs[1])
+    clock.advance(0)
+    for line in w.state.status_lines():
+        assert " state=auth-failed " in line
+        assert line.endswith(f" error=login refused for user alice: NO {REFUSAL}")

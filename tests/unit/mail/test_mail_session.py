@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+
 from mailrig import Rig, account
 from twisted.internet.defer import ensureDeferred, succeed
-from twisted.logger import capturedLogs
+from twisted.internet.error import ConnectionDone
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from mailsocketd.mail.errors import CheckTimeout
 from mailsocketd.mail.secrets import Secret
-from mailsocketd.mail.session import Session
+from mailsocketd.mail.session import IDLE_MIN_INTERVAL, IDLE_SHORT_LIMIT, Session
 from mailsocketd.mail.state import AccountState
 
 
@@ -50,8 +53,10 @@ def test_new_mail_during_idle_ends_idle_and_runs_status():
         rig.server("* 13 EXISTS", "* 1 RECENT")
         end_idle(rig)
         rig.status(messages=13, unseen=4, uidnext=14)
+        assert rig.clock.seconds() == 0  # noticed without waiting for any timer
+        assert rig.sent() == []  # IDLE again only IDLE_MIN_INTERVAL after the last start
+        rig.clock.advance(IDLE_MIN_INTERVAL)
         idle_again(rig, state)
-    assert rig.clock.seconds() == 0  # all of it without waiting for any timer
     new_mail = [e for e in events if e.get("mail_event") == "new_mail"]
     assert len(new_mail) == 1 and new_mail[0]["new"] == 1 and new_mail[0]["unseen"] == 4
     record = state.mailboxes["INBOX"]
@@ -148,10 +153,121 @@ def test_examine_refused_falls_back_to_polling():
 
 
 def test_server_ending_idle_itself_gets_idle_again():
+    rig, state, _, _ = logged_in(keepalive=1500, interval=3600)
+    rig.status()
+    idling(rig, state)
+    rig.clock.advance(600)
+    with capturedLogs() as events:
+        rig.reply(text="IDLE timed out")
+        idle_again(rig, state)  # at once: the last IDLE started long ago
+    assert rig.clock.seconds() == 600 and not fallbacks(events)
+
+
+def fallbacks(events):
+    return [e for e in events if e.get("mail_event") == "idle_fallback"]
+
+
+def idle_ended_at_once(rig, continuation):
+    """The client starts IDLE; the server ends it at once (with or without ``+`` first)."""
+    rig.expect(b"IDLE")
+    if continuation:
+        rig.server("+ idling")
+    rig.reply(text="IDLE over already")
+
+
+def test_an_idle_answered_by_an_immediate_ok_is_paced_then_given_up_for_polling():
+    rig, state, _, done = logged_in(interval=300, keepalive=100)
+    rig.status()
+    rig.answer(b"EXAMINE", "3 EXISTS", "OK [UIDVALIDITY 1] ok")
+    with capturedLogs() as events:
+        for n in range(IDLE_SHORT_LIMIT):
+            idle_ended_at_once(rig, continuation=False)
+            assert rig.sent() == []  # never again at round-trip speed
+            assert rig.clock.seconds() == n * IDLE_MIN_INTERVAL
+            rig.clock.advance(IDLE_MIN_INTERVAL)
+        # polling now: a NOOP heartbeat every keepalive, a STATUS every interval, no IDLE
+        start = IDLE_MIN_INTERVAL * (IDLE_SHORT_LIMIT - 1)
+        rig.clock.advance(start + 100 - rig.clock.seconds() - 0.001)
+        assert rig.sent() == [] and state.state == "connected"
+        rig.clock.advance(0.001)
+        rig.answer(b"NOOP")
+        rig.clock.advance(100)
+        rig.answer(b"NOOP")
+        rig.clock.advance(300 - rig.clock.seconds())
+        rig.status(messages=13, uidnext=14)
+        for _ in range(6):  # an hour of polling: still no IDLE, still one log line
+            rig.clock.advance(100)
+            rig.answer(b"NOOP")
+            rig.clock.advance(100)
+            rig.answer(b"NOOP")
+            rig.clock.advance(100)
+            rig.status(messages=13, uidnext=14)
+    assert rig.client.commands_sent["IDLE"] == IDLE_SHORT_LIMIT
+    (event,) = fallbacks(events)
+    assert (event["account"], event["count"], event["interval"]) == ("work", 3, 300)
+    assert event["log_level"] == LogLevel.warn
+    assert not done.called and state.mailboxes["INBOX"].counts.messages == 13
+
+
+def test_an_idle_ended_right_after_its_continuation_counts_as_at_once():
+    rig, state, _, _ = logged_in(interval=300, keepalive=100)
+    rig.status()
+    idling(rig, state)
+    with capturedLogs() as events:
+        rig.reply(text="IDLE over already")
+        for _ in range(IDLE_SHORT_LIMIT - 1):
+            assert rig.sent() == []
+            rig.clock.advance(IDLE_MIN_INTERVAL)
+            idle_ended_at_once(rig, continuation=True)
+        rig.clock.advance(99.9)
+        assert rig.sent() == []  # polling: no IDLE, a NOOP after keepalive
+        rig.clock.advance(0.1)
+        rig.answer(b"NOOP")
+    assert rig.client.commands_sent["IDLE"] == IDLE_SHORT_LIMIT and len(fallbacks(events)) == 1
+
+
+def test_a_lasting_idle_between_quick_ends_keeps_idle():
+    rig, state, _, _ = logged_in(interval=3600, keepalive=1500)
+    rig.status()
+    rig.answer(b"EXAMINE")
+    for _ in range(3):  # (limit - 1) quick ends, one IDLE that lasts: the count starts over
+        for _ in range(IDLE_SHORT_LIMIT - 1):
+            idle_ended_at_once(rig, continuation=True)
+            rig.clock.advance(IDLE_MIN_INTERVAL)
+        idle_again(rig, state)
+        rig.clock.advance(600)
+        rig.reply(text="IDLE timed out")
+    idle_again(rig, state)
+    assert rig.client.commands_sent["IDLE"] == 3 * IDLE_SHORT_LIMIT + 1
+
+
+def test_stop_while_pacing_logs_out_at_once():
+    rig, _, session, done = logged_in()
+    rig.status()
+    rig.answer(b"EXAMINE")
+    idle_ended_at_once(rig, continuation=False)
+    session.stop()
+    rig.answer(b"LOGOUT", "BYE bye")
+    rig.clock.advance(0)
+    assert done.called and _failure(done) is None
+    assert rig.clock.seconds() == 0 and rig.clock.getDelayedCalls() == []
+
+
+def test_a_change_reported_in_every_reply_does_not_spin_the_loop():
     rig, state, _, _ = logged_in()
     rig.status()
     idling(rig, state)
-    rig.reply(text="IDLE timed out")
+    rig.server("* 13 EXISTS")
+    end_idle(rig)
+    for n in range(5):  # each STATUS reply brings another EXISTS: one STATUS a second
+        assert rig.expect(b"STATUS").startswith(b"INBOX ")
+        rig.reply("14 EXISTS", "STATUS INBOX (MESSAGES 14 UNSEEN 3 RECENT 0 UIDNEXT 15 "
+                               "UIDVALIDITY 1)")
+        assert rig.sent() == []
+        assert rig.clock.seconds() == n * IDLE_MIN_INTERVAL
+        rig.clock.advance(IDLE_MIN_INTERVAL)
+    rig.status(messages=14, uidnext=15)  # quiet at last
+    rig.clock.advance(IDLE_MIN_INTERVAL)
     idle_again(rig, state)
 
 
@@ -180,3 +296,36 @@ def _failure(d):
     results = []
     d.addBoth(results.append)
     return results[0]
+
+
+def _lose_the_connection_while_idling():
+    rig, state, _, done = logged_in()
+    rig.status()
+    idling(rig, state)
+    rig.transport.loseConnection()
+    rig.clock.advance(0)
+    assert _failure(done).check(ConnectionDone)  # run() ends with the loss, for the caller
+    assert rig.clock.getDelayedCalls() == []
+
+
+def test_a_connection_lost_while_idling_leaves_no_unhandled_error():
+    with capturedLogs() as events:
+        _lose_the_connection_while_idling()
+        gc.collect()  # an unhandled failure in a Deferred is logged when it is collected
+    assert not [e for e in events if "Unhandled error" in (formatEvent(e) or "")]
+
+
+def test_idle_refused_with_no_falls_back_to_polling_quietly():
+    with capturedLogs() as events:
+        rig, state, _, done = logged_in(interval=300, keepalive=100)
+        rig.status()
+        rig.answer(b"EXAMINE")
+        rig.answer(b"IDLE", status="NO")
+        rig.clock.advance(100)
+        rig.answer(b"NOOP")
+        rig.clock.advance(200)
+        rig.status()
+        gc.collect()
+    assert rig.client.commands_sent["IDLE"] == 1 and not done.called
+    assert state.state == "connected" and not fallbacks(events)
+    assert not [e for e in events if "Unhandled error" in (formatEvent(e) or "")]

@@ -62,8 +62,47 @@ def test_errors_are_shown_until_a_good_check():
     s.connection_failed("connection refused", "backing-off", 4.0)
     assert s.status_lines()[0].endswith("state=backing-off messages=- unseen=- "
                                         "last_check=- latency=- error=connection refused")
+    s.logged_in(True)
     s.record_check_error("Lists", "STATUS refused: NO\r\nno such\x00 mailbox")
     assert s.status_lines()[1].endswith("error=STATUS refused: NO  no such  mailbox")
     s.record_check("INBOX", counts(), 0.001)
     assert s.status_lines()[0].endswith("error=-")
     assert s.status_lines()[1].endswith("error=STATUS refused: NO  no such  mailbox")
+
+
+def error_of(line):
+    return line.split(" error=", 1)[1]
+
+
+def test_a_failed_connection_replaces_the_mailboxes_stale_errors():
+    s, _ = state()
+    s.logged_in(True)
+    s.record_check("INBOX", counts(), 0.001)
+    s.record_check_error("INBOX", "cannot IDLE on it: EXAMINE refused: NO [SERVERBUG] x")
+    s.record_check_error("Lists", "STATUS refused: NO Mailbox doesn't exist: Lists")
+    s.connection_failed("login refused for user alice: NO [AUTHENTICATIONFAILED] Authentication "
+                        "failed.", "auth-failed", 300.0)
+    for line in s.status_lines():
+        assert " state=auth-failed " in line
+        assert error_of(line) == ("login refused for user alice: NO [AUTHENTICATIONFAILED] "
+                                  "Authentication failed.")
+    assert [r.error for r in s.mailboxes.values()] == [None, None]
+    assert " messages=12 unseen=3 " in s.status_lines()[0]  # the last good check stays
+
+
+def test_logging_in_again_clears_the_connection_error():
+    s, _ = state()
+    s.connection_failed("connection refused", "backing-off", 4.0)
+    s.set_state("logging-in")
+    assert error_of(s.status_lines()[0]) == "connection refused"  # why the last attempt failed
+    s.logged_in(True)
+    s.set_state("checking")
+    assert [error_of(line) for line in s.status_lines()] == ["-", "-"]
+    s.record_check_error("INBOX", "STATUS refused: NO Mailbox doesn't exist: INBOX")
+    s.record_check_error("Lists", "STATUS refused: NO Mailbox doesn't exist: Lists")
+    assert [error_of(line) for line in s.status_lines()] == [
+        "STATUS refused: NO Mailbox doesn't exist: INBOX",
+        "STATUS refused: NO Mailbox doesn't exist: Lists"]
+    s.connection_failed("connection closed by the server", "backing-off", 2.0)
+    assert [error_of(line) for line in s.status_lines()] == [
+        "connection closed by the server", "connection closed by the server"]
