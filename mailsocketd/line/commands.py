@@ -71,7 +71,7 @@ def core_commands() -> list[Command]:
         Command("quit", do_quit, "quit", "answer 'quit' and close the connection"),
         Command("help", do_help, "help", "this list of commands"),
         Command("status", do_status, "status",
-                "version, uptime, connections, commands served, mail accounts"),
+                "version, uptime, connections, mail"),
     ]
 
 

@@ -99,24 +99,24 @@ class MailCommands:
         """The mail commands, for the command table."""
         return [
             Command("login", self.do_login, "login USER PASSWORD",
-                    "log in to your mailbox with your mail password", 2, None),
+                    "log in with your mail user and password", 2, None),
             Command("logout", self.do_logout, "logout", "end your mail session", 0, 0, True),
             Command("check", self.do_check, "check [MAILBOX]",
-                    "message, unseen and recent counts (INBOX by default)", 0, None, True),
+                    "message, unseen and recent counts", 0, None, True),
             Command("mailboxes", self.do_mailboxes, "mailboxes",
-                    "your mailboxes with message and unseen counts", 0, 0, True),
+                    "your mailboxes with their counts", 0, 0, True),
             Command("list", self.do_list, "list [COUNT] [MAILBOX]",
-                    f"the newest COUNT messages (default {DEFAULT_COUNT}), newest first",
+                    f"the newest COUNT ({DEFAULT_COUNT}) messages",
                     0, None, True),
             Command("read", self.do_read, "read UID [MAILBOX]",
-                    "show a message as text and list its attachments; marks it seen",
+                    "a message as text; marks it seen",
                     1, None, True),
             Command("delete", self.do_delete, "delete UID [UID ...]",
-                    "delete these messages of the mailbox last listed", 1, None, True),
+                    "delete messages of the current mailbox", 1, None, True),
             Command("send", self.do_send, "send TO[,TO...]",
-                    "write a message: headers, a blank line, the text, then '.'", 1, None, True),
+                    "write and send a message, end with '.'", 1, None, True),
             Command("watch", self.do_watch, "watch on|off [MAILBOX]",
-                    "push a '* new mail' line when mail arrives", 1, None, True),
+                    "push '* new mail' lines", 1, None, True),
         ]
 
     # -- state -------------------------------------------------------------------------

@@ -239,10 +239,6 @@ class UserSession:
 
     async def status(self, mailbox: str) -> MailboxCounts:
         try:
-            if self.selected == mailbox_key(mailbox):
-                # STATUS of the selected mailbox answers from this session's view (RFC 3501
-                # 6.3.10): a NOOP first lets the server bring that view up to date.
-                await self.client.noop_check()
             return await self.client.status_counts(mailbox)
         except ServerRefused as e:
             raise refusal(mailbox, e) from None
@@ -266,7 +262,14 @@ class UserSession:
     async def check(self, mailbox: str = "INBOX") -> MailboxCounts:
         """One STATUS."""
         check_mailbox_name(mailbox)
-        return await self.exclusive(lambda: self.status(mailbox))
+
+        async def step() -> MailboxCounts:
+            if self.selected == mailbox_key(mailbox):
+                # STATUS of the selected mailbox answers from this session's view (RFC 3501
+                # 6.3.10): a NOOP first lets the server bring that view up to date.
+                await self.client.noop_check()
+            return await self.status(mailbox)
+        return await self.exclusive(step)
 
     async def mailboxes(self) -> list[tuple[str, MailboxCounts | None]]:
         """Every mailbox (at most MAX_MAILBOXES) with its counts; None where STATUS cannot be
