@@ -32,6 +32,7 @@ from mailsocketd.mail.errors import (
     MailError,
     ProtocolViolation,
     ServerRefused,
+    clean_text,
 )
 from mailsocketd.mail.imap import WatchClient, command
 from mailsocketd.mail.secrets import COMMAND_TIMEOUT, Secret
@@ -190,10 +191,15 @@ async def authenticate(client: WatchClient, account: AccountConfig, caps: dict[b
         else:
             await client.login_command(user, secret)
     except ServerRefused as e:
+        # The server's words, cleaned, and never the password even if a server echoes it.
+        text = clean_text(e.text)
+        password = secret.reveal().decode("utf-8", "replace")
+        if password:
+            text = text.replace(password, "***")
         if any(code in e.text.encode("utf-8", "replace").upper() for code in TRANSIENT_CODES):
-            raise MailError(f"login temporarily refused: {e.status} {e.text}") from None
-        raise AuthFailed(f"login refused for user {account.user}: "
-                         f"{e.status} {e.text}".rstrip()) from None
+            raise MailError(f"login temporarily refused: {e.status} {text}") from None
+        raise AuthFailed(f"login refused for user {clean_text(account.user, 100)}: "
+                         f"{e.status} {text}".rstrip()) from None
 
 
 async def log_in(client: WatchClient, account: AccountConfig,

@@ -110,6 +110,18 @@ def test_wrong_password_is_auth_failed():
     assert "correct horse" not in str(failure.value)
 
 
+def test_a_refusal_that_echoes_the_password_is_cleaned_and_masked():
+    rig, _, d = start(account())
+    rig.greet()
+    rig.expect(b"AUTHENTICATE")
+    rig.server("+ ")
+    rig.sent()
+    rig.reply(status="NO", text="bad password correct horse for\x1b[31m you")
+    failure = outcome(d)
+    assert failure.check(AuthFailed)
+    assert str(failure.value) == "login refused for user alice: NO bad password *** for [31m you"
+
+
 def test_unavailable_is_not_a_wrong_password():
     rig, _, d = start(account())
     rig.greet()
