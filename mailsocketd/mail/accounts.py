@@ -8,6 +8,7 @@ a connection is about to log in.  Every problem is a ConfigError naming the full
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ DEFAULT_PORTS = {"tls": 993, "tcp": 143}
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 PASSWORD_KEYS = ("password_file", "password_command", "password_env")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9._-]{0,252})\Z")
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,22 @@ def parse_server(text: str, key: str,
     if not sep or scheme not in default_ports:
         raise ConfigError(key, f"expected tls:HOST:PORT or tcp:HOST:PORT, got {text!r}")
     host, port_text = _split_host_port(rest, key, text)
-    if not host or any(c.isspace() or not c.isprintable() or c in "/=[]\\" for c in host):
-        raise ConfigError(key, f"bad host name in {text!r}")
+    if not (HOST_NAME.match(host) or _is_ip_address(host)):
+        raise ConfigError(key, f"bad host name in {text!r} (letters, digits, '.', '-', or an "
+                          "IP address)")
     if not port_text:
         return ServerAddress(scheme, host, default_ports[scheme])
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(key, f"bad port {port_text!r} in {text!r}")
     return ServerAddress(scheme, host, int(port_text))
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _split_host_port(rest: str, key: str, text: str) -> tuple[str, str]:
