@@ -100,12 +100,13 @@ _ALTERNATIVES = {
     "euc_jp": ("euc_jis_2004",),
 }
 _JIS_CHAIN = ("iso2022_jp_ext", "iso2022_jp_2004", "iso2022_jp_2")
-_REFUSED = {"unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined"}
+_REFUSED = {"unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined"}
 _JIS_ESCAPE = re.compile(rb"\x1b[$(][@BJI]")
 
 
 @lru_cache(maxsize=256)
 def _chain(label: str) -> tuple[str, ...]:
+    """``codec_chain`` for a label of sane length (cached: mail repeats a few labels)."""
     name = label.strip().strip("\"'").lower().split("*", 1)[0]
     result: list[str] = []
     try:
@@ -320,7 +321,7 @@ def decode_header(raw: str | bytes | None, *, fallback_charset: str | None = Non
     return decode_words(header_text(raw, fallback_charset))
 
 
-_PARAM = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
+_PARAM = re.compile(r';\s*([A-Za-z0-9!#$%&*+.^_`|~-]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
 _SECTION = re.compile(r"([^*]+)\*(\d{1,3})?(\*)?")
 
 
@@ -379,7 +380,7 @@ def _char_width(char: str) -> int:
 
 def display_width(text: str) -> int:
     """Terminal columns ``text`` takes: East Asian wide/fullwidth 2, combining marks 0."""
-    if text.isascii():
+    if text.isascii() and text.isprintable():
         return len(text)
     return sum(_char_width(c) for c in text)
 

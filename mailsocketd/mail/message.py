@@ -40,8 +40,7 @@ HEADER_COLUMNS = 2000
 NAME_COLUMNS = 200
 MAX_ATTACHMENTS = 100
 MAX_PARTS = 1000
-MAX_DEPTH = 50
-HTML_MARKUP_FACTOR = 4
+HTML_MARKUP_FACTOR = 2
 _HTML_CHUNK = 65536
 _UNITS = ("KB", "MB", "GB", "TB")
 
@@ -145,7 +144,8 @@ def summary_line(s: Summary, width: int = 80) -> str:
     date = pad(clean_line(s.date) or "(no date)", DATE_COLUMNS)
     sender = pad(clean_line(s.sender) or "(no sender)", SENDER_COLUMNS)
     subject = clean_line(s.subject) or "(no subject)"
-    return head + fit(f" {date}  {sender}  {subject}", width - len(head))
+    rest = fit(f"{date}  {sender}  {subject}", width - len(head) - 1)
+    return f"{head} {rest}" if rest else head
 
 
 # -- read: structure ------------------------------------------------------------------------
@@ -173,28 +173,40 @@ def _content_type(part: Message) -> tuple[str, dict[str, str]]:
     ctype, params = header_params(_raw(part, "content-type"))
     if ctype.count("/") != 1 or " " in ctype:
         ctype = part.get_default_type()  # text/plain, or message/rfc822 in a digest
-    elif ctype.startswith("multipart/") and isinstance(part.get_payload(), str):
+    elif ctype.startswith("multipart/") and not part.is_multipart():
         ctype = "text/plain"  # a multipart the parser could not split: show its text
     return ctype, params
 
 
 def _leaves(message: Message) -> list[Message]:
-    """Leaf parts in document order; attached messages count as leaves.  Bounded in depth and
-    number, so a hostile structure cannot make us loop for long."""
+    """Leaf parts in document order; attached messages count as leaves.  Iterative and bounded
+    in number, so no structure can exhaust the stack or keep us busy for long."""
     leaves: list[Message] = []
-    stack: list[tuple[Message, int]] = [(message, 0)]
+    stack = [message]
     while stack and len(leaves) < MAX_PARTS:
-        part, depth = stack.pop()
-        payload = part.get_payload()
+        part = stack.pop()
         if part is not message and _content_type(part)[0].startswith("message/"):
             leaves.append(part)
-        elif isinstance(payload, list):
-            if depth < MAX_DEPTH:
-                children = [p for p in payload if isinstance(p, Message)]
-                stack.extend((child, depth + 1) for child in reversed(children))
+        elif part.is_multipart():
+            stack.extend(reversed(_children(part)))
         else:
             leaves.append(part)
     return leaves
+
+
+def _children(part: Message) -> list[Message]:
+    payload = part.get_payload()  # a multipart's payload is its list of parts
+    return [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+
+
+def _base64_text(part: Message) -> str | None:
+    """A base64 leaf's payload as transmitted; None when the email package cannot give it: it
+    decodes a payload holding 8-bit bytes with the part's charset label, which may be garbage."""
+    try:
+        payload = part.get_payload()
+    except (ValueError, LookupError, TypeError):
+        return None
+    return payload if isinstance(payload, str) else None
 
 
 def _filename(part: Message) -> str:
@@ -215,9 +227,11 @@ def _payload_bytes(part: Message) -> bytes:
     """The part's content with its transfer encoding undone.  Base64 is decoded leniently (bad
     padding, stray characters, a payload cut short by a partial fetch); the email package's
     decoder would hand back the encoded text for a cut-short payload."""
-    if _transfer_encoding(part) == b"base64":
-        payload = part.get_payload()
-        return decode_base64(payload.encode("ascii", "ignore")) if isinstance(payload, str) else b""
+    if part.is_multipart():
+        return b""
+    text = _base64_text(part) if _transfer_encoding(part) == b"base64" else None
+    if text is not None:
+        return decode_base64(text.encode("ascii", "ignore"))
     data = part.get_payload(decode=True)  # raw 8-bit bytes, or quoted-printable/uuencode undone
     return data if isinstance(data, bytes) else b""
 
@@ -328,14 +342,42 @@ class _HtmlText(HTMLParser):
         self._emit(data)
 
 
+_MARKUP = re.compile(r"<!--|<[A-Za-z/!?][^<>]{0,4096}>|<")
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
+
+
+def _well_formed(html: str) -> str:
+    """HTML in which every tag is complete, short and quote-balanced, comments and declarations
+    gone and every other ``<`` escaped.  html.parser (before Python 3.11.13) takes quadratic or
+    worse time on unterminated tags and attribute quotes (a 100 KB mail: minutes); this pass is
+    linear, each character being scanned from at most one ``<``."""
+    out: list[str] = []
+    position = 0
+    while (match := _MARKUP.search(html, position)) is not None:
+        out.append(html[position:match.start()])
+        markup = match[0]
+        position = match.end()
+        if markup == "<!--":
+            end = html.find("-->", position)
+            position = len(html) if end < 0 else end + 3  # unclosed: hides the rest, as in browsers
+        elif markup == "<":
+            out.append("&lt;")
+        elif markup[1] not in "!?":  # doctype and processing instructions show nothing
+            unbalanced = any(q in _QUOTED.sub("", markup) for q in "\"'")
+            out.append(markup.replace('"', "").replace("'", "") if unbalanced else markup)
+    out.append(html[position:])
+    return "".join(out)
+
+
 def html_to_text(html: str, limit: int) -> tuple[str, bool]:
     """HTML as readable text, and whether all of it was converted.  Conversion stops after
     ``limit`` characters of text or ``HTML_MARKUP_FACTOR * limit`` characters of markup, since
     html.parser costs about a microsecond per character and runs in the reactor thread."""
-    parser = _HtmlText(limit)
     budget = max(HTML_MARKUP_FACTOR * limit, _HTML_CHUNK)
-    for start in range(0, min(len(html), budget), _HTML_CHUNK):
-        parser.feed(html[start:min(start + _HTML_CHUNK, budget)])
+    markup = _well_formed(html[:budget])
+    parser = _HtmlText(limit)
+    for start in range(0, len(markup), _HTML_CHUNK):
+        parser.feed(markup[start:start + _HTML_CHUNK])
         if parser.full:
             break
     complete = not parser.full and len(html) <= budget
@@ -374,25 +416,21 @@ def _encoded_length(part: Message) -> int:
     while stack:
         node = stack.pop()
         total += sum(len(key) + len(str(value)) + 4 for key, value in node.raw_items())
-        payload = node.get_payload()
-        if isinstance(payload, list):
-            stack.extend(p for p in payload if isinstance(p, Message))
-        elif isinstance(payload, str):
-            total += len(payload)
+        if node.is_multipart():
+            stack.extend(_children(node))
+        else:
+            total += _decoded_size(node)
     return total
 
 
 def _decoded_size(part: Message) -> int:
     """The size of the part's content; base64 is estimated (3/4 of its characters) rather than
     decoded, the rest is cheap to measure exactly."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return sum(_encoded_length(p) for p in payload if isinstance(p, Message))
-    if not isinstance(payload, str):
-        return 0
-    if _transfer_encoding(part) == b"base64":
-        chars = len(payload) - sum(payload.count(c) for c in "\r\n \t=")
-        return chars * 3 // 4
+    if part.is_multipart():
+        return sum(_encoded_length(child) for child in _children(part))
+    text = _base64_text(part) if _transfer_encoding(part) == b"base64" else None
+    if text is not None:
+        return (len(text) - sum(text.count(c) for c in "\r\n \t=")) * 3 // 4
     return len(_payload_bytes(part))
 
 
@@ -401,7 +439,7 @@ def _attachment_lines(leaves: list[Message], body: Message | None) -> list[str]:
         _is_attachment_like(p) or _content_type(p)[0].split("/")[0] != "text")]
     if not attachments:
         return []
-    lines = ["attachments:"]
+    lines = ["", "attachments:"]
     for number, part in enumerate(attachments[:MAX_ATTACHMENTS], 1):
         name = fit(_filename(part), NAME_COLUMNS) or "(no name)"
         ctype = fit(_content_type(part)[0], NAME_COLUMNS)
