@@ -207,6 +207,10 @@ class UserImapClient(WatchClient):
                                 MAX_MAILBOX_LINES * 256)
         self.MAX_UNTAGGED = max(WatchClient.MAX_UNTAGGED, 2 * list_max + 100,
                                 MAX_MAILBOX_LINES + 100)
+        # EXISTS of the selected mailbox, kept current from every untagged EXISTS and EXPUNGE
+        # whatever command (or IDLE) they come with, so a mailbox that stays selected need not
+        # be selected again: SELECT costs in proportion to the mailbox on some servers.
+        self.exists: int | None = None
 
     def _untagged(self, rest: bytes) -> None:
         """Keep ``n FETCH`` / ``n EXISTS`` lines in the reply of the command that collects them
@@ -216,6 +220,8 @@ class UserImapClient(WatchClient):
         words = rest.split(b" ", 2)
         is_change = len(words) >= 2 and words[0].isdigit() and words[1].upper() in (
             b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT")
+        if is_change:
+            self._track_exists(int(words[0]), words[1].upper())
         if cmd is None or cmd is self._idle_command or not is_change:
             super()._untagged(rest)
             return
@@ -226,6 +232,12 @@ class UserImapClient(WatchClient):
         if (words[1].upper() == b"EXISTS" and cmd.command not in SELECTING
                 and self.on_change is not None):
             self.on_change("exists")
+
+    def _track_exists(self, number: int, kind: bytes) -> None:
+        if kind == b"EXISTS":
+            self.exists = number
+        elif kind == b"EXPUNGE" and self.exists:
+            self.exists -= 1
 
     async def _reply(self, name: bytes, args: bytes | None = None) -> list[list[Any]]:
         """Send one command; its parsed untagged lines (Command.finish keeps the known kinds)."""
@@ -244,8 +256,11 @@ class UserImapClient(WatchClient):
     async def select_mailbox(self, mailbox: str, readonly: bool) -> Selected:
         """SELECT (read-write) or EXAMINE (read-only): EXISTS, UIDVALIDITY, UIDNEXT."""
         verb = b"EXAMINE" if readonly else b"SELECT"
+        self.exists = None
         lines, last = await self.run(command(verb, imap4._prepareMailboxName(mailbox)))
-        return self._parse(parse_selected, lines, last, mailbox, readonly)
+        selected = self._parse(parse_selected, lines, last, mailbox, readonly)
+        self.exists = selected.exists
+        return selected
 
     async def list_mailboxes(self) -> list[MailboxEntry]:
         """``LIST "" "*"``: every mailbox, names decoded from modified UTF-7."""

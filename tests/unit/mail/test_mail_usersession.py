@@ -282,16 +282,43 @@ def test_a_changed_uidvalidity_refuses_read_and_delete_until_list_again():
     assert isinstance(error, UidValidityChanged)
     assert str(error) == "inbox changed on the server (UIDVALIDITY); run list again"
     d = run(session.delete("INBOX", [1]))
-    rig.select(b"SELECT", uidvalidity=8)
+    rig.answer(b"NOOP")  # INBOX is selected already: a NOOP for news instead of a SELECT
     assert isinstance(error_of(d), UidValidityChanged) and rig.sent() == []
     d = run(session.list_messages("INBOX", 1))
-    rig.select(exists=0, uidvalidity=8)
-    result_of(d)
+    rig.answer(b"NOOP", "3 EXPUNGE", "2 EXPUNGE", "1 EXPUNGE")  # all 3 gone meanwhile
+    assert result_of(d).exists == 0
     d = run(session.fetch_message("INBOX", 1, 100))
-    rig.select(b"SELECT", uidvalidity=8)
+    rig.answer(b"NOOP")
     rig.expect(b"UID")
     body_reply(rig, 1, b"x")
     assert result_of(d).data == b"x"
+
+
+def test_a_selected_mailbox_is_not_selected_again_and_its_size_is_tracked():
+    rig, session = logged_in()
+    d = run(session.list_messages("INBOX", 2))
+    rig.select(exists=3)
+    assert rig.expect(b"FETCH").startswith(b"2:3 ")
+    rig.reply()
+    result_of(d)
+    d = run(session.list_messages("INBOX", 2))
+    rig.answer(b"NOOP", "5 EXISTS")  # two arrived
+    assert rig.expect(b"FETCH").startswith(b"4:5 ")
+    rig.reply()
+    assert result_of(d).exists == 5
+    d = run(session.fetch_message("INBOX", 5, 100))  # needs read-write: SELECT once
+    rig.select(b"SELECT", exists=5)
+    rig.expect(b"UID")
+    body_reply(rig, 5, b"x")
+    result_of(d)
+    d = run(session.list_messages("INBOX", 2))  # read-write serves a list too
+    rig.answer(b"NOOP", "1 EXPUNGE")
+    assert rig.expect(b"FETCH").startswith(b"3:4 ")
+    rig.reply()
+    assert result_of(d).exists == 4
+    d = run(session.list_messages("Other", 2))  # another mailbox: selected afresh
+    rig.select(mailbox="Other", exists=0)
+    assert result_of(d).exists == 0
 
 
 # -- delete --------------------------------------------------------------------------------------
