@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# run.sh - run the benchmark suite and regenerate docs/benchmarks.md and docs/benchmarks/*.png.
+#
+# Usage: bash benchmarks/run.sh [--quick] [--only line|mail] [--venv DIR] [--no-install]
+#                               [--report-only]
+#   --quick        short runs, 1,000 instead of 10,000 idle connections (for development)
+#   --only S       one section: line (the line service) or mail (Dovecot, the anchors, the mail
+#                  commands); the report keeps the newest results of the other section
+#   --venv DIR     the virtualenv to install mailsocketd into and measure [default: .venv]
+#   --no-install   skip apt-get, pip and the loadgen build (all must be there already)
+#   --report-only  only rebuild the report from benchmarks/results/ (installs nothing)
+#
+# On a fresh Debian 12 with Python 3.11, as root: installs php-cli, php-imap and gcc, the Debian
+# packages of scripts/system-packages.sh (Dovecot, Postfix) for the mail section, creates or
+# reuses the venv and installs the daemon into it (pip install '.[bench]', not editable: the
+# daemon is measured as installed), builds benchmarks/build/loadgen, raises the open-file limit
+# and runs benchmarks/bench.py.  A full run takes about 15 minutes and loads both CPUs: run it
+# on an otherwise quiet machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.venv
+install=1
+args=()
+only=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --venv) venv=${2:?--venv needs a directory}; shift 2 ;;
+        --no-install) install=; shift ;;
+        --only) only=${2:?--only needs line or mail}; args+=("$1" "$2"); shift 2 ;;
+        --report-only) install=; args+=("$1"); shift ;;
+        -h|--help) sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+
+PACKAGES=(php-cli php-imap gcc libc6-dev util-linux python3-venv)
+
+missing_packages() {
+    local -A ok=()
+    local name status
+    while read -r name status; do
+        [ "$status" = ii ] && ok[$name]=1
+    done < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+    for name in "${PACKAGES[@]}"; do
+        [ -n "${ok[$name]:-}" ] || printf '%s\n' "$name"
+    done
+}
+
+if [ -n "$install" ]; then
+    mapfile -t missing < <(missing_packages)
+    if [ ${#missing[@]} -ne 0 ]; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "run.sh: missing Debian packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}" >&2
+            exit 1
+        fi
+        echo "run.sh: installing ${missing[*]}"
+        apt-get -q -o DPkg::Lock::Timeout=300 update >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 install -y \
+            --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    if [ "$only" != line ]; then
+        bash scripts/system-packages.sh
+    fi
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    venv=$(cd "$venv" && pwd)
+    "$venv/bin/pip" install --quiet --disable-pip-version-check '.[bench]'
+    # write Twisted's plugin cache now (from outside the tree, so the installed plugin is seen)
+    (cd / && "$venv/bin/python" -c \
+        'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))' 2>/dev/null ||
+        true)
+    mkdir -p benchmarks/build
+    if [ ! -x benchmarks/build/loadgen ] || [ benchmarks/anchors/loadgen.c -nt benchmarks/build/loadgen ]; then
+        gcc -O2 -Wall -o benchmarks/build/loadgen benchmarks/anchors/loadgen.c
+    fi
+fi
+
+# 10,000 connections need 10,000 descriptors on each side
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt 32768 ] && [ "$(id -u)" = 0 ]; then
+    ulimit -Hn 32768 2>/dev/null || true
+fi
+ulimit -Sn "$(ulimit -Hn)"
+
+exec "$venv/bin/python" benchmarks/bench.py "${args[@]}"
