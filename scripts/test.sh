@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/system-packages.sh
 [ -x .venv/bin/pip ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check '.[test]'
-.venv/bin/ruff check mailsocketd twisted tests
+.venv/bin/ruff check mailsocketd twisted tests benchmarks
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"

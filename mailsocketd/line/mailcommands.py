@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from mailsocketd.config import LineConfig
@@ -295,8 +296,11 @@ class MailCommands:
         async def read() -> Reply:
             message = await user.imap.fetch_message(mailbox, uid, imap.read_limit)
             user.mailbox = mailbox
-            lines = render_message(message.data, text_limit=imap.text_limit,
-                                   total_size=message.size)
+            # Rendering a big or hostile message takes up to about half a second: in the
+            # reactor's thread pool other clients are served meanwhile.
+            lines = await deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), render_message, message.data,
+                text_limit=imap.text_limit, total_size=message.size)
             return multiline(f"message {uid} in {mailbox} ({human_size(message.size)})", lines)
         return self._run(read())
 
