@@ -12,6 +12,10 @@ when the client does not read, the transport's buffer fills, we stop reading and
 requests until it drains, so a client that sends without reading cannot make us buffer without
 bound.  Requests are served strictly in order; while one waits for a Deferred reply, the rest
 wait in the input buffer.
+
+Hot path: a packet is served straight from the bytes received (the buffer keeps only an
+unfinished line or input that waits), and the replies to one packet's requests go out in one
+write.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ BANNER = "mailsocketd ready; try 'help'"
 BARE_COMMANDS = frozenset({b"time", b"quit"})
 # Unserved input kept while a reply is pending, beyond which we stop reading from the socket.
 INPUT_BACKLOG = 65536
+# Replies gathered while one packet is served, beyond which they are written at once (so that
+# a full transport can still stop us).
+OUTBOX_LIMIT = 16384
 
 
 class StreamTransport(TypingProtocol):
@@ -69,8 +76,11 @@ class LineProtocol(Protocol):
         self.server = server
         self.clock = clock
         self.session = session
-        self._buffer = bytearray()
-        self._scanned = 0
+        self._buffer = bytearray()  # an unfinished line, or input waiting to be served
+        self._max_line = server.config.max_line_length
+        self._idle_limit = server.config.idle_timeout
+        self._outbox: list[bytes] | None = None  # replies to the packet being served
+        self._outbox_size = 0
         self._last_activity = 0.0
         self._bare_call: IDelayedCall | None = None
         self._idle_call: IDelayedCall | None = None
@@ -117,48 +127,78 @@ class LineProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self._cancel_bare_command()
-        self._buffer += data
-        self._arm_idle_timer()
-        self._serve()
-
-    def _serve(self) -> None:
-        """Serve every complete request in the buffer, as far as the client lets us."""
+        if self._bare_call is not None:
+            self._cancel_bare_command()
+        if self._idle_limit > 0:
+            self._last_activity = self.clock.seconds()
         buffer = self._buffer
-        limit = self.server.config.max_line_length
-        start = 0
-        scan = self._scanned  # no line end before this: a slow drip is not searched again
-        while not (self._waiting or self._paused or self._closing):
-            end = buffer.find(b"\n", scan)
-            if end < 0:
-                scan = len(buffer)
-                break
-            line = bytes(buffer[start:end])
-            start = scan = end + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > limit:
-                del buffer[:start]
-                self._line_too_long(len(line))
-                return
-            if self._reader is not None:
-                self._input(self._reader, line)
-            elif line.strip():
-                self._request(line)
-        if start:
-            del buffer[:start]
-        self._scanned = scan - start
-        if not self._closing:
+        if self._waiting or self._paused:
+            buffer += data  # served once the reply is out or the client reads again
             self._after_serving()
+        elif not buffer:
+            self._serve_lines(data, 0)
+        elif b"\n" in data:
+            scan = len(buffer)  # the unfinished line before it holds no line end
+            buffer += data
+            self._serve(scan)
+        else:
+            buffer += data  # the unfinished line grows: nothing to search again (slow drip)
+            self._after_serving(len(buffer))
 
-    def _after_serving(self) -> None:
-        """Check and act on what is left in the buffer once the complete lines are served."""
+    def _serve(self, scan: int = 0) -> None:
+        """Serve the buffered input, as far as the client lets us."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._serve_lines(data, scan)
+
+    def _serve_lines(self, data: bytes, scan: int) -> None:
+        """Serve the complete lines of ``data`` (no line end before ``scan``) as far as the
+        client lets us, with one write for their replies; keep the rest in the buffer."""
+        start = 0
+        unfinished: int | None = None  # the last line's length, once all before it is served
+        end = data.find(b"\n", scan)
+        batch = 0 <= end < len(data) - 1  # more than a single line
+        if batch:
+            self._outbox = []
+        try:
+            while not (self._waiting or self._paused or self._closing):
+                if end < 0:
+                    unfinished = len(data) - start
+                    break
+                line = data[start:end]
+                start = end + 1
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if len(line) > self._max_line:
+                    self._line_too_long(len(line))
+                    return
+                if self._reader is not None:
+                    self._input(self._reader, line)
+                elif line.strip():
+                    self._request(line)
+                end = data.find(b"\n", start)
+        finally:
+            if batch:
+                self._flush()
+                self._outbox = None
+        if unfinished == 0 and self._reading and not self._eof:
+            return  # all served, nothing left to check (the common case)
+        if self._closing:
+            return
+        if start < len(data):
+            self._buffer += memoryview(data)[start:]
+        self._after_serving(unfinished)
+
+    def _after_serving(self, unfinished: int | None = None) -> None:
+        """Check and act on what is left in the buffer once the complete lines are served.
+        ``unfinished`` is the buffer's length when it holds only an unfinished line."""
         buffer = self._buffer
-        limit = self.server.config.max_line_length
-        # The unfinished last line, measured as a complete one will be (without its CR).
-        partial = len(buffer) - (buffer.rfind(b"\n") + 1) - buffer.endswith(b"\r")
-        if partial > limit:
-            self._line_too_long(partial)
+        if unfinished is None:
+            unfinished = self._unfinished_length()
+        elif unfinished and buffer.endswith(b"\r"):
+            unfinished -= 1  # measured as the complete line will be, without its CR
+        if unfinished > self._max_line:
+            self._line_too_long(unfinished)
         elif self._waiting or self._paused:
             self._update_reading()
         elif self._eof:
@@ -166,7 +206,18 @@ class LineProtocol(Protocol):
         else:
             if buffer and len(buffer) <= 8 and self._reader is None:
                 self._maybe_bare_command()
-            self._update_reading()
+            if not self._reading:
+                self._update_reading()
+
+    def _unfinished_length(self) -> int:
+        """The length of the buffer's unfinished last line (without its CR), looking back only
+        as far as the limit needs unless the line is too long."""
+        buffer = self._buffer
+        floor = max(0, len(buffer) - self._max_line - 2)
+        newline = buffer.rfind(b"\n", floor)
+        if newline < 0 and floor:  # too long in any case; measure it for the log
+            newline = buffer.rfind(b"\n")
+        return len(buffer) - (newline + 1) - buffer.endswith(b"\r")
 
     def readConnectionLost(self) -> None:
         """The client sent EOF (``printf 'time' | nc ...``): serve what it sent, then close."""
@@ -183,7 +234,6 @@ class LineProtocol(Protocol):
     def _finish_after_eof(self) -> None:
         line = bytes(self._buffer).rstrip(b"\r")
         self._buffer.clear()
-        self._scanned = 0
         if self._reader is not None:
             if line == b".":
                 self._input(self._reader, line)
@@ -215,7 +265,6 @@ class LineProtocol(Protocol):
             return
         line = bytes(self._buffer)
         self._buffer.clear()
-        self._scanned = 0
         self._request(line)
         self._serve()
 
@@ -280,16 +329,38 @@ class LineProtocol(Protocol):
     # -- output ------------------------------------------------------------------------
 
     def _write(self, reply: Reply) -> None:
-        self.out.write(reply.encode())
+        if self._outbox is None:
+            self.out.write(reply.encode())
+        else:
+            self._send(reply.encode())
         if reply.close:
             self._close()
         elif reply.reader is not None:
             self._reader = reply.reader
 
+    def _send(self, data: bytes) -> None:
+        """Write, or add to the replies of the packet being served (written together)."""
+        outbox = self._outbox
+        if outbox is None:
+            self.out.write(data)
+            return
+        outbox.append(data)
+        self._outbox_size += len(data)
+        if self._outbox_size > OUTBOX_LIMIT:
+            self._flush()
+
+    def _flush(self) -> None:
+        outbox = self._outbox
+        if outbox:
+            data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+            outbox.clear()
+            self._outbox_size = 0
+            self.out.write(data)
+
     def push(self, line: str) -> None:
         """Send an unsolicited line (such as a new-mail notice) between replies."""
         if not self._closing:
-            self.out.write((line + "\r\n").encode("utf-8"))
+            self._send((line + "\r\n").encode("utf-8"))
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -309,6 +380,7 @@ class LineProtocol(Protocol):
         if self._closing:
             return
         self._closing = True
+        self._flush()  # the replies served before this one go first
         self._cancel_bare_command()
         self.out.unregisterProducer()
         if not (self._reading or self._eof):
@@ -335,22 +407,20 @@ class LineProtocol(Protocol):
     def _line_too_long(self, length: int) -> None:
         self.log.warn("{peer}: line of {length} bytes exceeds the limit of {limit}; closing",
                       peer=self.session.peer, length=length,
-                      limit=self.server.config.max_line_length, event="line_too_long")
+                      limit=self._max_line, event="line_too_long")
         self._buffer.clear()
-        self._scanned = 0
         self.close_with(error("line too long", close=True))
 
     def _arm_idle_timer(self) -> None:
-        """Note activity; the idle timer is (re)scheduled only when it fires, not per packet."""
-        timeout = self.server.config.idle_timeout
-        if timeout <= 0:
-            return
-        self._last_activity = self.clock.seconds()
-        if self._idle_call is None:
+        """Start the idle timer.  Packets only note the time; the timer is rescheduled when it
+        fires, not per packet."""
+        timeout = self._idle_limit
+        if timeout > 0:
+            self._last_activity = self.clock.seconds()
             self._idle_call = self.clock.callLater(timeout, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
-        timeout = self.server.config.idle_timeout
+        timeout = self._idle_limit
         quiet = self.clock.seconds() - self._last_activity
         if quiet < timeout:
             self._idle_call = self.clock.callLater(timeout - quiet, self._idle_timeout)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -56,11 +56,19 @@ class Reply:
     body: tuple[str, ...] | None = None
     close: bool = False
     reader: InputReader | None = None
+    # The wire form of a one-line reply, made on first use: the busiest replies (the time of
+    # the current second, ``quit``, fixed errors) are shared objects sent many times.
+    _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def encode(self) -> bytes:
         """The reply as bytes on the wire (UTF-8, CRLF line ends, dot-stuffed body)."""
+        wire = self._wire
+        if wire is not None:
+            return wire
         if self.body is None:
-            return (self.head + CRLF).encode("utf-8")
+            wire = (self.head + CRLF).encode("utf-8")
+            object.__setattr__(self, "_wire", wire)  # frozen: set once, never changed
+            return wire
         parts = [self.head]
         parts.extend("." + line if line.startswith(".") else line for line in self.body)
         parts.append(".")

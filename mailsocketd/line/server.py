@@ -7,7 +7,7 @@ logged with its traceback and the client sees only ``error: internal error``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
@@ -19,6 +19,7 @@ from mailsocketd import __version__
 from mailsocketd.config import LineConfig
 from mailsocketd.line.commands import Command, Result
 from mailsocketd.line.replies import CommandError, InputReader, Reply, error, printable
+from mailsocketd.logs import CommandEvents
 from mailsocketd.mail.errors import MailError, describe_failure, failure_kind
 from mailsocketd.timefmt import format_time
 
@@ -27,6 +28,7 @@ StatusSource = Callable[[], list[str]]
 INTERNAL_ERROR = error("internal error (the server logged the details)")
 NOT_UTF8 = error("request is not valid UTF-8")
 LOGIN_FIRST = error("login first")
+NO_ARGS: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -62,6 +64,13 @@ class LineServer:
         self._per_host: dict[str, int] = {}
         self._time_second = -1
         self._time_reply = Reply("")
+        self._command_events = CommandEvents(f"{type(self).__module__}.{type(self).__name__}")
+        # Requests that are exactly a command's name (``time``, ``quit``): served without
+        # decoding, splitting and lower-casing.  Only names those steps leave unchanged, of
+        # commands that take no arguments; the table is fixed once the server is built.
+        self._bare_names: dict[bytes, Command] = {
+            name.encode(): command for name, command in commands.items()
+            if command.accepts(0) and name.split() == [name.lower()]}
 
     # -- connections -------------------------------------------------------------------
 
@@ -116,20 +125,36 @@ class LineServer:
         """Answer one request line (without its line ending); never raises."""
         session.commands += 1
         self.commands_served += 1
+        command = self._bare_names.get(line)
+        if command is not None:  # the busiest case: a command name alone
+            return self._run(session, command.name, command, NO_ARGS)
         try:
-            text = line.decode("utf-8")
+            words = line.decode("utf-8").split()
         except UnicodeDecodeError:
             return self._logged(session, "?", NOT_UTF8)
-        words = text.split()
         if not words:
             return self._logged(session, "", error("empty request"))
         name = words[0].lower()
+        command = self.commands.get(name)
+        if command is None:
+            return self._logged(session, name,
+                                error(f"unknown command '{printable(name)}'; try 'help'"))
+        if not command.accepts(len(words) - 1):
+            return self._logged(session, name, error(f"usage: {command.syntax}"))
+        return self._run(session, name, command, words[1:])
+
+    def _run(self, session: Session, name: str, command: Command,
+             args: Sequence[str]) -> Reply | Deferred[Reply]:
+        """Call the handler, if the client may; failures become replies (see _failed)."""
         try:
-            result = self._dispatch(session, name, words[1:])
+            if command.needs_login and session.user is None:
+                result: Result = LOGIN_FIRST
+            else:
+                result = command.handler(self, session, args)
         except Exception:
             return self._logged(session, name, self._failed(Failure(), session, name))
         if type(result) is Reply:  # the common case; cheaper than an ABC isinstance check
-            return self._logged(session, name, result)
+            return self._logged(session, name, result) if self.log_commands else result
         return self._settle(result, session, name)
 
     def finish_input(self, session: Session, reader: InputReader) -> Reply | Deferred[Reply]:
@@ -147,16 +172,6 @@ class LineServer:
         return deferred.addErrback(self._failed, session, name).addCallback(
             lambda reply: self._logged(session, name, reply))
 
-    def _dispatch(self, session: Session, name: str, args: list[str]) -> Result:
-        command = self.commands.get(name)
-        if command is None:
-            raise CommandError(f"unknown command '{printable(name)}'; try 'help'")
-        if not command.accepts(len(args)):
-            raise CommandError(f"usage: {command.syntax}")
-        if command.needs_login and session.user is None:
-            return LOGIN_FIRST
-        return command.handler(self, session, args)
-
     def _failed(self, failure: Failure, session: Session, name: str) -> Reply:
         """The one place a failure becomes a reply: the user's mistake or the mail server's
         trouble as its own line; anything else logged, and only ``internal error`` shown."""
@@ -170,9 +185,10 @@ class LineServer:
 
     def _logged(self, session: Session, name: str, reply: Reply) -> Reply:
         if self.log_commands:
-            outcome = reply.head if reply.head.startswith("error:") else "ok"
-            self.log.info("{peer} {command}: {outcome}", peer=session.peer,
-                          command=printable(name), outcome=outcome, event="command")
+            head = reply.head
+            self._command_events.emit(
+                session.peer, name if name in self.commands else printable(name),
+                head if head.startswith("error:") else "ok")
         return reply
 
     # -- status ------------------------------------------------------------------------
