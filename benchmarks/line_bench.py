@@ -63,7 +63,7 @@ class Kind:
 
 KINDS = [
     Kind("mailsocketd", "mailsocketd", seed=False),
-    Kind("mailsocketd_nolog", "mailsocketd --no-log-commands", seed=False, idle=False),
+    Kind("mailsocketd_log", "mailsocketd --log-commands", seed=False, idle=False),
     Kind("twisted_min", "twisted_min.py", seed=False),
     Kind("seed_select", "seed_select.php", seed=True),
     Kind("seed_fork", "seed_fork.php", seed=True),
@@ -109,8 +109,8 @@ def make_server(kind: Kind, paths: Paths) -> Server:
         config.write_text(BENCH_CONFIG)
         argv = [str(paths.venv / "bin" / "twistd"), "-n", "--pidfile=", "mailsocketd",
                 "--config", str(config), "--listen", f"tcp:{port}:interface={HOST}"]
-        if kind.key == "mailsocketd_nolog":
-            argv.append("--no-log-commands")
+        if kind.key == "mailsocketd_log":
+            argv.append("--log-commands")
     elif kind.key == "twisted_min":
         argv = [str(paths.venv / "bin" / "python"), str(paths.anchors / "twisted_min.py"),
                 str(port)]

@@ -15,7 +15,7 @@ from matplotlib.ticker import FuncFormatter
 
 COLORS = {
     "mailsocketd": "#1f5fa8",
-    "mailsocketd_nolog": "#6fa8dc",
+    "mailsocketd_log": "#6fa8dc",
     "twisted_min": "#3a9a4a",
     "seed_select": "#e69138",
     "seed_fork": "#cc3333",

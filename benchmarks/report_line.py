@@ -19,7 +19,7 @@ from stats import (
 )
 
 RR_WORKS = ["rr1", "rr100", "rr1000", "pipe16"]
-MAILSOCKETD_ROWS = ["mailsocketd", "mailsocketd_nolog"]
+MAILSOCKETD_ROWS = ["mailsocketd", "mailsocketd_log"]
 BASE = "twisted_min"
 FORK = "seed_fork"
 
@@ -277,8 +277,9 @@ def section(run: dict[str, Any], images: Path) -> tuple[list[str], list[list[str
         f"{run['mode'].capitalize()} run of {run['started']}: {s['runs']} repetitions, "
         f"{s['seconds']:g} s measured after {s['warmup']:g} s of warm-up per workload. "
         "mailsocketd is started as `twistd -n --pidfile= mailsocketd --config FILE --listen "
-        "tcp:PORT:interface=127.0.0.1` (its per-command log events go to a log file), and "
-        "again with `--no-log-commands`. The configuration file raises the connection limits, "
+        "tcp:PORT:interface=127.0.0.1` (its defaults: connections logged, commands not), and "
+        "again with `--log-commands` (one log event per command, to a log file). The "
+        "configuration file raises the connection limits, "
         "since every benchmark client comes from 127.0.0.1 (defaults: 256 per address, 10,000 "
         "in all):", "", "```toml", line["config"].rstrip(), "```", "",
         "Anchors: `twisted_min.py` (the minimal Twisted server of the protocol, same venv and "

@@ -45,7 +45,7 @@ class LogConfig:
     """``[log]``: what is logged and how."""
 
     format: str = "text"
-    commands: bool = True
+    commands: bool = False  # per-command events: costly at line rate (docs/configuration.md)
 
 
 @dataclass(frozen=True)

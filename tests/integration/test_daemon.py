@@ -210,7 +210,7 @@ def test_sigterm_tells_clients_and_exits_by_the_signal(tmp_path):
 
 
 def test_logs_connections_and_commands_and_json_lines(tmp_path):
-    with running_daemon(tmp_path, extra_args=["--log-format", "json"]) as d:
+    with running_daemon(tmp_path, extra_args=["--log-format", "json", "--log-commands"]) as d:
         d.exchange(b"time\r\nnope\r\nquit\r\n")
         time.sleep(0.3)
     events = [json.loads(line) for line in d.log().splitlines() if line.startswith("{")]

@@ -17,7 +17,7 @@ def test_defaults_without_a_file():
     config = load_config(None)
     assert config.line == LineConfig()
     assert config.line.listen == (DEFAULT_LISTEN,)
-    assert config.log.format == "text" and config.log.commands is True
+    assert config.log.format == "text" and config.log.commands is False
     assert config.accounts == ()
 
 
