@@ -34,18 +34,6 @@ class ImapConfig:
     text_limit: int = 256 * 1024  # characters of body text ``read`` shows at most
     idle_restart: float = 1500.0  # re-issue IDLE (watch) this often; RFC 2177 asks < 29 min
 
-    @property
-    def scheme(self) -> str:
-        return self.address.scheme
-
-    @property
-    def host(self) -> str:
-        return self.address.host
-
-    @property
-    def port(self) -> int:
-        return self.address.port
-
 
 @dataclass(frozen=True)
 class SmtpConfig:
