@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -57,7 +57,6 @@ class ClientState:
 
     user: MailUser | None = None
     closed: bool = False
-    pending: list[Deferred[Any]] = field(default_factory=list)
 
 
 def counts_text(mailbox: str, counts: MailboxCounts) -> str:
