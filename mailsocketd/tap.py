@@ -20,8 +20,8 @@ from mailsocketd import __version__
 from mailsocketd.config import DEFAULT_LISTEN, Config, ConfigError, load_config
 from mailsocketd.line.commands import command_table, core_commands
 from mailsocketd.line.daytime import DaytimeFactory
+from mailsocketd.line.factory import LineFactory
 from mailsocketd.line.mailcommands import MailCommands
-from mailsocketd.line.protocol import LineFactory
 from mailsocketd.line.replies import error
 from mailsocketd.line.server import LineServer
 from mailsocketd.logs import configure_json_target

@@ -11,7 +11,8 @@ from twisted.internet.testing import StringTransport
 
 from mailsocketd.config import LineConfig
 from mailsocketd.line.commands import Command, command_table, core_commands
-from mailsocketd.line.protocol import LineFactory, LineProtocol
+from mailsocketd.line.factory import LineFactory
+from mailsocketd.line.protocol import LineProtocol
 from mailsocketd.line.server import LineServer
 
 # A fixed local time for replies: 2026-11-25 14:03:07 wherever the test runs is not
