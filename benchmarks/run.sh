@@ -10,8 +10,8 @@
 #   --no-install   skip apt-get, pip and the loadgen build (all must be there already)
 #   --report-only  only rebuild the report from benchmarks/results/ (installs nothing)
 #
-# On a fresh Debian 12 with Python 3.11, as root: installs php-cli, php-imap and gcc, the Debian
-# packages of scripts/system-packages.sh (Dovecot, Postfix) for the mail section, creates or
+# On a fresh Debian 12 with Python 3.11, as root: installs php-cli, php-imap and gcc with the Debian
+# packages of the tests (scripts/system-packages.sh: Dovecot, Postfix), creates or
 # reuses the venv and installs the daemon into it (pip install '.[bench]', not editable: the
 # daemon is measured as installed), builds benchmarks/build/loadgen, raises the open-file limit
 # and runs benchmarks/bench.py.  A full run takes about 15 minutes and loads both CPUs: run it
@@ -22,46 +22,20 @@ cd "$(dirname "$0")/.."
 venv=.venv
 install=1
 args=()
-only=
 while [ $# -gt 0 ]; do
     case $1 in
         --venv) venv=${2:?--venv needs a directory}; shift 2 ;;
         --no-install) install=; shift ;;
-        --only) only=${2:?--only needs line or mail}; args+=("$1" "$2"); shift 2 ;;
+        --only) args+=("$1" "${2:?--only needs line or mail}"); shift 2 ;;
         --report-only) install=; args+=("$1"); shift ;;
         -h|--help) sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) args+=("$1"); shift ;;
     esac
 done
 
-PACKAGES=(php-cli php-imap gcc libc6-dev util-linux python3-venv)
-
-missing_packages() {
-    local -A ok=()
-    local name status
-    while read -r name status; do
-        [ "$status" = ii ] && ok[$name]=1
-    done < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${PACKAGES[@]}" 2>/dev/null || true)
-    for name in "${PACKAGES[@]}"; do
-        [ -n "${ok[$name]:-}" ] || printf '%s\n' "$name"
-    done
-}
-
 if [ -n "$install" ]; then
-    mapfile -t missing < <(missing_packages)
-    if [ ${#missing[@]} -ne 0 ]; then
-        if [ "$(id -u)" != 0 ]; then
-            echo "run.sh: missing Debian packages: ${missing[*]}; run as root or: apt-get install ${missing[*]}" >&2
-            exit 1
-        fi
-        echo "run.sh: installing ${missing[*]}"
-        apt-get -q -o DPkg::Lock::Timeout=300 update >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300 install -y \
-            --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-    if [ "$only" != line ]; then
-        bash scripts/system-packages.sh
-    fi
+    # the tests' packages (Dovecot, Postfix for the mail section) and the benchmarks' own
+    bash scripts/system-packages.sh php-cli php-imap gcc libc6-dev util-linux
     [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
     venv=$(cd "$venv" && pwd)
     "$venv/bin/pip" install --quiet --disable-pip-version-check '.[bench]'

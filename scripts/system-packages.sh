@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # system-packages.sh - install the Debian packages the integration tests need.
 #
-# Usage: scripts/system-packages.sh [--check]
+# Usage: scripts/system-packages.sh [--check] [EXTRA-PACKAGE ...]
 #   (as root)  installs what is missing with apt-get; a no-op taking well under
 #              a second when everything is already there.
 #   --check    only report: exit 0 if everything is installed, else print the
@@ -24,6 +24,9 @@ PACKAGES=(
     python3 python3-venv                     # populate helper, project venv
     netcat-openbsd telnet                    # manual testing of the line service
 )
+check=
+if [ "${1:-}" = --check ]; then check=1; shift; fi
+PACKAGES+=("$@")  # what a caller needs besides the tests' packages (the benchmarks: PHP, gcc)
 
 missing_packages() {
     local -A ok=()
@@ -42,7 +45,7 @@ if [ ${#missing[@]} -eq 0 ]; then
     echo "$PROG: all packages installed (${PACKAGES[*]})"
     exit 0
 fi
-if [ "${1:-}" = --check ]; then
+if [ -n "$check" ]; then
     echo "$PROG: missing Debian packages: ${missing[*]}" >&2
     exit 1
 fi
