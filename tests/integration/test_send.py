@@ -8,7 +8,6 @@ instance's configuration with MAIL_CONFIG (which Postfix honours for root).
 
 from __future__ import annotations
 
-import datetime
 import email
 import email.policy
 import imaplib
@@ -19,10 +18,7 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from checkrig import make_unrelated_ca
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 
@@ -103,20 +99,6 @@ async def postfix_session_log(server, since):
         if "disconnect from" in text or time.monotonic() > deadline:
             return text
         await deferLater(reactor, 0.05)
-
-
-def unrelated_ca(path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone else's CA")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(path)
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "tls"])
@@ -217,7 +199,7 @@ async def test_a_server_that_never_answers_times_out():
 async def test_a_certificate_from_another_ca_is_refused_before_auth(mailserver, tmp_path,
                                                                      scheme):
     since = postfix_log_size(mailserver)
-    smtp = server_config(mailserver, scheme, ca_file=unrelated_ca(tmp_path / "other-ca.pem"))
+    smtp = server_config(mailserver, scheme, ca_file=make_unrelated_ca(tmp_path / "other-ca.pem"))
     draft, _, message = compose(("bob@example.test",), ["hi"])
     with pytest.raises(SendError) as e:
         await send(smtp, draft, message)
