@@ -1,71 +1,224 @@
-"""Log observers for twistd: JSON lines, one event per line.
+"""Logging for twistd: one write per reactor pass, and lean events for the busy paths.
 
-``[log] format = "json"`` (or ``--log-format json``) makes the plugin point twistd's ``--logger``
-at :func:`json_observer`, which writes where twistd would have written text: the ``--logfile``,
+twistd's own file observers format the timestamp field by field and flush the file for every
+event, which costs a busy server more than serving a request.  :class:`LogWriter` writes the
+same lines (twistd's classic text, or JSON with ``[log] format = "json"``) but formats the
+timestamp once a second and gathers what one reactor pass logs into one write, flushed before
+the reactor waits again.  The plugin points twistd's ``--logger`` at :func:`text_observer` or
+:func:`json_observer` unless ``--logger`` or ``--syslog`` is given; they write where twistd
+would have written: the ``--logfile`` (rotated every 1,000,000 bytes, and on SIGUSR1),
 standard output with ``-n`` and no ``--logfile`` (or ``--logfile -``), else ``twistd.log``.
 
-:class:`CommandEvents` emits the per-command event on a lean path: it is the one event logged per
-request, so its cost decides what logging commands costs a busy server.
+:class:`Events` emits events whose message is already rendered (connections, commands): an
+event whose format holds no braces is its own text, so no observer has to format it.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Callable
 from time import time
-from typing import IO
+from typing import IO, Any, Protocol
 
-from twisted.logger import ILogObserver, LogLevel, globalLogPublisher, jsonFileLogObserver
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    eventAsJSON,
+    formatEventAsClassicLogText,
+    formatTime,
+    globalLogPublisher,
+)
+from twisted.python import threadable
 from twisted.python.logfile import LogFile
+from zope.interface import implementer
 
-# Set by the plugin's option parsing before twistd calls json_observer().
+# Set by the plugin's option parsing before twistd calls one of the observer factories.
 _target: dict[str, object] = {"logfile": None, "nodaemon": True}
 
 
-def configure_json_target(logfile: str | None, nodaemon: bool) -> None:
+def configure_target(logfile: str | None, nodaemon: bool) -> None:
     """Remember where twistd was told to log."""
     _target["logfile"] = logfile
     _target["nodaemon"] = nodaemon
 
 
-def _open_target() -> IO[str]:
+class _Reactor(Protocol):
+    """What LogWriter needs of the reactor."""
+
+    @property
+    def running(self) -> bool: ...
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: object,
+                  **kw: object) -> Any: ...
+    def callFromThread(self, callable: Callable[..., Any], *args: object,
+                       **kw: object) -> None: ...
+    def addSystemEventTrigger(self, phase: str, eventType: str, callable: Callable[..., Any],
+                              *args: object, **kw: object) -> Any: ...
+
+
+class ClassicText:
+    """twistd's text line (``TIME [SYSTEM] MESSAGE``), the timestamp formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._stamp = ""
+
+    def stamp(self, when: float | None) -> str:
+        if when is None:
+            return "-"
+        second = int(when)
+        if second != self._second:
+            self._stamp = formatTime(second)
+            self._second = second
+        return self._stamp
+
+    def __call__(self, event: LogEvent) -> str | None:
+        text = event.get("log_format")
+        if (type(text) is not str or "{" in text or "}" in text or "log_failure" in event
+                or not text):
+            return formatEventAsClassicLogText(event, formatTime=self.stamp)
+        system = event.get("log_system")
+        if system is None:
+            level = event.get("log_level")
+            system = f"{event.get('log_namespace', '-')}#{level.name if level else '-'}"
+        if "\n" in text:
+            text = text.replace("\n", "\n\t")
+        return f"{self.stamp(event.get('log_time'))} [{system}] {text}\n"
+
+
+def json_line(event: LogEvent) -> str:
+    """One event as one line of JSON, as twistd's JSON observer writes it."""
+    return eventAsJSON(event) + "\n"
+
+
+@implementer(ILogObserver)
+class LogWriter:
+    """A log observer that gathers events and writes them at most every ``delay`` seconds
+    (one write and one flush for all of them), so a busy server does not pay a system call
+    per event.
+
+    Events from other threads, and events while the reactor is not running (start-up, after
+    shutdown), are written at once, after what is pending, so the order holds.  What is pending
+    when the reactor stops is written by a shutdown trigger.
+    """
+
+    def __init__(self, out: IO[str], render: Callable[[LogEvent], str | None],
+                 reactor: _Reactor, delay: float = 0.05) -> None:
+        self._out = out
+        self._delay = delay
+        self._render = render
+        self._reactor = reactor
+        self._pending: list[str] = []
+        self._lock = threading.Lock()
+        reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+
+    def __call__(self, event: LogEvent) -> None:
+        text = self._render(event)
+        if not text:
+            return
+        if self._reactor.running and threadable.isInIOThread():
+            with self._lock:
+                pending = self._pending
+                pending.append(text)
+                if len(pending) == 1:
+                    self._reactor.callLater(self._delay, self.flush)
+            return
+        with self._lock:
+            self._write_pending()
+            self._out.write(text)
+            self._out.flush()
+
+    def flush(self) -> None:
+        """Write and flush what is pending."""
+        with self._lock:
+            if self._pending:
+                self._write_pending()
+                self._out.flush()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._out.write(text)
+
+
+def _open_target(reactor: _Reactor) -> IO[str]:
     logfile = _target["logfile"]
     if logfile == "-" or (not logfile and _target["nodaemon"]):
         return sys.stdout
     path = str(logfile) if logfile else "twistd.log"
-    handle: IO[str] = LogFile.fromFullPath(path)
-    return handle
+    handle = LogFile.fromFullPath(path)
+    _rotate_on_sigusr1(handle, reactor)
+    text: IO[str] = handle  # LogFile takes text
+    return text
+
+
+def _rotate_on_sigusr1(handle: LogFile, reactor: _Reactor) -> None:
+    """As twistd does for its own log file: SIGUSR1 starts a new file (for logrotate)."""
+    if signal.getsignal(signal.SIGUSR1) in (None, signal.SIG_DFL):
+        def rotate(signum: int, frame: object) -> None:
+            reactor.callFromThread(handle.rotate)
+
+        signal.signal(signal.SIGUSR1, rotate)
+
+
+def _writer(render: Callable[[LogEvent], str | None]) -> ILogObserver:
+    # twistd calls the factory once its reactor is installed.
+    from twisted.internet import reactor  # noqa: PLC0415
+    target = _open_target(reactor)  # type: ignore[arg-type]
+    return LogWriter(target, render, reactor)  # type: ignore[arg-type]
+
+
+def text_observer() -> ILogObserver:
+    """A twistd ``--logger`` factory: twistd's text lines."""
+    return _writer(ClassicText())
 
 
 def json_observer() -> ILogObserver:
     """A twistd ``--logger`` factory: one JSON object per line."""
-    return jsonFileLogObserver(_open_target(), recordSeparator="")
+    return _writer(json_line)
 
 
-class CommandEvents:
-    """One ``command`` event per request (peer, command, outcome), for about two thirds of what
-    ``Logger.info`` costs with twistd's observers.
+class Events:
+    """Emits events with their message already rendered, for about a third of what
+    ``Logger.info`` costs.
 
     ``Logger.info`` builds a new Logger per attribute access and leaves a template for every
-    observer to format field by field.  This builds the event once with only what observers
-    read: the message pre-rendered (braces escaped, so it is its own format) and the
-    ``log_system`` the text observer would otherwise derive.  The text log line is the one
-    ``Logger.info`` writes; JSON lines keep the ``event``, ``peer``, ``command`` and ``outcome``
-    fields, with the rendered message as ``log_format``.  What remains is the observer's own
-    work (timestamp, flush per event); see docs/configuration.md for what it costs.
+    observer to format field by field.  This builds the event once: the message pre-rendered
+    (braces escaped, so it is its own format) and the ``log_system`` the text observer would
+    otherwise derive.  The text line is the one ``Logger.info`` writes; JSON lines keep the
+    ``event`` name and the fields, with the rendered message as ``log_format``.
     """
 
     def __init__(self, namespace: str, observer: ILogObserver | None = None) -> None:
         self._namespace = namespace
-        self._system = f"{namespace}#{LogLevel.info.name}"
+        self._systems = {level: f"{namespace}#{level.name}" for level in LogLevel.iterconstants()}
         self._observer = globalLogPublisher if observer is None else observer
+
+    def emit(self, level: LogLevel, name: str, message: str, **fields: object) -> None:
+        """Log event ``name`` with this message (already safe to show) and fields."""
+        if "{" in message or "}" in message:
+            message = message.replace("{", "{{").replace("}", "}}")
+        fields.update(event=name, log_level=level, log_namespace=self._namespace,
+                      log_system=self._systems[level], log_format=message, log_time=time())
+        self._observer(fields)
+
+    def info(self, name: str, message: str, **fields: object) -> None:
+        self.emit(LogLevel.info, name, message, **fields)
+
+    def warn(self, name: str, message: str, **fields: object) -> None:
+        self.emit(LogLevel.warn, name, message, **fields)
+
+
+class CommandEvents:
+    """One ``command`` event per request: peer, command, outcome."""
+
+    def __init__(self, namespace: str, observer: ILogObserver | None = None) -> None:
+        self._events = Events(namespace, observer)
 
     def emit(self, peer: str, command: str, outcome: str) -> None:
         """Log that ``peer`` sent ``command`` (already safe to show) with this outcome."""
-        message = f"{peer} {command}: {outcome}"
-        if "{" in message or "}" in message:
-            message = message.replace("{", "{{").replace("}", "}}")
-        self._observer({
-            "event": "command", "peer": peer, "command": command, "outcome": outcome,
-            "log_level": LogLevel.info, "log_namespace": self._namespace,
-            "log_system": self._system, "log_format": message, "log_time": time(),
-        })
+        self._events.info("command", f"{peer} {command}: {outcome}", peer=peer,
+                          command=command, outcome=outcome)

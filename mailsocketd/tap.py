@@ -24,7 +24,7 @@ from mailsocketd.line.factory import LineFactory
 from mailsocketd.line.mailcommands import MailCommands
 from mailsocketd.line.replies import error
 from mailsocketd.line.server import LineServer
-from mailsocketd.logs import configure_json_target
+from mailsocketd.logs import configure_target
 from mailsocketd.mail.checker import AccountsService
 from mailsocketd.system import raise_open_file_limit
 
@@ -127,16 +127,16 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         for key, description in _endpoints(self.config):
             check_endpoint(key, description)
-        if self.config.log.format == "json":
-            self._log_json()
+        self._choose_log_observer()
 
-    def _log_json(self) -> None:
+    def _choose_log_observer(self) -> None:
+        """Point twistd at our log observer (text or JSON) unless told otherwise."""
         parent = getattr(self, "parent", None)
-        if parent is None:
+        if parent is None or parent.get("logger") is not None or parent.get("syslog"):
             return
-        configure_json_target(parent.get("logfile"), bool(parent.get("nodaemon")))
-        if parent.get("logger") is None:
-            parent["logger"] = "mailsocketd.logs.json_observer"
+        configure_target(parent.get("logfile"), bool(parent.get("nodaemon")))
+        kind = "json" if self.config.log.format == "json" else "text"
+        parent["logger"] = f"mailsocketd.logs.{kind}_observer"
 
 
 def _endpoints(config: Config) -> list[tuple[str, str]]:

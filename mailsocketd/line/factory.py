@@ -1,12 +1,13 @@
 """The factory of the line service: one LineProtocol per admitted connection, a one-line
-refusal for the rest, and the set of open clients that shutdown closes."""
+refusal for the rest, and the set of open clients, which shutdown closes and one timer watches
+for idle ones."""
 
 from __future__ import annotations
 
 from typing import cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 
 from mailsocketd.line.protocol import LineProtocol, StreamTransport, describe_peer
@@ -27,7 +28,14 @@ class RefusedProtocol(Protocol):
 
 
 class LineFactory(Factory):
-    """Builds a LineProtocol per admitted connection and remembers them for shutdown."""
+    """Builds a LineProtocol per admitted connection and remembers them for shutdown and the
+    idle limit.
+
+    Idle clients are found by one timer for all of them, not one per connection: a client
+    only notes when its last packet came, and the timer wakes at the earliest moment one of
+    them can have been quiet for the limit (at most once a second), closes those that have,
+    and sleeps again until the next such moment, or until a client comes when there are none.
+    """
 
     noisy = False
 
@@ -36,6 +44,8 @@ class LineFactory(Factory):
         self.clock = clock
         self.clients: set[LineProtocol] = set()
         self._all_closed: Deferred[None] | None = None
+        self._idle_limit = server.config.idle_timeout
+        self._idle_check: IDelayedCall | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         peer, host = describe_peer(addr)
@@ -57,10 +67,34 @@ class LineFactory(Factory):
 
     def opened(self, proto: LineProtocol) -> None:
         self.clients.add(proto)
+        if self._idle_check is None and self._idle_limit > 0:
+            self._idle_check = self.clock.callLater(self._idle_limit, self._close_idle)
 
     def closed(self, proto: LineProtocol) -> None:
-        self.clients.discard(proto)
-        self._check_all_closed()
+        clients = self.clients
+        clients.discard(proto)
+        if not clients:
+            if self._idle_check is not None:
+                self._idle_check.cancel()
+                self._idle_check = None
+            self._check_all_closed()
+
+    def _close_idle(self) -> None:
+        """Close the clients quiet for the limit; wake again when the next one can be."""
+        self._idle_check = None
+        now, limit = self.clock.seconds(), self._idle_limit
+        earliest: float | None = None  # the oldest last packet of those left open
+        for proto in list(self.clients):
+            if proto.closing:
+                continue
+            since = proto.last_activity
+            if now - since >= limit:
+                proto.idle_timeout()
+            elif earliest is None or since < earliest:
+                earliest = since
+        if earliest is not None:
+            self._idle_check = self.clock.callLater(max(earliest + limit - now, 1.0),
+                                                    self._close_idle)
 
     def _check_all_closed(self) -> None:
         if self._all_closed is not None and not self.clients:

@@ -28,13 +28,14 @@ from twisted.internet import interfaces
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsocketd.line.replies import InputReader, Reply, error
 from mailsocketd.line.server import LineServer, Session
+from mailsocketd.logs import Events
 
 if TYPE_CHECKING:
     from mailsocketd.line.factory import LineFactory
@@ -46,6 +47,8 @@ INPUT_BACKLOG = 65536
 # Replies gathered while one packet is served, beyond which they are written at once (so that
 # a full transport can still stop us).
 OUTBOX_LIMIT = 16384
+# Connection events, in the namespace the class's Logger would use.
+_events = Events(f"{__name__}.LineProtocol")
 
 
 class StreamTransport(TypingProtocol):
@@ -68,6 +71,18 @@ def describe_peer(address: IAddress | None) -> tuple[str, str]:
     return "unix", "unix"
 
 
+def holds_output(transport: object) -> bool:
+    """Whether a transport may hold bytes it has not yet handed to the kernel.  Twisted's
+    socket transports (TCP, UNIX) tell by their buffers; for any other the answer is yes."""
+    queued = getattr(transport, "_tempDataLen", None)
+    buffer = getattr(transport, "dataBuffer", None)
+    offset = getattr(transport, "offset", None)
+    if not isinstance(queued, int) or not isinstance(buffer, bytes | memoryview) \
+            or not isinstance(offset, int):
+        return True
+    return queued > 0 or len(buffer) > offset
+
+
 @implementer(interfaces.IPushProducer, interfaces.IHalfCloseableProtocol)
 class LineProtocol(Protocol):
     """One telnet/netcat client."""
@@ -84,9 +99,8 @@ class LineProtocol(Protocol):
         self._idle_limit = server.config.idle_timeout
         self._outbox: list[bytes] | None = None  # replies to the packet being served
         self._outbox_size = 0
-        self._last_activity = 0.0
+        self.last_activity = 0.0  # when the last packet came (kept with an idle limit)
         self._bare_call: IDelayedCall | None = None
-        self._idle_call: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
         self._waiting = False  # a Deferred reply is outstanding
         self._answered_later = False  # ... and it was not there when the request was made
@@ -101,29 +115,31 @@ class LineProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.out = cast(StreamTransport, self.transport)
-        self._opened = self.clock.seconds()
+        self._opened = self.last_activity = self.clock.seconds()
         self.session.push = self.push
         self.session.secure = interfaces.ISSLTransport.providedBy(self.transport)
         self.factory.opened(self)
         self.out.registerProducer(self, True)
-        self.log.info("connection opened: {peer}", peer=self.session.peer,
-                      event="connection_opened")
-        self._arm_idle_timer()
+        if self.server.log_commands:  # traced connections; otherwise one event, at the close
+            peer = self.session.peer
+            _events.info("connection_opened", f"connection opened: {peer}", peer=peer)
         if self.server.config.banner:
             self._write(Reply(BANNER))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        for call in (self._bare_call, self._idle_call, self._abort_call):
+        for call in (self._bare_call, self._abort_call):
             if call is not None and call.active():
                 call.cancel()
-        self._bare_call = self._idle_call = self._abort_call = None
+        self._bare_call = self._abort_call = None
         if self._reader is not None:
             self._drop_reader(self._reader)
         self.server.release(self.session)
         self.factory.closed(self)
-        self.log.info("connection closed: {peer} after {duration:.3f} s, {commands} commands",
-                      peer=self.session.peer, duration=self.clock.seconds() - self._opened,
-                      commands=self.session.commands, event="connection_closed")
+        peer, commands = self.session.peer, self.session.commands
+        duration = self.clock.seconds() - self._opened
+        _events.info("connection_closed",
+                     f"connection closed: {peer} after {duration:.3f} s, {commands} commands",
+                     peer=peer, duration=round(duration, 3), commands=commands)
 
     # -- input -------------------------------------------------------------------------
 
@@ -133,7 +149,7 @@ class LineProtocol(Protocol):
         if self._bare_call is not None:
             self._cancel_bare_command()
         if self._idle_limit > 0:
-            self._last_activity = self.clock.seconds()
+            self.last_activity = self.clock.seconds()
         buffer = self._buffer
         if self._waiting or self._paused:
             buffer += data  # served once the reply is out or the client reads again
@@ -228,6 +244,8 @@ class LineProtocol(Protocol):
         self._cancel_bare_command()
         if self._closing:
             self.out.loseConnection()
+        elif not (self._buffer or self._waiting or self._paused or self._reader):
+            self._close()  # nothing left to serve: the common end of a connection
         else:
             self._serve()
 
@@ -388,6 +406,12 @@ class LineProtocol(Protocol):
         self.out.unregisterProducer()
         if not (self._reading or self._eof):
             self.out.resumeProducing()  # drain (and drop) input, so the client's EOF is seen
+        if self._eof and not holds_output(self.transport):
+            # The client is gone and all we wrote is with the kernel: close at once, as Twisted
+            # does for a protocol that is not half-closeable, instead of a reactor pass spent
+            # on an empty write.  (The common end of a connection: the client's EOF.)
+            self.transport.connectionLost(connectionDone)  # type: ignore[union-attr]
+            return
         # A lingering close: shut our side once the output is flushed and wait for the
         # client's EOF, so that input still in flight cannot turn the close into a reset
         # that destroys our last reply.  TLS has no half-close; it closes at once.
@@ -414,21 +438,13 @@ class LineProtocol(Protocol):
         self._buffer.clear()
         self.close_with(error("line too long", close=True))
 
-    def _arm_idle_timer(self) -> None:
-        """Start the idle timer.  Packets only note the time; the timer is rescheduled when it
-        fires, not per packet."""
-        timeout = self._idle_limit
-        if timeout > 0:
-            self._last_activity = self.clock.seconds()
-            self._idle_call = self.clock.callLater(timeout, self._idle_timeout)
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
-    def _idle_timeout(self) -> None:
+    def idle_timeout(self) -> None:
+        """Quiet for longer than the limit (the factory watches): say so and close."""
         timeout = self._idle_limit
-        quiet = self.clock.seconds() - self._last_activity
-        if quiet < timeout:
-            self._idle_call = self.clock.callLater(timeout - quiet, self._idle_timeout)
-            return
-        self._idle_call = None
         self.log.info("{peer}: idle for {timeout:g} s; closing", peer=self.session.peer,
                       timeout=timeout, event="idle_timeout")
         self.close_with(error(f"idle timeout ({timeout:g} s), closing", close=True))

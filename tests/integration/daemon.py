@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -63,6 +64,16 @@ class Daemon:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, pattern: str, timeout: float = 5.0) -> str:
+        """The log once ``pattern`` (a regular expression) is in it; the daemon writes its log
+        every 50 ms, not per event."""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, text := self.log()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the log never matched {pattern!r}:\n{text[-3000:]}")
+            time.sleep(0.05)
+        return text
 
     def alive(self) -> bool:
         return self.proc.poll() is None

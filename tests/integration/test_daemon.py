@@ -133,7 +133,7 @@ def test_bad_input_leaves_the_daemon_serving(daemon, payload):
     assert TIME_LINE.fullmatch(daemon.ask(b"time") + b"\r\n")
     assert daemon.alive()
     if b"\n" not in payload:
-        assert "exceeds the limit of 4096; closing" in daemon.log()
+        daemon.wait_log("exceeds the limit of 4096; closing")
 
 
 def test_half_a_line_and_silence_hits_the_idle_timeout(tmp_path):
@@ -144,7 +144,7 @@ def test_half_a_line_and_silence_hits_the_idle_timeout(tmp_path):
         assert out == b"error: idle timeout (1 s), closing\r\n"
         assert 0.8 < time.monotonic() - started < 5
         assert TIME_LINE.fullmatch(d.ask(b"time") + b"\r\n")
-        assert re.search(r"127\.0\.0\.1:\d+: idle for 1 s; closing", d.log())
+        d.wait_log(r"127\.0\.0\.1:\d+: idle for 1 s; closing")
 
 
 def test_client_that_never_reads_does_not_grow_the_daemon(tmp_path):
@@ -193,7 +193,7 @@ def test_connection_limits(tmp_path):
             s.close()
         time.sleep(0.3)
         assert TIME_LINE.fullmatch(d.ask(b"time") + b"\r\n")
-        log = d.log()
+        log = d.wait_log("connection from unix refused")
         assert "connection from 127.0.0.1 refused: too many connections from your address" in log
         assert "connection from unix refused: too many connections, try again later" in log
 
@@ -237,7 +237,8 @@ def test_logfile_and_pidfile(tmp_path):
             s.sendall(b"quit\r\n")
             read_until_close(s)
         time.sleep(0.3)
-        assert "connection opened: 127.0.0.1:" in logfile.read_text()
+        assert re.search(r"connection closed: 127\.0\.0\.1:\d+ after [0-9.]+ s, 1 commands",
+                         logfile.read_text())
     finally:
         proc.terminate()
         proc.wait(15)

@@ -6,7 +6,7 @@ import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from linerig import Rig, lose, take
+from linerig import START, Rig, lose, take
 from twisted.internet.defer import Deferred
 
 from mailsocketd.line.commands import Command
@@ -241,6 +241,26 @@ def test_idle_timeout_sends_a_line_and_closes():
     rig.clock.advance(2)
     assert take(tr) == b"error: idle timeout (30 s), closing\r\n"
     assert closing(tr)
+
+
+def test_one_timer_watches_every_client_and_closes_only_the_quiet_ones():
+    rig = Rig(idle_timeout=30.0)
+    quiet, busy = rig.connect(port=40001), rig.connect(port=40002)
+    rig.clock.advance(10)
+    late = rig.connect(port=40003)
+    assert len(rig.clock.getDelayedCalls()) == 1
+    for _ in range(5):  # busy keeps talking; the others say nothing
+        rig.clock.advance(5)
+        busy[0].dataReceived(b"time\r\n")
+    assert rig.clock.seconds() == START + 35
+    assert closing(quiet[1]) and not closing(busy[1]) and not closing(late[1])
+    assert take(quiet[1]) == b"error: idle timeout (30 s), closing\r\n"
+    rig.clock.advance(5)  # late has been quiet for 30 s
+    assert closing(late[1]) and not closing(busy[1])
+    lose(quiet[0], quiet[1])
+    lose(late[0], late[1])
+    lose(busy[0], busy[1])
+    assert rig.clock.getDelayedCalls() == []
 
 
 def test_client_that_does_not_read_stops_being_served():

@@ -1,0 +1,152 @@
+"""The log observer: twistd's lines, written in batches, nothing lost or reordered."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.logger import (
+    Logger,
+    LogLevel,
+    LogPublisher,
+    formatEventAsClassicLogText,
+    formatTime,
+)
+from twisted.python.failure import Failure
+
+from mailsocketd.logs import ClassicText, Events, LogWriter, json_line
+
+NOW = 1_795_000_000.25
+
+
+class FakeReactor(Clock):
+    """A clock that says whether it runs and keeps the shutdown triggers it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = True
+        self.triggers: list[tuple[str, str, Callable[[], None]]] = []
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Callable[[], None]) -> None:
+        self.triggers.append((phase, event, f))
+
+    def callFromThread(self, f: Callable[..., Any], *args: object) -> None:
+        f(*args)
+
+
+class CountingFile(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.flushes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+def logged(action: Callable[[Logger], None]) -> dict[str, Any]:
+    events: list[dict[str, Any]] = []
+    publisher = LogPublisher(events.append)
+    action(Logger(namespace="mailsocketd.test", observer=publisher))
+    return events[0]
+
+
+EVENTS = [
+    lambda log: log.info("connection opened: {peer}", peer="127.0.0.1:4000"),
+    lambda log: log.info("plain text, no fields"),
+    lambda log: log.warn("two\nlines"),
+    lambda log: log.info("braces {{kept}} and {x!r}", x={"a": 1}),
+    lambda log: log.failure("it broke", Failure(ValueError("bad value"))),
+    lambda log: log.info(""),
+]
+
+
+@pytest.mark.parametrize("action", EVENTS)
+def test_lines_are_twistds_own(action: Callable[[Logger], None]) -> None:
+    event = logged(action)
+    event["log_time"] = NOW
+    assert ClassicText()(event) == formatEventAsClassicLogText(
+        event, formatTime=formatTime)
+
+
+def test_the_timestamp_follows_the_clock() -> None:
+    text = ClassicText()
+    first = text({"log_format": "a", "log_time": NOW, "log_system": "s"})
+    later = text({"log_format": "a", "log_time": NOW + 61, "log_system": "s"})
+    assert first is not None and later is not None
+    assert first.split(" ")[0] == formatTime(NOW) != later.split(" ")[0] == formatTime(NOW + 61)
+    assert text({"log_format": "a", "log_system": "s"}) == "- [s] a\n"
+
+
+def test_lean_events_read_like_logger_events() -> None:
+    captured: list[dict[str, Any]] = []
+    Events("mailsocketd.test", captured.append).info(
+        "connection_closed", "connection closed: {x} 127.0.0.1:4000", peer="127.0.0.1:4000")
+    lean = captured[0]
+    assert ClassicText()(lean) == (
+        f"{formatTime(lean['log_time'])} [mailsocketd.test#info] "
+        "connection closed: {x} 127.0.0.1:4000\n")
+    parsed = json.loads(json_line(lean))
+    assert (parsed["event"], parsed["peer"]) == ("connection_closed", "127.0.0.1:4000")
+
+
+def test_events_are_written_together_after_the_delay_in_order() -> None:
+    reactor, out = FakeReactor(), CountingFile()
+    writer = LogWriter(out, lambda e: e["text"], reactor, delay=0.05)
+    for n in range(100):
+        writer({"text": f"{n}\n"})
+    assert out.getvalue() == ""
+    reactor.advance(0.05)
+    assert out.getvalue() == "".join(f"{n}\n" for n in range(100))
+    assert (out.writes, out.flushes) == (1, 1)
+    writer({"text": "100\n"})
+    reactor.advance(0.05)
+    assert out.getvalue().endswith("99\n100\n") and out.writes == 2
+
+
+def test_shutdown_writes_what_is_pending_and_later_events_go_at_once() -> None:
+    reactor, out = FakeReactor(), CountingFile()
+    writer = LogWriter(out, lambda e: e["text"], reactor)
+    writer({"text": "pending\n"})
+    assert [(p, e) for p, e, _ in reactor.triggers] == [("after", "shutdown")]
+    reactor.triggers[0][2]()
+    assert out.getvalue() == "pending\n"
+    reactor.running = False
+    writer({"text": "Server Shut Down.\n"})
+    assert out.getvalue() == "pending\nServer Shut Down.\n" and out.flushes == 2
+
+
+def test_another_threads_event_comes_after_what_is_pending() -> None:
+    reactor, out = FakeReactor(), CountingFile()
+    writer = LogWriter(out, lambda e: e["text"], reactor)
+    writer({"text": "first\n"})
+    assert out.getvalue() == ""  # pending in the reactor's thread
+    worker = threading.Thread(target=writer, args=({"text": "from a thread\n"},))
+    worker.start()
+    worker.join()
+    assert out.getvalue() == "first\nfrom a thread\n"
+    reactor.advance(1)
+    assert out.getvalue() == "first\nfrom a thread\n"
+
+
+def test_events_that_render_to_nothing_are_not_written() -> None:
+    reactor, out = FakeReactor(), CountingFile()
+    writer = LogWriter(out, ClassicText(), reactor)
+    writer({"log_time": NOW})  # no format: twistd writes nothing either
+    reactor.advance(1)
+    assert out.getvalue() == "" and reactor.getDelayedCalls() == []
+
+
+def test_levels_name_the_system() -> None:
+    captured: list[dict[str, Any]] = []
+    Events("ns", captured.append).warn("line_too_long", "too long")
+    assert captured[0]["log_level"] is LogLevel.warn and captured[0]["log_system"] == "ns#warn"
