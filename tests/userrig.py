@@ -71,14 +71,22 @@ class UserRig(Rig):
         self.reply(text="IDLE terminated")
 
 
-def logged_in(caps: str = CAPS, **imap: Any) -> tuple[UserRig, UserSession]:
-    """A rig and a UserSession logged in as alice (AUTHENTICATE PLAIN)."""
+def logged_in(caps: str = CAPS, inbox: int | None = 3, **imap: Any
+              ) -> tuple[UserRig, UserSession]:
+    """A rig and a UserSession logged in as alice (AUTHENTICATE PLAIN), with INBOX opened
+    (EXAMINE; ``inbox`` messages) as the session does after login; ``inbox=None`` refuses it."""
     rig = UserRig(imap_config(**imap), timeout=imap.get("timeout", 30.0)).connect()
     d = ensureDeferred(start_user_session(rig.client, rig.imap, "alice",
                                           Secret(PASSWORD.encode()), clock=rig.clock))
     rig.greet("IMAP4rev1 AUTH=PLAIN")
     rig.plain_login(password=PASSWORD.encode(), caps_after=caps)
-    return rig, result_of(d)
+    session = result_of(d)
+    if inbox is None:
+        rig.expect(b"EXAMINE")
+        rig.reply(status="NO", text="[NONEXISTENT] no INBOX here")
+    else:
+        rig.select(exists=inbox)
+    return rig, session
 
 
 def run(coroutine: Any) -> Deferred[Any]:

@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import capturedLogs
 from userrig import (
+    CAPS,
     PASSWORD,
     UserRig,
     error_of,
@@ -138,7 +139,7 @@ def test_check_is_one_status():
 
 
 def test_a_refused_mailbox_is_a_clean_mailbox_error_and_the_session_goes_on():
-    rig, session = logged_in()
+    rig, session = logged_in(inbox=None)
     d = run(session.check("Nope"))
     rig.expect(b"STATUS")
     rig.reply(status="NO", text="[NONEXISTENT] Mailbox doesn't exist: Nope")
@@ -199,7 +200,7 @@ def test_mailboxes_statuses_at_most_200():
 # -- list ----------------------------------------------------------------------------------------
 
 def test_list_is_examine_and_one_fetch_of_the_last_count_newest_first():
-    rig, session = logged_in()
+    rig, session = logged_in(inbox=None)
     d = run(session.list_messages("INBOX", 2))
     rig.select(b"EXAMINE", exists=5000, uidvalidity=42, uidnext=6001)
     assert rig.expect(b"FETCH") == b"4999:5000 " + HEADER_ITEMS
@@ -212,11 +213,51 @@ def test_list_is_examine_and_one_fetch_of_the_last_count_newest_first():
         ListedMessage(6000, frozenset(), 321, b"Subject: newest\r\n\r\n"),
         ListedMessage(5999, frozenset({"\\Seen"}), 100, b"Subject: older\r\n\r\n"))
     assert dict(rig.client.commands_sent) == {"AUTHENTICATE": 1, "CAPABILITY": 1,
-                                              "EXAMINE": 1, "FETCH": 1}
+                                              "EXAMINE": 2, "FETCH": 1}  # 1: login's, refused
+
+
+def test_login_opens_inbox_so_check_and_list_of_it_need_no_select():
+    rig, session = logged_in(inbox=5000)
+    assert session.selected == "INBOX"
+    d = run(session.check("INBOX"))
+    rig.answer(b"NOOP", "5001 EXISTS")  # the session's view, brought up to date
+    rig.status_of(messages=5001, unseen=2)
+    counts = result_of(d)
+    assert (counts.messages, counts.unseen) == (5001, 2)
+    d = run(session.list_messages("INBOX", 2))
+    rig.answer(b"NOOP")
+    assert rig.expect(b"FETCH") == b"5000:5001 " + HEADER_ITEMS
+    rig.reply()
+    assert result_of(d).exists == 5001
+    assert dict(rig.client.commands_sent) == {"AUTHENTICATE": 1, "CAPABILITY": 1,
+                                              "EXAMINE": 1, "NOOP": 2, "STATUS": 1, "FETCH": 1}
+
+
+def test_an_inbox_that_cannot_be_opened_leaves_nothing_selected_and_check_is_one_status():
+    rig, session = logged_in(inbox=None)
+    assert session.selected is None and session.alive
+    d = run(session.check("INBOX"))
+    rig.status_of()
+    assert result_of(d).messages == 3 and rig.sent() == []
+
+
+def test_a_command_sent_before_inbox_is_open_waits_for_it():
+    rig = UserRig(imap_config(), timeout=30.0).connect()
+    d = ensureDeferred(start_user_session(rig.client, rig.imap, "alice",
+                                          Secret(PASSWORD.encode()), clock=rig.clock))
+    rig.greet("IMAP4rev1 AUTH=PLAIN")
+    rig.plain_login(password=PASSWORD.encode(), caps_after=CAPS)
+    session = result_of(d)
+    check = run(session.check("INBOX"))
+    assert rig.expect(b"EXAMINE") == b"INBOX"  # only the EXAMINE is out; check waits
+    rig.reply("7 EXISTS", "OK [UIDVALIDITY 7] ok", "OK [UIDNEXT 8] ok", text="[READ-ONLY] ok")
+    rig.answer(b"NOOP")
+    rig.status_of(messages=7)
+    assert result_of(check).messages == 7
 
 
 def test_list_of_more_than_there_are_starts_at_one_and_an_empty_mailbox_fetches_nothing():
-    rig, session = logged_in()
+    rig, session = logged_in(inbox=None)
     d = run(session.list_messages("INBOX", 50))
     rig.select(exists=3)
     assert rig.expect(b"FETCH").startswith(b"1:3 ")
@@ -235,7 +276,7 @@ def test_list_count_is_bounded_by_list_max():
 
 
 def test_a_malformed_fetch_reply_drops_the_connection():
-    rig, session = logged_in()
+    rig, session = logged_in(inbox=None)
     lost_reasons = []
     session.on_lost = lost_reasons.append
     d = run(session.list_messages("INBOX", 1))
@@ -272,7 +313,7 @@ def test_read_of_an_unknown_uid_is_no_such_message():
 
 
 def test_a_changed_uidvalidity_refuses_read_and_delete_until_list_again():
-    rig, session = logged_in()
+    rig, session = logged_in(inbox=None)
     d = run(session.list_messages("INBOX", 1))
     rig.select(exists=0, uidvalidity=7)
     result_of(d)
@@ -295,7 +336,7 @@ def test_a_changed_uidvalidity_refuses_read_and_delete_until_list_again():
 
 
 def test_a_selected_mailbox_is_not_selected_again_and_its_size_is_tracked():
-    rig, session = logged_in()
+    rig, session = logged_in(inbox=None)
     d = run(session.list_messages("INBOX", 2))
     rig.select(exists=3)
     assert rig.expect(b"FETCH").startswith(b"2:3 ")
@@ -398,7 +439,7 @@ def test_delete_without_uidplus_and_no_other_trash_only_marks(mailbox):
 # -- the queue -----------------------------------------------------------------------------------
 
 def test_operations_run_one_after_another_and_a_failure_does_not_block_the_next():
-    rig, session = logged_in()
+    rig, session = logged_in(inbox=None)
     first = run(session.check("Nope"))
     second = run(session.check("INBOX"))
     rig.expect(b"STATUS")  # only the first is on the wire
@@ -411,7 +452,7 @@ def test_operations_run_one_after_another_and_a_failure_does_not_block_the_next(
 # -- watch ---------------------------------------------------------------------------------------
 
 def watching(caps="IMAP4rev1 IDLE UIDPLUS", **imap):
-    rig, session = logged_in(caps=caps, **imap)
+    rig, session = logged_in(caps=caps, inbox=None, **imap)
     news = []
     d = run(session.watch("INBOX", lambda box, counts: news.append((box, counts))))
     rig.status_of(uidnext=4)
@@ -564,7 +605,7 @@ def test_watch_again_switches_mailbox():
 # -- losing the connection, logout ---------------------------------------------------------------
 
 def test_connection_lost_mid_command_fails_it_once_and_later_calls_fail_fast():
-    rig, session = logged_in()
+    rig, session = logged_in(inbox=None)
     reasons = []
     session.on_lost = reasons.append
     d = run(session.check())
