@@ -42,6 +42,7 @@ __all__ = ["MailboxCounts", "WatchClient", "command"]
 
 T = TypeVar("T")
 STATUS_ITEMS = ("MESSAGES", "UNSEEN", "RECENT", "UIDNEXT", "UIDVALIDITY")
+_STATUS_ARGS = " ".join(STATUS_ITEMS).encode()
 CHANGE_KINDS = {b"EXISTS": "exists", b"EXPUNGE": "expunge", b"FETCH": "flags",
                 b"RECENT": "recent"}
 
@@ -52,6 +53,18 @@ def command(name: bytes, args: bytes | None = None,
     if continuation is None:
         return FastCommand(name, args)  # type: ignore[no-untyped-call]
     return FastCommand(name, args, (), continuation)  # type: ignore[no-untyped-call]
+
+
+def _status_items(reply: tuple[list[list[Any]], bytes]) -> dict[str, Any]:
+    """The items of a STATUS reply's untagged ``STATUS name (ITEM value ...)`` line."""
+    status: dict[str, Any] = {}
+    for parts in reply[0]:
+        if len(parts) >= 3 and parts[0] == b"STATUS" and isinstance(parts[2], list):
+            items = parts[2]
+            for key, value in zip(items[::2], items[1::2], strict=False):
+                if isinstance(key, bytes):
+                    status[key.decode("ascii", "replace").upper()] = value
+    return status
 
 
 @dataclass(frozen=True)
@@ -346,7 +359,9 @@ class WatchClient(imap4.IMAP4Client):
 
     def status_counts(self, mailbox: str) -> Deferred[MailboxCounts]:
         """One STATUS round trip: MESSAGES UNSEEN RECENT UIDNEXT UIDVALIDITY."""
-        d: Deferred[dict[str, Any]] = self.status(mailbox, *STATUS_ITEMS)  # type: ignore[no-untyped-call]
+        args = imap4._prepareMailboxName(mailbox) + b" (" + _STATUS_ARGS + b")"
+        cmd = FastCommand(b"STATUS", args, wantResponse=(b"STATUS",))  # type: ignore[no-untyped-call]
+        d: Deferred[Any] = self.sendCommand(cmd).addCallback(_status_items)
         answered = self.within(d, "the reply to STATUS")
         return answered.addCallbacks(self._counts, self._bad_status, callbackArgs=(mailbox,),
                                      errbackArgs=(mailbox,))
