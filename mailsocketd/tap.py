@@ -75,10 +75,10 @@ class Options(usage.Options):
         ["banner", None, "greet each client with a line (off by default: old clients read "
                          "the reply to their first command first)"],
         ["no-banner", None, "no greeting, even if the configuration file asks for one"],
-        ["no-log-commands", None, "do not log one event per command (connections are still "
-                                  "logged)"],
-        ["log-commands", None, "log one event per command, even if the configuration file "
-                               "turns that off"],
+        ["no-log-commands", None, "do not trace clients (each connection is still logged "
+                                  "once, when it closes)"],
+        ["log-commands", None, "trace clients: log each connection when it opens and every "
+                               "command, even if the configuration file turns that off"],
     ]
 
     def __init__(self) -> None:
