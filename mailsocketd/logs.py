@@ -111,7 +111,9 @@ class LogWriter:
         self._render = render
         self._reactor = reactor
         self._pending: list[str] = []
-        self._lock = threading.Lock()
+        # Re-entrant: a signal handler (SIGTERM's "Received SIGTERM") can log while this
+        # thread is in the middle of a write.
+        self._lock = threading.RLock()
         reactor.addSystemEventTrigger("after", "shutdown", self.flush)
 
     def __call__(self, event: LogEvent) -> None:
@@ -138,10 +140,9 @@ class LogWriter:
                 self._out.flush()
 
     def _write_pending(self) -> None:
-        if self._pending:
-            text = "".join(self._pending)
-            self._pending.clear()
-            self._out.write(text)
+        pending, self._pending = self._pending, []  # what is logged meanwhile waits its turn
+        if pending:
+            self._out.write("".join(pending))
 
 
 def _open_target(reactor: _Reactor) -> IO[str]:

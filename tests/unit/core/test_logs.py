@@ -150,3 +150,22 @@ def test_levels_name_the_system() -> None:
     captured: list[dict[str, Any]] = []
     Events("ns", captured.append).warn("line_too_long", "too long")
     assert captured[0]["log_level"] is LogLevel.warn and captured[0]["log_system"] == "ns#warn"
+
+
+def test_an_event_logged_in_the_middle_of_a_write_is_kept_for_the_next() -> None:
+    """A signal handler runs between two bytecodes of this thread, lock held or not."""
+    reactor = FakeReactor()
+
+    class Interrupted(CountingFile):
+        def write(self, s: str) -> int:
+            if self.writes == 0:
+                writer({"text": "Received SIGTERM\n"})
+            return super().write(s)
+
+    out = Interrupted()
+    writer = LogWriter(out, lambda e: e["text"], reactor)
+    writer({"text": "before\n"})
+    reactor.advance(0.05)
+    assert out.getvalue() == "before\n"
+    reactor.advance(0.05)
+    assert out.getvalue() == "before\nReceived SIGTERM\n"
