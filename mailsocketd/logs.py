@@ -212,14 +212,3 @@ class Events:
     def warn(self, name: str, message: str, **fields: object) -> None:
         self.emit(LogLevel.warn, name, message, **fields)
 
-
-class CommandEvents:
-    """One ``command`` event per request: peer, command, outcome."""
-
-    def __init__(self, namespace: str, observer: ILogObserver | None = None) -> None:
-        self._events = Events(namespace, observer)
-
-    def emit(self, peer: str, command: str, outcome: str) -> None:
-        """Log that ``peer`` sent ``command`` (already safe to show) with this outcome."""
-        self._events.info("command", f"{peer} {command}: {outcome}", peer=peer,
-                          command=command, outcome=outcome)

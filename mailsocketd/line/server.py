@@ -19,7 +19,7 @@ from mailsocketd import __version__
 from mailsocketd.config import LineConfig
 from mailsocketd.line.commands import Command, Result
 from mailsocketd.line.replies import CommandError, InputReader, Reply, error, printable
-from mailsocketd.logs import CommandEvents
+from mailsocketd.logs import Events
 from mailsocketd.mail.errors import MailError, describe_failure, failure_kind
 from mailsocketd.timefmt import format_time
 
@@ -64,7 +64,7 @@ class LineServer:
         self._per_host: dict[str, int] = {}
         self._time_second = -1
         self._time_reply = Reply("")
-        self._command_events = CommandEvents(f"{type(self).__module__}.{type(self).__name__}")
+        self._events = Events(f"{type(self).__module__}.{type(self).__name__}")
         # Requests that are exactly a command's name (``time``, ``quit``): served without
         # decoding, splitting and lower-casing.  Only names those steps leave unchanged, of
         # commands that take no arguments; the table is fixed once the server is built.
@@ -185,10 +185,10 @@ class LineServer:
 
     def _logged(self, session: Session, name: str, reply: Reply) -> Reply:
         if self.log_commands:
-            head = reply.head
-            self._command_events.emit(
-                session.peer, name if name in self.commands else printable(name),
-                head if head.startswith("error:") else "ok")
+            peer, command = session.peer, name if name in self.commands else printable(name)
+            outcome = reply.head if reply.head.startswith("error:") else "ok"
+            self._events.info("command", f"{peer} {command}: {outcome}", peer=peer,
+                              command=command, outcome=outcome)
         return reply
 
     # -- status ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from mailsocketd.line.commands import Command
 from mailsocketd.line.protocol import OUTBOX_LIMIT
 from mailsocketd.line.replies import Reply
 from mailsocketd.line.server import LineServer, Session
-from mailsocketd.logs import CommandEvents
+from mailsocketd.logs import Events
 
 
 class RecordingTransport(HalfClosingTransport):
@@ -221,7 +221,8 @@ def test_the_lean_event_reads_like_the_logger_event_in_text_and_json():
         "{peer} {command}: {outcome}", peer=peer, command=command, outcome=outcome,
         event="command"))
     namespace = f"{Owner.__module__}.{Owner.__name__}"
-    CommandEvents(namespace, captured.append).emit(peer, command, outcome)
+    Events(namespace, captured.append).info("command", f"{peer} {command}: {outcome}",
+                                            peer=peer, command=command, outcome=outcome)
     lean = captured[0]
     lean["log_time"] = logger_event["log_time"]
     assert eventAsText(lean) == eventAsText(logger_event)
