@@ -192,10 +192,9 @@ async def authenticate(client: WatchClient, account: AccountConfig, caps: dict[b
             await client.login_command(user, secret)
     except ServerRefused as e:
         # The server's words, cleaned, and never the password even if a server echoes it.
-        text = clean_text(e.text)
+        # Masked before cleaning: cleaning may cut it or turn its tabs into spaces.
         password = secret.reveal().decode("utf-8", "replace")
-        if password:
-            text = text.replace(password, "***")
+        text = clean_text(e.text.replace(password, "***") if password else e.text)
         if any(code in e.text.encode("utf-8", "replace").upper() for code in TRANSIENT_CODES):
             raise MailError(f"login temporarily refused: {e.status} {text}") from None
         raise AuthFailed(f"login refused for user {clean_text(account.user, 100)}: "

@@ -122,6 +122,17 @@ def test_a_refusal_that_echoes_the_password_is_cleaned_and_masked():
     assert str(failure.value) == "login refused for user alice: NO bad password *** for [31m you"
 
 
+def test_an_echoed_password_is_masked_even_where_cleaning_cuts_the_text():
+    rig, _, d = start(account())
+    rig.greet()
+    rig.expect(b"AUTHENTICATE")
+    rig.server("+ ")
+    rig.sent()
+    rig.reply(status="NO", text="[" + "x" * 183 + "] bad correct horse")
+    message = str(outcome(d).value)
+    assert "corr" not in message and message.endswith("] bad ***")
+
+
 def test_unavailable_is_not_a_wrong_password():
     rig, _, d = start(account())
     rig.greet()
