@@ -360,17 +360,8 @@ class WatchClient(imap4.IMAP4Client):
     def status_counts(self, mailbox: str) -> Deferred[MailboxCounts]:
         """One STATUS round trip: MESSAGES UNSEEN RECENT UIDNEXT UIDVALIDITY."""
         args = imap4._prepareMailboxName(mailbox) + b" (" + _STATUS_ARGS + b")"
-        cmd = FastCommand(b"STATUS", args, wantResponse=(b"STATUS",))  # type: ignore[no-untyped-call]
-        d: Deferred[Any] = self.sendCommand(cmd).addCallback(_status_items)
-        answered = self.within(d, "the reply to STATUS")
-        return answered.addCallbacks(self._counts, self._bad_status, callbackArgs=(mailbox,),
-                                     errbackArgs=(mailbox,))
-
-    def _bad_status(self, failure: Failure, mailbox: str) -> Failure:
-        if failure.check(imap4.IllegalServerResponse):
-            self.drop(ProtocolViolation(f"malformed STATUS reply for {mailbox!r}"))
-            return Failure(ProtocolViolation(f"malformed STATUS reply for {mailbox!r}"))
-        return failure
+        answered = self.run(command(b"STATUS", args)).addCallback(_status_items)
+        return answered.addCallback(self._counts, mailbox)
 
     def _counts(self, status: dict[str, Any], mailbox: str) -> MailboxCounts:
         try:
