@@ -10,7 +10,6 @@ lines in one place.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from mailsocketd.mail.errors import AuthFailed, clean_text
 from mailsocketd.mail.imap import MailboxCounts
 from mailsocketd.mail.message import human_size, render_message, summarize, summary_line
 from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.send import is_loopback
 from mailsocketd.mail.userconfig import ImapConfig, SmtpConfig
 from mailsocketd.mail.usersession import UserSession, open_user_session
 
@@ -65,19 +65,14 @@ def counts_text(mailbox: str, counts: MailboxCounts) -> str:
 
 
 def parse_uid(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) <= MAX_UID:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_UID:
         raise CommandError(f"not a UID: '{printable(text)}' (UIDs are the numbers 'list' shows)")
     return int(text)
 
 
 def is_local(host: str) -> bool:
     """Loopback or a UNIX socket: the password does not cross a network."""
-    if host == "unix":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host == "unix" or is_loopback(host)
 
 
 class MailCommands:
@@ -270,7 +265,7 @@ class MailCommands:
         user = self._user(session)
         list_max = self._imap().list_max
         count, rest = DEFAULT_COUNT, list(args)
-        if rest and rest[0].isdigit():
+        if rest and rest[0].isascii() and rest[0].isdigit():
             count = int(rest.pop(0))
             if not 0 < count <= list_max:
                 raise CommandError(f"COUNT must be 1 to {list_max}")

@@ -74,13 +74,16 @@ class RecipientsRefused(SendError):
 
 
 def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and ``localhost``: traffic that never leaves the machine."""
+    """127.0.0.0/8, ::1 (also as ``::ffff:127.x.y.z``, how a dual-stack listener sees an IPv4
+    client) and ``localhost``: traffic that never leaves the machine."""
     if host.lower().rstrip(".") == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def tls_options(smtp: SmtpConfig, host: str) -> Any:

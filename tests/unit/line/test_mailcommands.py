@@ -73,6 +73,7 @@ def connect(rig: Rig, host: str, secure: bool = False) -> tuple[Any, Any]:
 def test_loopback_and_unix_are_local_other_addresses_are_not():
     assert is_local("127.0.0.1") and is_local("127.8.9.10") and is_local("::1")
     assert is_local("unix")
+    assert is_local("::ffff:127.0.0.1") and not is_local("::ffff:192.0.2.1")  # dual stack
     assert not is_local("192.0.2.1") and not is_local("2001:db8::1") and not is_local("bogus")
 
 
@@ -163,6 +164,18 @@ def test_arguments_are_checked_before_the_mail_server_is_asked(sessions):
         "error: sending is not configured on this server (no [smtp])",
         "ok logged out",
         "error: login first",
+    ]
+
+
+def test_digits_that_are_not_ascii_are_not_uids(sessions):
+    rig, _ = mail_rig()
+    proto, tr = connect(rig, "127.0.0.1")
+    proto.dataReceived(f"login alice {PASSWORD}\n".encode())
+    take(tr)
+    proto.dataReceived("read \u00b2\ndelete \u0663\n".encode())
+    assert take(tr).decode().splitlines() == [
+        "error: not a UID: '\u00b2' (UIDs are the numbers 'list' shows)",
+        "error: not a UID: '\u0663' (UIDs are the numbers 'list' shows)",
     ]
 
 
