@@ -122,8 +122,8 @@ def _sender(raw: bytes | str | None, charset: str | None) -> str:
 
 
 def summarize(uid: int, header: bytes, flags: Iterable[str], size: int) -> Summary:
-    """A list entry from the raw header block of a message (as from
-    ``BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT)]``) and its flags (``\\Seen`` ...)."""
+    """A list entry from the raw header block of a message (as from ``BODY.PEEK[HEADER.FIELDS
+    (DATE FROM SUBJECT CONTENT-TYPE)]``) and its flags (``\\Seen`` ...)."""
     fields = _header_fields(header)
     charset = header_params(fields.get("content-type"))[1].get("charset")
     date = _local_date(decode_header(fields["date"])) if "date" in fields else ""

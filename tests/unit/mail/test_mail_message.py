@@ -45,10 +45,10 @@ def corpus(name: str) -> bytes:
 
 
 def imap_header(raw: bytes) -> bytes:
-    """What ``BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT)]`` returns for a message: those
+    """What ``BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT CONTENT-TYPE)]`` returns for a message: those
     fields (folds kept) in their original order, then an empty line."""
     head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
-    fields = re.findall(rb"^(?:date|from|subject):.*?(?:\r?\n(?=[ \t]).*?)*(?=\r?\n|\Z)", head,
+    fields = re.findall(rb"^(?:date|from|subject|content-type):.*?(?:\r?\n(?=[ \t]).*?)*(?=\r?\n|\Z)", head,
                         re.MULTILINE | re.IGNORECASE)
     return b"".join(field + b"\r\n" for field in fields) + b"\r\n"
 
@@ -468,3 +468,9 @@ def test_render_message_is_total_on_damaged_corpus_messages(name, data):
     lines = render_message(bytes(raw), text_limit=300)
     assert_safe(lines)
     assert_safe([summary_line(summarize(1, bytes(raw), [], len(raw)))])
+
+
+def test_list_reads_a_raw_8bit_subject_in_the_charset_content_type_names():
+    raw = ("Subject: Привет мир\r\nFrom: a@example.test\r\n"
+           "Content-Type: text/plain; charset=koi8-r\r\n\r\nbody\r\n").encode("koi8-r")
+    assert summarize(7, imap_header(raw), [], len(raw)).subject == "Привет мир"

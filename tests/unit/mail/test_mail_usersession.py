@@ -36,13 +36,13 @@ from mailsocketd.mail.usersession import (
 )
 from mailsocketd.mail.userwatch import IDLE_MIN_SPACING, POLL_INTERVAL
 
-HEADER_ITEMS = (b"(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT)]<0."
+HEADER_ITEMS = (b"(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT CONTENT-TYPE)]<0."
                 + str(HEADER_LIMIT).encode() + b">)")
 
 
 def fetch_line(seq, uid, header, flags="", size=100):
     return (f"* {seq} FETCH (UID {uid} FLAGS ({flags}) RFC822.SIZE {size} "
-            f"BODY[HEADER.FIELDS (DATE FROM SUBJECT)]<0> {{{len(header)}}}\r\n").encode() \
+            f"BODY[HEADER.FIELDS (DATE FROM SUBJECT CONTENT-TYPE)]<0> {{{len(header)}}}\r\n").encode() \
         + header + b")\r\n"
 
 
