@@ -372,7 +372,8 @@ def _well_formed(html: str) -> str:
 def html_to_text(html: str, limit: int) -> tuple[str, bool]:
     """HTML as readable text, and whether all of it was converted.  Conversion stops after
     ``limit`` characters of text or ``HTML_MARKUP_FACTOR * limit`` characters of markup, since
-    html.parser costs about a microsecond per character and runs in the reactor thread."""
+    html.parser costs about a microsecond per character; ``read`` renders in the reactor's
+    thread pool, so this does not stall other clients."""
     budget = max(HTML_MARKUP_FACTOR * limit, _HTML_CHUNK)
     markup = _well_formed(html[:budget])
     parser = _HtmlText(limit)

@@ -156,7 +156,7 @@ class IdleWatch:
         if error is not None and error.check(ServerRefused):
             self._fall_back(f"the server refused IDLE: {error.value}")
             error = None
-        elif error is None and not idle.done_sent:
+        elif error is None:
             self._count_quick_end(idle)
         for waiter in idle.waiters:
             if error is None:
@@ -166,8 +166,14 @@ class IdleWatch:
         self.resume_soon()
 
     def _count_quick_end(self, idle: _Idle) -> None:
-        quick = self.clock.seconds() - idle.started_at < IDLE_SHORT
-        self._quick_ends = self._quick_ends + 1 if quick else 0
+        """Count the server's quick ends of IDLE in a row; an IDLE that lasted (whoever ended
+        it) breaks the row, one we ended early with DONE neither counts nor breaks it."""
+        if self.clock.seconds() - idle.started_at >= IDLE_SHORT:
+            self._quick_ends = 0
+            return
+        if idle.done_sent:
+            return
+        self._quick_ends += 1
         if self._quick_ends >= IDLE_MAX_QUICK:
             self._fall_back(f"the server ended IDLE at once {self._quick_ends} times")
 

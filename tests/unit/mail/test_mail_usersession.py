@@ -551,6 +551,23 @@ def test_a_server_that_ends_idle_at_once_is_polled_instead():
     assert len(news) == 1
 
 
+def test_quick_ends_count_only_in_a_row():
+    rig, session, _ = watching(idle_restart=600)
+    rig.select(b"EXAMINE")
+    for _ in range(2):  # two quick ends by the server ...
+        rig.idle()
+        rig.reply(text="IDLE ended")
+        rig.clock.advance(IDLE_MIN_SPACING)
+    rig.idle()
+    rig.clock.advance(600)  # ... then an IDLE that lasts until we renew it
+    rig.done()
+    rig.idle()
+    rig.reply(text="IDLE ended")  # a third quick end, but not in a row
+    rig.clock.advance(IDLE_MIN_SPACING)
+    rig.idle()
+    assert session.watcher.use_idle is True
+
+
 def test_idle_refused_falls_back_to_polling():
     rig, session, _ = watching()
     rig.select(b"EXAMINE")
