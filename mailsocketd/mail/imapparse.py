@@ -3,9 +3,10 @@
 ``twisted.mail.imap4.parseNestedParens`` walks a line byte by byte in Python; a ``list 20``
 spends most of its time there (the FETCH lines with their header literals).  ``parse_line``
 gives the same nested lists of bytes (``NIL`` as None, literals as bytes, ``[`` nesting like
-``(``) by tokenizing with one regular expression.  Anything off the plain path (a backslash in
-a quoted string, a quote or a literal glued to another token, unbalanced nesting, a literal not
-followed by CRLF) is left to Twisted's parser, so odd input reads exactly as before.
+``(``) with one ``findall`` per stretch between literals.  Anything off the plain path (a
+backslash in a quoted string, a quote or a literal glued to another token, unbalanced nesting,
+a literal not followed by CRLF) is left to Twisted's parser, so odd input reads exactly as
+before.
 
 :class:`FastCommand` is an ``imap4.Command`` whose ``finish`` uses it.
 """
@@ -19,10 +20,11 @@ from twisted.mail import imap4
 
 __all__ = ["FastCommand", "parse_line"]
 
-_TOKEN = re.compile(
-    rb'(?P<open>[(\[])|(?P<close>[)\]])|"(?P<quoted>[^"\\]*)"'
-    rb"|\{(?P<literal>\d+)\}\r\n|(?P<atom>[^\s()\[\]\"{]+)|(?P<space>\s+)")
-_DELIMITERS = frozenset(b" \t\n\r\x0b\x0c()[]")
+# One token after optional whitespace: an opening or closing bracket, a quoted string (quotes
+# kept), an atom, or any other character (which leaves the plain path).  Whitespace at the end
+# of a stretch matches nothing, and findall passes over it.
+_TOKEN = re.compile(rb'(\s*)(?:([(\[])|([)\]])|("[^"\\]*")|([^\s()\[\]"{]+)|(\S))')
+_LITERAL = re.compile(rb"\{(\d+)\}\r\n")
 
 
 class _OffPath(Exception):
@@ -38,57 +40,52 @@ def parse_line(line: bytes) -> list[Any]:
 
 
 def _parse(s: bytes) -> list[Any]:
+    """Each stretch between literals is tokenized by one ``findall``; a value (atom, string,
+    literal) right after another one, with nothing between, leaves the plain path."""
     stack: list[list[Any]] = [[]]
-    top = stack[0]
     at, end = 0, len(s)
-    glued = False  # the previous token was an atom, a string or a literal (no space after)
-    match = _TOKEN.match
-    while at < end:
-        m = match(s, at)
-        if m is None:
+    after_value = False
+    while True:
+        found = _LITERAL.search(s, at)
+        stop = end if found is None else found.start()
+        after_value = _stretch(_TOKEN.findall(s, at, stop), stack, after_value)
+        if found is None:
+            break
+        if after_value and not (stop > at and s[stop - 1:stop].isspace()):
+            raise _OffPath  # (findall passes over the spaces at the end of a stretch)
+        at = found.end() + int(found[1])
+        if at > end:
             raise _OffPath
-        kind = m.lastgroup
-        at = m.end()
-        if kind == "space":
-            glued = False
-            continue
-        if kind == "open":
-            top = []
-            stack[-1].append(top)
-            stack.append(top)
-            glued = False
-            continue
-        if kind == "close":
-            if len(stack) == 1:
-                raise _OffPath
-            stack.pop()
-            top = stack[-1]
-            glued = False
-            continue
-        if glued:
-            raise _OffPath
-        value, at = _value(m, s, at)
-        top.append(value)
-        glued = at < end and s[at] not in _DELIMITERS
-        if glued and kind != "atom":
-            raise _OffPath
+        stack[-1].append(s[found.end():at])
+        after_value = True
     if len(stack) != 1:
         raise _OffPath
     return stack[0]
 
 
-def _value(m: re.Match[bytes], s: bytes, at: int) -> tuple[bytes | None, int]:
-    """An atom (NIL is None), a quoted string's content or a literal; where parsing goes on."""
-    kind = m.lastgroup
-    if kind == "atom":
-        atom = m.group("atom")
-        return (None if atom == b"NIL" else atom), at
-    if kind == "quoted":
-        return m.group("quoted"), at
-    size = int(m.group("literal"))
-    if at + size > len(s):
-        raise _OffPath
-    return s[at:at + size], at + size
+def _stretch(tokens: list[tuple[bytes, ...]], stack: list[list[Any]], after_value: bool) -> bool:
+    """Add the tokens of one stretch to the open lists; whether the last token was a value."""
+    top = stack[-1]
+    for space, opening, closing, quoted, atom, other in tokens:
+        if space:
+            after_value = False
+        if opening:
+            top = []
+            stack[-1].append(top)
+            stack.append(top)
+            after_value = False
+        elif closing:
+            if len(stack) == 1:
+                raise _OffPath
+            stack.pop()
+            top = stack[-1]
+            after_value = False
+        elif other or after_value:
+            raise _OffPath
+        else:
+            top.append(quoted[1:-1] if quoted else None if atom == b"NIL" else atom)
+            after_value = True
+    return after_value
 
 
 class FastCommand(imap4.Command):

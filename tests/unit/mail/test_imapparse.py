@@ -57,7 +57,8 @@ def _literal(data: bytes) -> bytes:
 
 _piece = st.one_of(
     st.sampled_from([b"(", b")", b"[", b"]", b" ", b"  ", b"\t", b"NIL", b"\\Seen", b"UID",
-                     b"BODY", b"<0>", b'"', b"\\", b"{", b"}", b"\r\n", b"{2}\r\n"]),
+                     b"BODY", b"<0>", b'"', b"\\", b"{", b"}", b"\r\n", b"{2}\r\n", b"{0}\r\n",
+                     b" {1}\r\n", b'""', b"\x0b", b"\r", b"\n"]),
     st.binary(max_size=6).map(lambda b: b'"' + b.replace(b'"', b"") + b'"'),
     st.binary(max_size=8).map(_literal),
     st.from_regex(rb"\A[A-Za-z0-9.<>*%\\-]{1,8}\Z"),
