@@ -29,9 +29,10 @@ from mailsocketd.line.throttle import LoginThrottle
 from mailsocketd.mail.compose import DraftError, parse_recipients
 from mailsocketd.mail.errors import AuthFailed, clean_text
 from mailsocketd.mail.imap import MailboxCounts
-from mailsocketd.mail.message import human_size, render_message, summarize, summary_line
+from mailsocketd.mail.message import human_size, render_message
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.send import is_loopback
+from mailsocketd.mail.summary import summarize, summary_line
 from mailsocketd.mail.userconfig import ImapConfig, SmtpConfig
 from mailsocketd.mail.usersession import UserSession, open_user_session
 

@@ -318,6 +318,9 @@ def decode_header(raw: str | bytes | None, *, fallback_charset: str | None = Non
     gb2312/gbk -> gb18030, shift_jis -> cp932, big5 -> big5hkscs, latin-1 -> cp1252 ...).  Raw
     8-bit bytes are read as UTF-8, else ``fallback_charset`` (the message's body charset, when
     known), else a guess.  Never raises."""
+    if (isinstance(raw, bytes) and fallback_charset is None and raw.isascii()
+            and b"=?" not in raw and b"\x1b" not in raw):
+        return clean_line(raw.decode("ascii"))  # what the steps below make of plain ASCII
     return decode_words(header_text(raw, fallback_charset))
 
 

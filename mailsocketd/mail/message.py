@@ -1,7 +1,7 @@
-"""Raw mail bytes -> what the line service's ``list`` and ``read`` show.
+"""Raw mail bytes -> what the line service's ``read`` shows (``list``'s lines: summary.py).
 
-``summarize``/``summary_line`` make one list line from a header block; ``render_message`` turns
-a (possibly partial) message into header lines, the readable body text and an attachment list.
+``render_message`` turns a (possibly partial) message into header lines, the readable body text
+and an attachment list.
 Everything is pure and never raises: real mail is malformed in every way imaginable, and a user
 reading it deserves the best readable version rather than an error.
 """
@@ -9,11 +9,7 @@ reading it deserves the best readable version rather than an error.
 from __future__ import annotations
 
 import email
-import email.utils
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
@@ -25,17 +21,12 @@ from mailsocketd.mail.headers import (
     decode_base64,
     decode_header,
     decode_text,
-    decode_words,
     fit,
     header_params,
-    header_text,
-    pad,
 )
 
-__all__ = ["Summary", "human_size", "render_message", "summarize", "summary_line"]
+__all__ = ["human_size", "render_message"]
 
-SENDER_COLUMNS = 20
-DATE_COLUMNS = 16
 HEADER_COLUMNS = 2000
 NAME_COLUMNS = 200
 MAX_ATTACHMENTS = 100
@@ -43,18 +34,6 @@ MAX_PARTS = 1000
 HTML_MARKUP_FACTOR = 2
 _HTML_CHUNK = 65536
 _UNITS = ("KB", "MB", "GB", "TB")
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """One message as the ``list`` command shows it."""
-
-    uid: int
-    date: str      # "YYYY-MM-DD HH:MM" in local time, or "" if unknown
-    sender: str    # display name, else the address, decoded; "" if none
-    subject: str   # decoded; "" if none
-    unseen: bool
-    size: int
 
 
 def human_size(n: int) -> str:
@@ -67,85 +46,6 @@ def human_size(n: int) -> str:
         if value < 1023.95 or unit == _UNITS[-1]:
             break
     return f"{value:.1f} {unit}"
-
-
-# -- list -----------------------------------------------------------------------------------
-
-_FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:(.*)", re.DOTALL)
-
-
-def _header_fields(block: bytes) -> dict[str, bytes]:
-    """Header block -> {lowercased name: raw value of the first occurrence}, folds kept."""
-    fields: dict[str, list[bytes]] = {}
-    current: list[bytes] | None = None
-    for line in re.split(rb"\r?\n", block):
-        if not line.strip():  # the blank line that ends the header (leading ones skipped)
-            if fields:
-                break
-        elif line[:1] in (b" ", b"\t"):
-            if current is not None:
-                current.append(line)
-        else:
-            match = _FIELD.fullmatch(line)
-            name = match[1].decode("ascii").lower() if match else ""
-            current = fields.setdefault(name, [match[2]]) if match and name not in fields else None
-    return {name: b"\r\n".join(lines) for name, lines in fields.items()}
-
-
-def _local_date(raw: str) -> str:
-    """A Date header as ``YYYY-MM-DD HH:MM`` in local time; "" when it cannot be read."""
-    when: datetime | None
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        try:
-            when = datetime.fromisoformat(raw.strip())
-        except ValueError:
-            return ""
-    try:
-        if when.tzinfo is None:  # "-0000": UTC with no claim about the sender's zone
-            when = when.replace(tzinfo=UTC)
-        w = when.astimezone()
-    except (ValueError, OverflowError, OSError):
-        return ""
-    return f"{w.year:04d}-{w.month:02d}-{w.day:02d} {w.hour:02d}:{w.minute:02d}"
-
-
-def _sender(raw: bytes | str | None, charset: str | None) -> str:
-    """The first From address: its decoded display name, else the address itself."""
-    text = header_text(raw, charset)
-    for name, address in email.utils.getaddresses([text]):
-        shown = decode_words(name) or clean_line(address)
-        if shown:
-            return shown
-    return decode_words(text)
-
-
-def summarize(uid: int, header: bytes, flags: Iterable[str], size: int) -> Summary:
-    """A list entry from the raw header block of a message (as from ``BODY.PEEK[HEADER.FIELDS
-    (DATE FROM SUBJECT CONTENT-TYPE)]``) and its flags (``\\Seen`` ...)."""
-    fields = _header_fields(header)
-    charset = header_params(fields.get("content-type"))[1].get("charset")
-    date = _local_date(decode_header(fields["date"])) if "date" in fields else ""
-    return Summary(
-        uid=uid,
-        date=date,
-        sender=_sender(fields.get("from"), charset),
-        subject=decode_header(fields.get("subject"), fallback_charset=charset),
-        unseen=not any(flag.lower() == "\\seen" for flag in flags),
-        size=size,
-    )
-
-
-def summary_line(s: Summary, width: int = 80) -> str:
-    """``4821 N 2026-11-25 14:03  Alice Example         Lunch on Friday?``: UID and mark
-    (N unseen, - seen) first and never cut, so scripts can split; the rest cut to ``width``."""
-    head = f"{s.uid} {'N' if s.unseen else '-'}"
-    date = pad(clean_line(s.date) or "(no date)", DATE_COLUMNS)
-    sender = pad(clean_line(s.sender) or "(no sender)", SENDER_COLUMNS)
-    subject = clean_line(s.subject) or "(no subject)"
-    rest = fit(f"{date}  {sender}  {subject}", width - len(head) - 1)
-    return f"{head} {rest}" if rest else head
 
 
 # -- read: structure ------------------------------------------------------------------------

@@ -16,9 +16,11 @@ from mailsocketd.mail.headers import (
     codec_chain,
     decode_header,
     decode_text,
+    decode_words,
     display_width,
     fit,
     header_params,
+    header_text,
     pad,
 )
 
@@ -283,3 +285,11 @@ def test_header_params_is_total_and_safe(raw):
 def test_fit_and_pad_never_exceed_the_width(text, width):
     assert display_width(fit(text, width)) <= width
     assert display_width(pad(text, width)) == width
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r\n", b"\r\n ", b"\x1b$B", b"=?", b"?=",
+                                 b"=?utf-8?q?caf=C3=A9?=", b"+AGEA-", b"\x7f", b"\x00", b"\xe9"]),
+                max_size=10).map(b"".join))
+def test_decode_header_of_plain_ascii_is_what_the_full_steps_make(raw):
+    assert decode_header(raw) == decode_words(header_text(raw))

@@ -1,5 +1,5 @@
-"""Messages as ``list`` and ``read`` show them: summaries, local dates, the body chosen and
-decoded, HTML made readable, attachments listed, partial fetches and hostile input."""
+"""Messages as ``read`` shows them: the headers, the body chosen and decoded, HTML made
+readable, attachments listed, partial fetches and hostile input."""
 # ruff: noqa: RUF001 - real-world Unicode text (dashes, curly quotes, fullwidth forms) is the point
 
 from __future__ import annotations
@@ -7,60 +7,18 @@ from __future__ import annotations
 import base64
 import re
 import time
-import unicodedata
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mailcorpus import CORPUS_FILES, SUMMARIES, assert_safe, corpus
 
-from mailsocketd.mail.headers import display_width
-from mailsocketd.mail.message import (
-    Summary,
-    human_size,
-    render_message,
-    summarize,
-    summary_line,
-)
-
-CORPUS = Path(__file__).resolve().parents[2] / "corpus"
-CORPUS_FILES = sorted(p.name for p in CORPUS.glob("*.eml"))
-UNSAFE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
-CET = "CET-1CEST,M3.5.0,M10.5.0/3"  # POSIX rule: no tz database needed
-
-
-@pytest.fixture
-def local_zone(monkeypatch):
-    """Set the process's local time zone for ``datetime.astimezone()``."""
-    def set_zone(zone: str) -> None:
-        monkeypatch.setenv("TZ", zone)
-        time.tzset()
-    yield set_zone
-    monkeypatch.undo()
-    time.tzset()
-
-
-def corpus(name: str) -> bytes:
-    return (CORPUS / name).read_bytes()
-
-
-def imap_header(raw: bytes) -> bytes:
-    """What ``BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT CONTENT-TYPE)]`` returns for a message: those
-    fields (folds kept) in their original order, then an empty line."""
-    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
-    fields = re.findall(rb"^(?:date|from|subject|content-type):.*?(?:\r?\n(?=[ \t]).*?)*(?=\r?\n|\Z)", head,
-                        re.MULTILINE | re.IGNORECASE)
-    return b"".join(field + b"\r\n" for field in fields) + b"\r\n"
+from mailsocketd.mail.message import human_size, render_message
+from mailsocketd.mail.summary import summarize, summary_line
 
 
 def body_of(lines: list[str]) -> list[str]:
     return lines[lines.index("") + 1:]
-
-
-def assert_safe(lines: list[str]) -> None:
-    for line in lines:
-        bad = [c for c in line if unicodedata.category(c) in UNSAFE and c != "\t"]
-        assert not bad, (line, bad)
 
 
 # -- human_size -----------------------------------------------------------------------------
@@ -72,139 +30,6 @@ def assert_safe(lines: list[str]) -> None:
 ])
 def test_human_size(n, text):
     assert human_size(n) == text
-
-
-# -- summaries ------------------------------------------------------------------------------
-
-SUMMARIES = {
-    "utf8-base64-subject.eml": ("Jürgen Groß", "Grüße aus Köln – 東京 🎉"),
-    "utf8-q-subject.eml": ("Zoë Saldaña", "Réunion café à 10 h"),
-    "iso-8859-1.eml": ("François Müller", "Café crème für Sébastien"),
-    "iso-8859-15.eml": ("Kassenwart", "Beitrag: 100 € für Œuvre"),
-    "windows-1251.eml": ("Иван Петров", "Привет, мир! Отчёт за ноябрь"),
-    "windows-1252.eml": ("Renée O’Connor", "“Smart quotes” – €5 … done"),
-    "koi8-r.eml": ("Сергей", "Счёт на оплату"),
-    "euc-kr.eml": ("김철수", "안녕하세요 회의 일정 안내"),
-    "ks_c_5601-1987.eml": ("이영희", "똠방각하 견적서"),
-    "iso-2022-jp.eml": ("山田太郎", "会議の件について"),
-    "gb2312.eml": ("王喆", "你好，世界：会议通知"),
-    "big5.eml": ("陳大文", "測試郵件：報價單"),
-    "shift_jis.eml": ("鈴木花子", "①見積書の送付"),
-    "split-encoded-words.eml": ("José Muñoz", "Re: [list] Grüße ☃ 日本 (fwd) end"),
-    "raw-8bit-utf8-subject.eml": ("Märta Sjöberg", "Räksmörgås für alle – 今日は"),
-    "raw-8bit-latin1-from.eml": ("José Müller", "Rückfrage zur Lieferung"),
-    "raw-8bit-euc-kr-from.eml": ("박지성", "주간 보고서 제출"),
-    "quoted-printable-body.eml": ("QP Tester", "Quoted-printable body"),
-    "base64-body.eml": ("B64 Tester", "Base64 body"),
-    "alternative.eml": ("Shop", "Text and HTML"),
-    "html-only.eml": ("Reports", "HTML only"),
-    "mixed-attachments.eml": ("Accounts", "Invoice with attachments"),
-    "nested-multipart.eml": ("Nested", "Nested multipart"),
-    "forwarded-rfc822.eml": ("Forwarder", "Fwd: The original"),
-    "missing-headers.eml": ("", ""),
-    "bad-date.eml": ("Sloppy", "Bad date"),
-    "broken-encoded-words.eml": ("Broken", "=?utf-8?B?not base64!?= and =?utf-8?Q?unterminated"),
-    "unknown-charset.eml": ("René", "café crème"),
-    "charset-lie.eml": ("Liar", "Ünïcödé lie"),
-    "charset-lie-latin1.eml": ("Liar Two", "Grüße"),
-    "dot-lines.eml": ("Dots", "Dots"),
-    "control-characters.eml": ("Mallory \ufffd[2J\ufffd",
-                               "Invoice \ufffd[31mred\ufffd[0m \ufffdgpj.exe\ufffd Injected: yes"),
-}
-
-
-def test_every_corpus_file_has_an_expected_summary():
-    assert set(SUMMARIES) | {"long-subject.eml"} == set(CORPUS_FILES)
-
-
-@pytest.mark.parametrize("name", sorted(SUMMARIES))
-def test_summary_of_each_corpus_message(name, local_zone):
-    local_zone(CET)
-    raw = corpus(name)
-    summary = summarize(4821, imap_header(raw), ["\\Seen"], len(raw))
-    sender, subject = SUMMARIES[name]
-    assert (summary.sender, summary.subject) == (sender, subject)
-    expected_date = "" if name in ("missing-headers.eml", "bad-date.eml") else "2026-11-25 14:03"
-    assert summary == Summary(4821, expected_date, sender, subject, unseen=False, size=len(raw))
-    # the whole header block (not only the three fields) gives the same summary
-    assert summarize(4821, raw.split(b"\n\n")[0].split(b"\r\n\r\n")[0], ["\\Seen"],
-                     len(raw)) == summary
-
-
-def test_long_subject_is_whole_in_the_summary_and_cut_in_the_line():
-    raw = corpus("long-subject.eml")
-    summary = summarize(1, imap_header(raw), [], len(raw))
-    assert summary.subject.startswith("This is a very long subject line that goes on")
-    assert len(summary.subject) > 400
-    line = summary_line(summary)
-    assert display_width(line) == 80 and line.endswith("…")
-
-
-@pytest.mark.parametrize(("zone", "date", "shown"), [
-    (CET, "Tue, 25 Nov 2026 14:03:07 +0100", "2026-11-25 14:03"),
-    ("UTC0", "Tue, 25 Nov 2026 14:03:07 +0100", "2026-11-25 13:03"),
-    ("UTC0", "25 Nov 2026 23:59:59 -0500 (EST)", "2026-11-26 04:59"),
-    (CET, "Sun, 1 Jul 2029 10:00:00 -0000", "2029-07-01 12:00"),  # -0000: UTC, CEST here
-    ("UTC0", "Tue, 25 Nov 26 14:03 +0000", "2026-11-25 14:03"),  # two-digit year
-    ("UTC0", "2026-11-25T14:03:07+00:00", "2026-11-25 14:03"),  # ISO, seen from scripts
-    ("UTC0", "Tomorrow at noon-ish", ""),
-    ("UTC0", "Tue, 99 Nov 2026 14:03:07 +0100", ""),
-    ("UTC0", "", ""),
-])
-def test_dates_are_shown_in_local_time(local_zone, zone, date, shown):
-    local_zone(zone)
-    header = f"Date: {date}\r\nSubject: x\r\n\r\n".encode()
-    assert summarize(1, header, [], 0).date == shown
-
-
-@pytest.mark.parametrize(("flags", "unseen"), [
-    ([], True), (["\\Seen"], False), (["\\seen"], False), (["\\Flagged", "\\Answered"], True),
-    (("\\Recent", "\\SEEN"), False),
-])
-def test_unseen_is_the_absence_of_seen(flags, unseen):
-    assert summarize(1, b"Subject: x\r\n\r\n", flags, 10).unseen is unseen
-
-
-def test_sender_is_the_display_name_else_the_address():
-    def sender(value: bytes) -> str:
-        return summarize(1, b"From: " + value + b"\r\n\r\n", [], 0).sender
-    assert sender(b"Alice Example <alice@example.test>") == "Alice Example"
-    assert sender(b"alice@example.test") == "alice@example.test"
-    assert sender(b"<alice@example.test>") == "alice@example.test"
-    assert sender(b'"Doe, John" <j@example.test>, bob@example.test') == "Doe, John"
-    assert sender(b"=?utf-8?B?RG9lLCBKb2hu?= <j@example.test>") == "Doe, John"
-    assert sender(b'"=?utf-8?Q?Zo=C3=AB?=" <z@example.test>') == "Zoë"
-    assert sender(b"undisclosed-recipients:;") == "undisclosed-recipients:;"
-
-
-def test_summary_line_format():
-    s = Summary(4821, "2026-11-25 14:03", "Alice Example", "Lunch on Friday?", True, 1234)
-    assert summary_line(s) == \
-        "4821 N 2026-11-25 14:03  Alice Example         Lunch on Friday?"
-    seen = Summary(7, "", "", "", False, 0)
-    assert summary_line(seen) == "7 - (no date)         (no sender)           (no subject)"
-
-
-def test_summary_line_cuts_by_columns_and_keeps_wide_sender_aligned():
-    s = Summary(12, "2026-11-25 14:03", "김철수 박지성 이영희 홍길동", "회의 일정 " * 20, True, 1)
-    line = summary_line(s, width=60)
-    assert line.startswith("12 N 2026-11-25 14:03  김철수 박지성 이영…   회의 일정")
-    assert display_width(line) <= 60 and line.endswith("…")
-    prefix = "12 N 2026-11-25 14:03  "
-    assert display_width(line[len(prefix):line.index("  회의")]) == 20
-
-
-def test_summary_line_never_cuts_the_uid_and_mark():
-    s = Summary(123456, "2026-11-25 14:03", "A", "B", True, 1)
-    assert summary_line(s, width=3) == "123456 N"
-    assert summary_line(s, width=10) == "123456 N …"
-    assert summary_line(s, width=9) == "123456 N"
-
-
-def test_summary_line_cleans_text_it_is_given():
-    s = Summary(1, "2026-11-25 14:03", "Eve\r\nX", "hi\x1b[2J\u202e", True, 1)
-    line = summary_line(s)
-    assert "\r" not in line and "\n" not in line and "\x1b" not in line and "\u202e" not in line
 
 
 # -- render_message: the corpus -------------------------------------------------------------
@@ -468,9 +293,3 @@ def test_render_message_is_total_on_damaged_corpus_messages(name, data):
     lines = render_message(bytes(raw), text_limit=300)
     assert_safe(lines)
     assert_safe([summary_line(summarize(1, bytes(raw), [], len(raw)))])
-
-
-def test_list_reads_a_raw_8bit_subject_in_the_charset_content_type_names():
-    raw = ("Subject: Привет мир\r\nFrom: a@example.test\r\n"
-           "Content-Type: text/plain; charset=koi8-r\r\n\r\nbody\r\n").encode("koi8-r")
-    assert summarize(7, imap_header(raw), [], len(raw)).subject == "Привет мир"
