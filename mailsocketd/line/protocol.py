@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsocketd.line.replies import InputReader, Reply, error
-from mailsocketd.line.server import LineServer, Session
+from mailsocketd.line.server import LineServer, Session, no_push
 from mailsocketd.logs import Events
 
 if TYPE_CHECKING:
@@ -134,6 +134,7 @@ class LineProtocol(Protocol):
         if self._reader is not None:
             self._drop_reader(self._reader)
         self.server.release(self.session)
+        self.session.push = no_push  # no cycle left: the connection is freed by its refcount
         self.factory.closed(self)
         peer, commands = self.session.peer, self.session.commands
         duration = self.clock.seconds() - self._opened

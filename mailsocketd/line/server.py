@@ -31,6 +31,10 @@ LOGIN_FIRST = error("login first")
 NO_ARGS: tuple[str, ...] = ()
 
 
+def no_push(line: str) -> None:
+    """Where a session's pushed lines go when it has no connection (before, or after it)."""
+
+
 @dataclass(eq=False)
 class Session:
     """One client connection's state, as the service sees it."""
@@ -39,7 +43,7 @@ class Session:
     host: str
     secure: bool = False
     user: str | None = None
-    push: Callable[[str], None] = field(default=lambda line: None, repr=False)
+    push: Callable[[str], None] = field(default=no_push, repr=False)
     commands: int = 0
     on_close: list[Callable[[], None]] = field(default_factory=list, repr=False)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import re
+import weakref
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -404,3 +406,21 @@ def test_any_split_gives_the_same_replies(requests, cuts):
     stream = b"".join(r + e for r, e in requests)
     cuts = [c for c in cuts if c <= len(stream)]
     assert _replies(stream, cuts) == _replies(stream, [])
+
+
+def test_a_closed_connection_is_freed_by_its_refcount_not_left_to_the_cycle_collector():
+    """Under a high connection rate, every connection left in a reference cycle is work for
+    the cycle collector (about 5% of the CPU at 10,000 connections a second)."""
+    rig = Rig()
+    gc.disable()
+    try:
+        proto, transport = rig.connect()
+        proto.dataReceived(b"time\r\n")
+        assert take(transport)
+        alive = [weakref.ref(proto), weakref.ref(proto.session), weakref.ref(transport)]
+        lose(proto, transport)
+        transport.unregisterProducer()  # as Twisted's socket transports do when they close
+        del proto, transport
+        assert [ref() for ref in alive] == [None, None, None]
+    finally:
+        gc.enable()
