@@ -60,6 +60,12 @@ class UserRig(Rig):
         self.reply(f"STATUS {mailbox} (MESSAGES {messages} UNSEEN {unseen} RECENT 0 "
                    f"UIDNEXT {uidnext} UIDVALIDITY {uidvalidity})")
 
+    def fresh_status_of(self, *args: Any, **kw: Any) -> None:
+        """NOOP, then STATUS: how the session asks for the counts of the mailbox it has
+        selected (UserSession.status)."""
+        self.answer(b"NOOP")
+        self.status_of(*args, **kw)
+
     def idle(self) -> None:
         """The client sends IDLE; the server accepts it."""
         self.expect(b"IDLE")

@@ -253,6 +253,10 @@ class UserSession:
         return selected
 
     async def status(self, mailbox: str) -> MailboxCounts:
+        """STATUS.  Of the selected mailbox it answers from this session's view (RFC 3501
+        6.3.10): a NOOP first lets the server bring that view up to date."""
+        if self.selected == mailbox_key(mailbox):
+            await self.client.noop_check()
         try:
             return await self.client.status_counts(mailbox)
         except ServerRefused as e:
@@ -290,14 +294,10 @@ class UserSession:
         Deferred.fromCoroutine(self.exclusive(step)).addErrback(failed)
 
     async def check(self, mailbox: str = "INBOX") -> MailboxCounts:
-        """One STATUS."""
+        """One STATUS (after a NOOP when it is the selected mailbox, see ``status``)."""
         check_mailbox_name(mailbox)
 
         async def step() -> MailboxCounts:
-            if self.selected == mailbox_key(mailbox):
-                # STATUS of the selected mailbox answers from this session's view (RFC 3501
-                # 6.3.10): a NOOP first lets the server bring that view up to date.
-                await self.client.noop_check()
             return await self.status(mailbox)
         return await self.exclusive(step)
 

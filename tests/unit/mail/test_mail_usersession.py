@@ -22,6 +22,7 @@ from userrig import (
 )
 
 from mailsocketd.mail.errors import AuthFailed, MailError
+from mailsocketd.mail.idlerule import IDLE_MIN_SPACING
 from mailsocketd.mail.imap import MailboxCounts
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.userimap import HEADER_LIMIT, ListedMessage
@@ -34,7 +35,7 @@ from mailsocketd.mail.usersession import (
     open_user_session,
     start_user_session,
 )
-from mailsocketd.mail.userwatch import IDLE_MIN_SPACING, POLL_INTERVAL
+from mailsocketd.mail.userwatch import POLL_INTERVAL
 
 HEADER_ITEMS = (b"(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT CONTENT-TYPE)]<0."
                 + str(HEADER_LIMIT).encode() + b">)")
@@ -467,7 +468,7 @@ def test_watch_examines_and_idles_and_new_mail_is_pushed_at_once():
     assert session.watcher.idling and news == []
     rig.server("* 4 EXISTS", "* 1 RECENT")
     rig.done()
-    rig.status_of(messages=4, unseen=2, uidnext=5)
+    rig.fresh_status_of(messages=4, unseen=2, uidnext=5)
     assert news == [("INBOX", MailboxCounts(4, 2, 0, 5, 7))]
     assert rig.clock.seconds() == 0  # pushed without waiting for any timer
     rig.clock.advance(IDLE_MIN_SPACING)
@@ -479,7 +480,7 @@ def test_watch_examines_and_idles_and_new_mail_is_pushed_at_once():
 def test_mail_arriving_between_watch_and_idle_is_not_missed():
     rig, _session, news = watching()
     rig.select(b"EXAMINE", uidnext=5)  # grew since watch()'s STATUS
-    rig.status_of(messages=4, uidnext=5)
+    rig.fresh_status_of(messages=4, uidnext=5)
     assert [c.uidnext for _, c in news] == [5]
     rig.idle()
 
@@ -497,7 +498,7 @@ def test_a_command_during_watch_ends_idle_first_and_idle_resumes_after():
     rig.idle()
     rig.server("* 4 EXISTS")
     rig.done()
-    rig.status_of(uidnext=5)
+    rig.fresh_status_of(uidnext=5)
     assert len(news) == 1
 
 
@@ -544,10 +545,10 @@ def test_a_server_that_ends_idle_at_once_is_polled_instead():
     assert [e["mail_event"] for e in events if "mail_event" in e] == ["idle_fallback"]
     assert session.watcher.use_idle is False and rig.sent() == []
     rig.clock.advance(POLL_INTERVAL)
-    rig.status_of(uidnext=6)
+    rig.fresh_status_of(uidnext=6)
     assert [c.uidnext for _, c in news] == [6]
     rig.clock.advance(POLL_INTERVAL)
-    rig.status_of(uidnext=6)
+    rig.fresh_status_of(uidnext=6)
     assert len(news) == 1
 
 
@@ -575,7 +576,7 @@ def test_idle_refused_falls_back_to_polling():
     rig.reply(status="BAD", text="Unknown command")
     assert not session.watcher.use_idle
     rig.clock.advance(POLL_INTERVAL)
-    rig.status_of()
+    rig.fresh_status_of()
 
 
 def test_without_idle_watch_polls_with_status():
@@ -615,7 +616,7 @@ def test_watch_again_switches_mailbox():
     rig.idle()
     rig.server("* 10 EXISTS")
     rig.done()
-    rig.status_of("Work", uidnext=11)
+    rig.fresh_status_of("Work", uidnext=11)
     assert [box for box, _ in news] == ["Work"]
 
 
