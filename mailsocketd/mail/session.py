@@ -6,11 +6,11 @@ After login every configured mailbox gets one STATUS.  Then:
   watched with IDLE.  An untagged EXISTS / EXPUNGE / FETCH ends IDLE (DONE), that mailbox gets
   a STATUS, and IDLE starts again, so new mail is seen within a round trip or two.
 * Without IDLE: the session sleeps between checks.
-* IDLE is paced: at most one IDLE (or change-driven STATUS) per IDLE_MIN_INTERVAL seconds, so
-  a server that ends every IDLE at once, or reports a change in every reply, cannot spin the
-  loop.  A server that ends IDLE on its own, without news and within IDLE_SHORT seconds,
-  IDLE_SHORT_LIMIT times in a row, is not asked to IDLE again on this connection: the session
-  polls instead (logged once, ``mail_event="idle_fallback"``).
+* IDLE is paced (idlerule.py): at most one IDLE (or change-driven STATUS) per
+  IDLE_MIN_SPACING seconds, so a server that ends every IDLE at once, or reports a change in
+  every reply, cannot spin the loop.  A server that ends IDLE on its own, without news and
+  within IDLE_SHORT seconds, IDLE_SHORT_LIMIT times in a row, is not asked to IDLE again on
+  this connection: the session polls instead (logged once, ``mail_event="idle_fallback"``).
 * Either way every mailbox gets a STATUS every ``interval`` seconds (IDLE can watch only the
   selected mailbox; for it this is a safety net), and every ``keepalive`` seconds the connection
   must prove it is alive: IDLE is ended and restarted (the DONE round trip is the heartbeat,
@@ -33,17 +33,15 @@ from twisted.python.failure import Failure
 
 from mailsocketd.mail.accounts import AccountConfig
 from mailsocketd.mail.errors import ServerRefused
+from mailsocketd.mail.idlerule import IDLE_MIN_SPACING, QuickIdleEnds
 from mailsocketd.mail.imap import WatchClient
 from mailsocketd.mail.login import log_in
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.state import AccountState
 
-__all__ = ["IDLE_MIN_INTERVAL", "IDLE_SHORT", "IDLE_SHORT_LIMIT", "LOGOUT_TIMEOUT", "Session"]
+__all__ = ["LOGOUT_TIMEOUT", "Session"]
 
 LOGOUT_TIMEOUT = 2.0
-IDLE_MIN_INTERVAL = 1.0  # seconds between two IDLE starts (or change-driven checks), at least
-IDLE_SHORT = 5.0  # an IDLE the server ends sooner than this, without news, ended "at once"
-IDLE_SHORT_LIMIT = 3  # that many in a row: poll instead of IDLE on this connection
 
 
 class Session:
@@ -65,7 +63,7 @@ class Session:
         self._dirty = False
         self._wakeup: Deferred[str] | None = None
         self._round_started: float | None = None
-        self._short_idles = 0
+        self._quick_ends = QuickIdleEnds()
         client.lost_callbacks.append(self._lost)
 
     # -- waiting -----------------------------------------------------------------------------
@@ -164,9 +162,9 @@ class Session:
         return True
 
     async def _pace_idle(self) -> None:
-        """Begin a round of the IDLE loop no sooner than IDLE_MIN_INTERVAL after the last."""
+        """Begin a round of the IDLE loop no sooner than IDLE_MIN_SPACING after the last."""
         if self._round_started is not None:
-            wait = self._round_started + IDLE_MIN_INTERVAL - self.clock.seconds()
+            wait = self._round_started + IDLE_MIN_SPACING - self.clock.seconds()
             if wait > 0:
                 self.state.set_state("connected")
                 await self._pause(wait)
@@ -197,25 +195,13 @@ class Session:
             self.use_idle = False  # the server said NO to IDLE after all: poll instead
             return
         self.state.set_state("connected")
-        if ended_by_server:
-            self._server_ended_idle(self.clock.seconds() - idle_started)
-        elif not self._dirty:
-            self._short_idles = 0
-
-    def _server_ended_idle(self, lasted: float) -> None:
-        """Count IDLEs the server ends at once; after IDLE_SHORT_LIMIT in a row, poll."""
-        if self._dirty:
-            return  # it ended with news: neither proof of a broken IDLE nor of a sound one
-        if lasted >= IDLE_SHORT:
-            self._short_idles = 0
-            return
-        self._short_idles += 1
-        if self._short_idles >= IDLE_SHORT_LIMIT:
+        lasted = self.clock.seconds() - idle_started
+        if self._quick_ends.ended(lasted, by_server=ended_by_server, news=self._dirty):
             self.use_idle = False
             self.log.warn(
                 "{account}: the server ended IDLE at once {count} times in a row; polling "
                 "every {interval:g} s on this connection instead",
-                account=self.account.name, count=self._short_idles,
+                account=self.account.name, count=self._quick_ends.count,
                 interval=self.account.interval, mail_event="idle_fallback")
 
     async def _poll_until(self, deadline: float, next_poll: float) -> None:

@@ -6,9 +6,10 @@ watched mailbox if the command selected another.  An EXISTS during IDLE ends it;
 tells whether UIDNEXT grew, and if so ``notify`` hears of it.  IDLE is re-issued every
 ``idle_restart`` seconds (its DONE round trip is the heartbeat).
 
-Against a busy loop: two IDLE commands are at least IDLE_MIN_SPACING apart, and a server that
-ends IDLE on its own IDLE_MAX_QUICK times in a row, each within IDLE_SHORT seconds, is polled
-instead, as is one without IDLE: a STATUS every POLL_INTERVAL seconds.
+Against a busy loop (idlerule.py): two IDLE commands are at least IDLE_MIN_SPACING apart, and
+a server that ends IDLE on its own, without news, IDLE_SHORT_LIMIT times in a row, each within
+IDLE_SHORT seconds, is polled instead, as is one without IDLE: a STATUS every POLL_INTERVAL
+seconds.
 """
 
 from __future__ import annotations
@@ -23,19 +24,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.errors import CheckTimeout, MailError, ServerRefused
+from mailsocketd.mail.idlerule import IDLE_MIN_SPACING, QuickIdleEnds
 from mailsocketd.mail.imap import MailboxCounts
 from mailsocketd.mail.userimap import Selected, mailbox_key
 
 if TYPE_CHECKING:
     from mailsocketd.mail.usersession import UserSession
 
-__all__ = ["IDLE_MAX_QUICK", "IDLE_MIN_SPACING", "IDLE_SHORT", "POLL_INTERVAL", "IdleWatch"]
+__all__ = ["POLL_INTERVAL", "IdleWatch"]
 
 log = Logger()
 POLL_INTERVAL = 30.0
-IDLE_MIN_SPACING = 0.5
-IDLE_SHORT = 5.0
-IDLE_MAX_QUICK = 3
 
 
 @dataclass
@@ -80,7 +79,7 @@ class IdleWatch:
         self.watched: _Watched | None = None
         self._idle: _Idle | None = None
         self._last_idle_start = float("-inf")
-        self._quick_ends = 0
+        self._quick_ends = QuickIdleEnds()
         self._resume_timer: IDelayedCall | None = None
         self._poll_timer: IDelayedCall | None = None
 
@@ -166,16 +165,11 @@ class IdleWatch:
         self.resume_soon()
 
     def _count_quick_end(self, idle: _Idle) -> None:
-        """Count the server's quick ends of IDLE in a row; an IDLE that lasted (whoever ended
-        it) breaks the row, one we ended early with DONE neither counts nor breaks it."""
-        if self.clock.seconds() - idle.started_at >= IDLE_SHORT:
-            self._quick_ends = 0
-            return
-        if idle.done_sent:
-            return
-        self._quick_ends += 1
-        if self._quick_ends >= IDLE_MAX_QUICK:
-            self._fall_back(f"the server ended IDLE at once {self._quick_ends} times")
+        """The anti-spin rule of idlerule.py: poll after too many quick ends in a row."""
+        lasted = self.clock.seconds() - idle.started_at
+        news = self.watched is not None and self.watched.dirty
+        if self._quick_ends.ended(lasted, by_server=not idle.done_sent, news=news):
+            self._fall_back(f"the server ended IDLE at once {self._quick_ends.count} times")
 
     def _fall_back(self, reason: str) -> None:
         if self.use_idle:

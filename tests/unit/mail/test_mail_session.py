@@ -10,8 +10,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from mailsocketd.mail.errors import CheckTimeout
+from mailsocketd.mail.idlerule import IDLE_MIN_SPACING, IDLE_SHORT_LIMIT
 from mailsocketd.mail.secrets import Secret
-from mailsocketd.mail.session import IDLE_MIN_INTERVAL, IDLE_SHORT_LIMIT, Session
+from mailsocketd.mail.session import Session
 from mailsocketd.mail.state import AccountState
 
 
@@ -54,8 +55,8 @@ def test_new_mail_during_idle_ends_idle_and_runs_status():
         end_idle(rig)
         rig.status(messages=13, unseen=4, uidnext=14)
         assert rig.clock.seconds() == 0  # noticed without waiting for any timer
-        assert rig.sent() == []  # IDLE again only IDLE_MIN_INTERVAL after the last start
-        rig.clock.advance(IDLE_MIN_INTERVAL)
+        assert rig.sent() == []  # IDLE again only IDLE_MIN_SPACING after the last start
+        rig.clock.advance(IDLE_MIN_SPACING)
         idle_again(rig, state)
     new_mail = [e for e in events if e.get("mail_event") == "new_mail"]
     assert len(new_mail) == 1 and new_mail[0]["new"] == 1 and new_mail[0]["unseen"] == 4
@@ -183,10 +184,10 @@ def test_an_idle_answered_by_an_immediate_ok_is_paced_then_given_up_for_polling(
         for n in range(IDLE_SHORT_LIMIT):
             idle_ended_at_once(rig, continuation=False)
             assert rig.sent() == []  # never again at round-trip speed
-            assert rig.clock.seconds() == n * IDLE_MIN_INTERVAL
-            rig.clock.advance(IDLE_MIN_INTERVAL)
+            assert rig.clock.seconds() == n * IDLE_MIN_SPACING
+            rig.clock.advance(IDLE_MIN_SPACING)
         # polling now: a NOOP heartbeat every keepalive, a STATUS every interval, no IDLE
-        start = IDLE_MIN_INTERVAL * (IDLE_SHORT_LIMIT - 1)
+        start = IDLE_MIN_SPACING * (IDLE_SHORT_LIMIT - 1)
         rig.clock.advance(start + 100 - rig.clock.seconds() - 0.001)
         assert rig.sent() == [] and state.state == "connected"
         rig.clock.advance(0.001)
@@ -217,7 +218,7 @@ def test_an_idle_ended_right_after_its_continuation_counts_as_at_once():
         rig.reply(text="IDLE over already")
         for _ in range(IDLE_SHORT_LIMIT - 1):
             assert rig.sent() == []
-            rig.clock.advance(IDLE_MIN_INTERVAL)
+            rig.clock.advance(IDLE_MIN_SPACING)
             idle_ended_at_once(rig, continuation=True)
         rig.clock.advance(99.9)
         assert rig.sent() == []  # polling: no IDLE, a NOOP after keepalive
@@ -233,7 +234,7 @@ def test_a_lasting_idle_between_quick_ends_keeps_idle():
     for _ in range(3):  # (limit - 1) quick ends, one IDLE that lasts: the count starts over
         for _ in range(IDLE_SHORT_LIMIT - 1):
             idle_ended_at_once(rig, continuation=True)
-            rig.clock.advance(IDLE_MIN_INTERVAL)
+            rig.clock.advance(IDLE_MIN_SPACING)
         idle_again(rig, state)
         rig.clock.advance(600)
         rig.reply(text="IDLE timed out")
@@ -264,10 +265,10 @@ def test_a_change_reported_in_every_reply_does_not_spin_the_loop():
         rig.reply("14 EXISTS", "STATUS INBOX (MESSAGES 14 UNSEEN 3 RECENT 0 UIDNEXT 15 "
                                "UIDVALIDITY 1)")
         assert rig.sent() == []
-        assert rig.clock.seconds() == n * IDLE_MIN_INTERVAL
-        rig.clock.advance(IDLE_MIN_INTERVAL)
+        assert rig.clock.seconds() == n * IDLE_MIN_SPACING
+        rig.clock.advance(IDLE_MIN_SPACING)
     rig.status(messages=14, uidnext=15)  # quiet at last
-    rig.clock.advance(IDLE_MIN_INTERVAL)
+    rig.clock.advance(IDLE_MIN_SPACING)
     idle_again(rig, state)
 
 
