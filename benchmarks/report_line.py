@@ -247,10 +247,13 @@ def targets(line: dict[str, Any], figures: dict[tuple[str, str], Figure]) -> lis
     for kind in MAILSOCKETD_ROWS:
         for w, n in (("rr100", "100"), ("rr1000", "1,000")):
             r = ratio(rps(figures, kind, w), rps(figures, BASE, w))
+            # The target is for the daemon as installed; --log-commands (an event per
+            # command, for tracing) is shown beside it for its cost, not judged.
+            verdict = (met(None if r is None else r >= 0.9) if kind == "mailsocketd"
+                       else "for information (tracing, not the target)")
             rows.append([f">= 0.9x twisted_min throughput at {n} connections ({kinds[kind]})",
                          f"{times(r)} ({count(rps(figures, kind, w))} vs "
-                         f"{count(rps(figures, BASE, w))} req/s)",
-                         met(None if r is None else r >= 0.9)])
+                         f"{count(rps(figures, BASE, w))} req/s)", verdict])
     idle = line["idle"].get("mailsocketd")
     if idle is not None:
         per = per_conn_kb(idle)

@@ -215,8 +215,10 @@ def section(run: dict[str, Any], images: Path) -> tuple[list[str], list[list[str
         "ones). mailsocketd: the installed daemon pinned to CPU 0, started with the line "
         "section's limits plus `[imap] server = \"tcp:127.0.0.1:IMAP_PORT\"`, "
         "`allow_cleartext = true` and `[smtp] server = \"tcp:127.0.0.1:SMTP_PORT\"`, "
-        "`from_domain = \"example.test\"`; a line client sends `login`, then the commands "
-        f"(`check` {s['check_rounds']} times, `list 20` {s['list_rounds']} times). Dovecot "
+        "`from_domain = \"example.test\"`; one line client per mailbox sends `login`, then "
+        f"the commands (`check` {s['check_rounds']} times, `list 20` {s['list_rounds']} times"
+        ", the two clients taking turns, so a change in the machine's load falls on both "
+        "alike). Dovecot "
         "and Postfix inherit CPU 1 from the benchmark, so the daemon has CPU 0 to itself.", ""]
     pngs: list[Path] = []
     for build in (check_part, list_part):
