@@ -149,8 +149,7 @@ class UserSession:
         self.clock = clock
         self.lost_reason: str | None = None
         self.closing = False
-        self.selected: str | None = None  # the key of the selected mailbox
-        self._selection: Selected | None = None  # what selecting it said
+        self._selection: Selected | None = None  # what selecting the selected mailbox said
         self._lock = DeferredLock()
         self._uidvalidity: dict[str, int] = {}
         self._logout: Deferred[None] | None = None
@@ -164,6 +163,11 @@ class UserSession:
     @property
     def alive(self) -> bool:
         return self.lost_reason is None and not self.closing and not self.client.dropping
+
+    @property
+    def selected(self) -> str | None:
+        """The key (mailbox_key) of the selected mailbox; None when none is."""
+        return None if self._selection is None else mailbox_key(self._selection.mailbox)
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -242,12 +246,11 @@ class UserSession:
             await self.client.noop_check()
             if self.client.exists is not None:
                 return replace(current, exists=self.client.exists)
-        self.selected = self._selection = None
+        self._selection = None
         try:
             selected = await self.client.select_mailbox(mailbox, readonly)
         except ServerRefused as e:
             raise refusal(mailbox, e) from None
-        self.selected = mailbox_key(mailbox)
         self._selection = selected
         self.watcher.selected(selected)
         return selected
