@@ -38,16 +38,18 @@ class SendInput:
         self.to = to
         self.peer = peer
         self.lines: list[bytes] = []
-        self.size = 0
-        self.too_large = False
+        self.size = 0  # bytes typed so far, line ends included
 
     def line(self, data: bytes) -> None:
         self.size += len(data) + 2
-        if self.size > self.smtp.max_message_size:
-            self.too_large = True
-            self.lines.clear()
+        if self.too_large:
+            self.lines.clear()  # it will not be sent: keep nothing of it
         else:
             self.lines.append(data)
+
+    @property
+    def too_large(self) -> bool:
+        return self.size > self.smtp.max_message_size
 
     def abandon(self) -> None:
         self.lines.clear()
