@@ -40,7 +40,7 @@ max_connections_per_peer = 12000
 class LineSettings:
     """How long and how often: a full run, or a quick one for development."""
 
-    runs: int = 3
+    runs: int = 5
     seconds: float = 3.0
     warmup: float = 1.0
     idle_conns: int = 10_000

@@ -67,6 +67,17 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def repetition_ratios(line: dict[str, Any], kind: str, base: str, work: str) -> list[float]:
+    """kind's req/s over base's in each repetition (both measured minutes apart at most): the
+    spread shows how much of a ratio of medians is the machine's noise."""
+    out = []
+    for rep in line["repetitions"]:
+        a, b = rep.get(kind, {}).get(work), rep.get(base, {}).get(work)
+        if a is not None and b is not None and b.get("rps"):
+            out.append(a["rps"] / b["rps"])
+    return out
+
+
 def rps(figures: dict[tuple[str, str], Figure], kind: str, work: str) -> float | None:
     """The median req/s, or None where the workload was not run or the server failed."""
     figure = figures.get((kind, work))
