@@ -347,8 +347,12 @@ class MailCommands:
             session.push(f"* new mail: {box} messages={counts.messages} "
                          f"unseen={counts.unseen}")
 
+        def ended(reason: str) -> None:
+            user.watching = None
+            session.push(f"* watch ended: {clean_text(reason)}")
+
         async def watch() -> Reply:
-            counts = await user.imap.watch(mailbox, notify)
+            counts = await user.imap.watch(mailbox, notify, ended)
             user.watching = mailbox
             return Reply(f"ok watching {counts_text(mailbox, counts)}")
         return self._run(watch())

@@ -400,15 +400,16 @@ class UserSession:
                 return entry.name
         return next((e.name for e in entries if e.name == "Trash"), None)
 
-    async def watch(self, mailbox: str,
-                    notify: Callable[[str, MailboxCounts], None]) -> MailboxCounts:
+    async def watch(self, mailbox: str, notify: Callable[[str, MailboxCounts], None],
+                    ended: Callable[[str], None] | None = None) -> MailboxCounts:
         """Push news of ``mailbox`` (UIDNEXT grew) to ``notify``; the counts now.  Calling it
-        again switches mailbox."""
+        again switches mailbox.  ``ended`` hears why if the watch ends by itself (the mailbox
+        was deleted, say; not on ``unwatch`` or a lost session, which has its own news)."""
         check_mailbox_name(mailbox)
 
         async def step() -> MailboxCounts:
             counts = await self.status(mailbox)
-            self.watcher.start(mailbox, notify, counts)
+            self.watcher.start(mailbox, notify, counts, ended)
             return counts
         return await self.exclusive(step)
 

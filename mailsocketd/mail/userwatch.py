@@ -45,6 +45,7 @@ class _Watched:
     notify: Callable[[str, MailboxCounts], None]
     uidnext: int
     uidvalidity: int
+    ended: Callable[[str], None] | None = None  # told why, if the watch ends by itself
     dirty: bool = False  # it may have grown: STATUS before the next IDLE
 
     @property
@@ -88,10 +89,11 @@ class IdleWatch:
         return self._idle is not None
 
     def start(self, mailbox: str, notify: Callable[[str, MailboxCounts], None],
-              counts: MailboxCounts) -> None:
-        """Watch ``mailbox`` from these counts on (replacing any other)."""
+              counts: MailboxCounts, ended: Callable[[str], None] | None = None) -> None:
+        """Watch ``mailbox`` from these counts on (replacing any other); ``ended`` hears why
+        if the watch ends by itself (the mailbox was deleted, say)."""
         self.stop()
-        self.watched = _Watched(mailbox, notify, counts.uidnext, counts.uidvalidity)
+        self.watched = _Watched(mailbox, notify, counts.uidnext, counts.uidvalidity, ended)
 
     def stop(self) -> None:
         """Watch nothing; a running IDLE ends when the next command (or logout) ends it."""
@@ -258,12 +260,20 @@ class IdleWatch:
         if not self.session.alive:
             return
         if isinstance(error, MailError):
+            reason = str(error)
             log.warn("user {user}: watch ended: {error}", user=self.session.user,
-                     error=str(error), mail_event="watch_failed")
+                     error=reason, mail_event="watch_failed")
         else:
+            reason = "internal error (the server logged the details)"
             log.failure("user {user}: watch ended by an unexpected error", Failure(error),
                         user=self.session.user)
+        watched = self.watched
         self.stop()
+        if watched is not None and watched.ended is not None:
+            try:
+                watched.ended(reason)
+            except Exception:
+                log.failure("watch ended callback failed")
 
     # -- polling -----------------------------------------------------------------------------
 

@@ -286,6 +286,10 @@ class MailServer:
         """Expunge every message in the mailbox (doveadm; Dovecot must be running)."""
         self._run("clear", user, mailbox)
 
+    def delete_mailbox(self, user: str, mailbox: str) -> None:
+        """Delete a mailbox and its messages, as another client would (doveadm)."""
+        self._doveadm("mailbox", "delete", "-u", user, mailbox)
+
     def message_count(self, user: str, mailbox: str = "INBOX") -> int:
         """MESSAGES of the mailbox, asked through doveadm (Dovecot must be running)."""
         out = self._doveadm("-f", "flow", "mailbox", "status", "-u", user, "messages", mailbox)

@@ -372,6 +372,27 @@ async def test_watch_pushes_new_mail_within_2_seconds_and_survives_commands(mail
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_watched_mailbox_deleted_by_another_client_ends_the_watch_and_says_why(
+        mailserver):
+    box = box_name("doomed")
+    await in_thread(mailserver.populate, "bob", 1, box)
+    session = await login(mailserver, user="bob")
+    ends = []
+    await session.watch(box, News(), ends.append)
+    await eventually(lambda: session.watcher.idling, what="IDLE")
+
+    async def elsewhere() -> None:  # the user's command selects INBOX; meanwhile box goes
+        await session.select("INBOX", readonly=True)
+        await in_thread(mailserver.delete_mailbox, "bob", box)
+    await session.exclusive(elsewhere)
+    await eventually(lambda: ends, what="the end of the watch")
+    assert len(ends) == 1 and ends[0].startswith(f"mailbox {box}: "), ends
+    assert session.watcher.watched is None and session.alive
+    assert (await session.check()).uidvalidity > 0  # the session goes on
+    await logged_out(session)
+
+
+@pytest_twisted.ensureDeferred
 async def test_two_users_at_once(mailserver):
     await gatherResults([in_thread(mailserver.clear_mailbox, u) for u in ("alice", "bob")])
     alice, bob = await login(mailserver, "alice"), await login(mailserver, "bob")

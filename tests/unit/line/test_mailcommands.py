@@ -37,6 +37,10 @@ class StandIn:
     async def check(self, mailbox: str = "INBOX") -> MailboxCounts:
         return MailboxCounts(12, 3, 0, 100, 7)
 
+    async def watch(self, mailbox: str, notify: Any, ended: Any = None) -> MailboxCounts:
+        self.notify, self.ended = notify, ended
+        return MailboxCounts(12, 3, 0, 100, 7)
+
     async def logout(self) -> None:
         self.logged_out = True
         self.alive = False
@@ -133,6 +137,20 @@ def test_mail_commands_use_the_session_and_closing_logs_out(sessions):
     lose(proto, tr)
     assert sessions[0].logged_out
     assert mail.clients == {}
+
+
+def test_a_watch_that_ends_by_itself_is_pushed_and_no_longer_counted(sessions):
+    rig, mail = mail_rig()
+    proto, tr = connect(rig, "127.0.0.1")
+    proto.dataReceived(f"login alice {PASSWORD}\nwatch on\n".encode())
+    assert take(tr) == (b"ok logged in as alice\r\n"
+                        b"ok watching INBOX messages=12 unseen=3 recent=0\r\n")
+    assert mail.status_lines()[0].startswith("mail sessions: 1 logged in, 1 watching;")
+    sessions[0].notify("INBOX", MailboxCounts(13, 4, 1, 101, 7))
+    sessions[0].ended("mailbox INBOX: Mailbox doesn't exist: INBOX\x1b[2J")
+    assert take(tr) == (b"* new mail: INBOX messages=13 unseen=4\r\n"
+                        b"* watch ended: mailbox INBOX: Mailbox doesn't exist: INBOX [2J\r\n")
+    assert mail.status_lines()[0].startswith("mail sessions: 1 logged in, 0 watching;")
 
 
 def test_a_lost_session_is_pushed_and_login_is_needed_again(sessions):

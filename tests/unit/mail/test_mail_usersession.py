@@ -620,6 +620,21 @@ def test_watch_again_switches_mailbox():
     assert [box for box, _ in news] == ["Work"]
 
 
+
+def test_a_watch_that_ends_by_itself_says_why_and_watches_nothing():
+    rig, session = logged_in(caps="IMAP4rev1 IDLE UIDPLUS", inbox=None)
+    news, ends = [], []
+    d = run(session.watch("Work", lambda box, counts: news.append(box), ends.append))
+    rig.status_of("Work", uidnext=4)
+    assert result_of(d).uidnext == 4
+    assert rig.expect(b"EXAMINE") == b"Work"  # resuming the watch: the mailbox is gone
+    rig.reply(status="NO", text="[NONEXISTENT] Mailbox doesn't exist: Work")
+    assert ends == ["mailbox Work: Mailbox doesn't exist: Work"] and news == []
+    assert session.watcher.watched is None and session.alive
+    rig.clock.advance(3600)
+    assert rig.sent() == []
+
+
 # -- losing the connection, logout ---------------------------------------------------------------
 
 def test_connection_lost_mid_command_fails_it_once_and_later_calls_fail_fast():
