@@ -1,13 +1,13 @@
-"""Logging for twistd: one write per reactor pass, and lean events for the busy paths.
+"""Logging for twistd: one write per 50 ms, and lean events for the busy paths.
 
 twistd's own file observers format the timestamp field by field and flush the file for every
 event, which costs a busy server more than serving a request.  :class:`LogWriter` writes the
 same lines (twistd's classic text, or JSON with ``[log] format = "json"``) but formats the
-timestamp once a second and gathers what one reactor pass logs into one write, flushed before
-the reactor waits again.  The plugin points twistd's ``--logger`` at :func:`text_observer` or
-:func:`json_observer` unless ``--logger`` or ``--syslog`` is given; they write where twistd
-would have written: the ``--logfile`` (rotated every 1,000,000 bytes, and on SIGUSR1),
-standard output with ``-n`` and no ``--logfile`` (or ``--logfile -``), else ``twistd.log``.
+timestamp once a second and gathers the events of 50 ms into one write and one flush.  The
+plugin points twistd's ``--logger`` at :func:`text_observer` or :func:`json_observer` unless
+``--logger`` or ``--syslog`` is given; they write where twistd would have written: the
+``--logfile`` (rotated every 1,000,000 bytes, and on SIGUSR1), standard output with ``-n`` and
+no ``--logfile`` (or ``--logfile -``), else ``twistd.log``.
 
 :class:`Events` emits events whose message is already rendered (connections, commands): an
 event whose format holds no braces is its own text, so no observer has to format it.
