@@ -20,12 +20,17 @@ from mailsocketd.config import LineConfig
 from mailsocketd.line.commands import Command, Result
 from mailsocketd.line.replies import CommandError, InputReader, Reply, error, printable
 from mailsocketd.logs import Events
-from mailsocketd.mail.errors import MailError, describe_failure, failure_kind
+from mailsocketd.mail.errors import (
+    INTERNAL_ERROR_TEXT,
+    MailError,
+    describe_failure,
+    failure_kind,
+)
 from mailsocketd.timefmt import format_time
 
 StatusSource = Callable[[], list[str]]
 
-INTERNAL_ERROR = error("internal error (the server logged the details)")
+INTERNAL_ERROR = error(INTERNAL_ERROR_TEXT)
 NOT_UTF8 = error("request is not valid UTF-8")
 LOGIN_FIRST = error("login first")
 NO_ARGS: tuple[str, ...] = ()

@@ -12,6 +12,7 @@ from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 
 __all__ = [
+    "INTERNAL_ERROR_TEXT",
     "AuthFailed",
     "CheckTimeout",
     "CleartextRefused",
@@ -24,6 +25,9 @@ __all__ = [
     "describe_failure",
     "failure_kind",
 ]
+
+# What a user is told of a failure that is a bug of ours; the traceback goes to the log.
+INTERNAL_ERROR_TEXT = "internal error (the server logged the details)"
 
 
 class MailError(Exception):

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsocketd.mail.errors import CheckTimeout, MailError, ServerRefused
+from mailsocketd.mail.errors import INTERNAL_ERROR_TEXT, CheckTimeout, MailError, ServerRefused
 from mailsocketd.mail.idlerule import IDLE_MIN_SPACING, QuickIdleEnds
 from mailsocketd.mail.imap import MailboxCounts
 from mailsocketd.mail.userimap import Selected, mailbox_key
@@ -264,7 +264,7 @@ class IdleWatch:
             log.warn("user {user}: watch ended: {error}", user=self.session.user,
                      error=reason, mail_event="watch_failed")
         else:
-            reason = "internal error (the server logged the details)"
+            reason = INTERNAL_ERROR_TEXT
             log.failure("user {user}: watch ended by an unexpected error", Failure(error),
                         user=self.session.user)
         watched = self.watched
