@@ -40,7 +40,7 @@ __all__ = ["HEADER_FIELDS", "HEADER_LIMIT", "FetchedMessage", "ListedMessage", "
            "log_in_user", "loss_line", "mailbox_key", "uid_set", "unreachable"]
 
 HEADER_FIELDS = b"DATE FROM SUBJECT CONTENT-TYPE"  # Content-Type: the charset of raw 8-bit headers
-HEADER_LIMIT = 2048  # bytes of the Date/From/Subject block fetched per listed message
+HEADER_LIMIT = 2048  # bytes of the HEADER_FIELDS block fetched per listed message
 MAX_MAILBOX_LINES = 10000  # LIST replies accepted (the session STATUSes far fewer)
 MAX_UID = 2**32 - 1
 T = TypeVar("T")

@@ -299,10 +299,7 @@ class UserSession:
     async def check(self, mailbox: str = "INBOX") -> MailboxCounts:
         """One STATUS (after a NOOP when it is the selected mailbox, see ``status``)."""
         check_mailbox_name(mailbox)
-
-        async def step() -> MailboxCounts:
-            return await self.status(mailbox)
-        return await self.exclusive(step)
+        return await self.exclusive(lambda: self.status(mailbox))
 
     async def mailboxes(self) -> list[tuple[str, MailboxCounts | None]]:
         """Every mailbox (at most MAX_MAILBOXES) with its counts; None where STATUS cannot be
