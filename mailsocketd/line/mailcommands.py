@@ -65,8 +65,13 @@ def counts_text(mailbox: str, counts: MailboxCounts) -> str:
             f"recent={counts.recent}")
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` alone takes ``²`` and ``٣``, which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_uid(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_UID:
+    if not is_number(text) or not 0 < int(text) <= MAX_UID:
         raise CommandError(f"not a UID: '{printable(text)}' (UIDs are the numbers 'list' shows)")
     return int(text)
 
@@ -266,7 +271,7 @@ class MailCommands:
         user = self._user(session)
         list_max = self._imap().list_max
         count, rest = DEFAULT_COUNT, list(args)
-        if rest and rest[0].isascii() and rest[0].isdigit():
+        if rest and is_number(rest[0]):
             count = int(rest.pop(0))
             if not 0 < count <= list_max:
                 raise CommandError(f"COUNT must be 1 to {list_max}")
