@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mailcorpus import UNSAFE, corpus
 
 from mailsocketd.mail.headers import (
     codec_chain,
@@ -24,9 +24,6 @@ from mailsocketd.mail.headers import (
     pad,
 )
 
-CORPUS = Path(__file__).resolve().parents[2] / "corpus"
-UNSAFE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
-
 
 def unsafe_characters(text: str) -> list[str]:
     return [c for c in text if unicodedata.category(c) in UNSAFE]
@@ -34,7 +31,7 @@ def unsafe_characters(text: str) -> list[str]:
 
 def raw_header(name: str, field: str) -> bytes:
     """The raw (folded) value of the first ``field`` header of a corpus file."""
-    raw = (CORPUS / name).read_bytes()
+    raw = corpus(name)
     head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
     match = re.search(rb"^" + field.encode() + rb":[ \t]*(.*?)(?=\r?\n(?![ \t])|\Z)", head,
                       re.MULTILINE | re.DOTALL | re.IGNORECASE)
@@ -222,7 +219,7 @@ def test_header_params_main_value_and_raw_eight_bit():
 
 
 def test_corpus_filenames():
-    raw = (CORPUS / "mixed-attachments.eml").read_bytes().decode("ascii")
+    raw = corpus("mixed-attachments.eml").decode("ascii")
     dispositions = re.findall(r"Content-Disposition: (.*?)\n(?![ \t])", raw, re.DOTALL)
     names = [header_params(d)[1].get("filename") for d in dispositions]
     assert names == ["€ rates 2026.pdf", "Bericht über Qualität.png", "Notiz für Anna.txt"]
