@@ -188,10 +188,9 @@ def daemon_rows(daemon: Server, server: Any, boxes: dict[str, Any], settings: Ma
     """check, list 20 and read through the line service; the daemon's peak memory.  alice's and
     bob's commands take turns."""
     rows: dict[str, Any] = {}
-    users = (SMALL_USER, BIG_USER)
     with logged_in(daemon.port, SMALL_USER, server.users[SMALL_USER]) as small, \
             logged_in(daemon.port, BIG_USER, server.users[BIG_USER]) as big:
-        clients = dict(zip(users, (small, big), strict=True))
+        clients = {SMALL_USER: small, BIG_USER: big}
         heads = {user: client.command("check")[0] for user, client in clients.items()}
         for user, row in interleaved_ms({user: partial(client.command, "check")
                                          for user, client in clients.items()},
