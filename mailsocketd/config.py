@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailsocketd.mail.accounts import AccountConfig, parse_accounts
-from mailsocketd.mail.userconfig import ImapConfig, SmtpConfig, parse_imap, parse_smtp
+from mailsocketd.mail.accounts.config import AccountConfig, parse_accounts
+from mailsocketd.mail.smtp.config import SmtpConfig, parse_smtp
+from mailsocketd.mail.users.config import ImapConfig, parse_imap
 from mailsocketd.table import ConfigError, Table
 
 __all__ = ["DEFAULT_LISTEN", "Config", "ConfigError", "LineConfig", "LogConfig", "load_config"]

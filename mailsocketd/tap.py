@@ -21,11 +21,11 @@ from mailsocketd.config import DEFAULT_LISTEN, Config, ConfigError, load_config
 from mailsocketd.line.commands import command_table, core_commands
 from mailsocketd.line.daytime import DaytimeFactory
 from mailsocketd.line.factory import LineFactory
-from mailsocketd.line.mailcommands import MailCommands
+from mailsocketd.line.mail.commands import MailCommands
 from mailsocketd.line.replies import error
 from mailsocketd.line.server import LineServer
 from mailsocketd.logs import configure_target
-from mailsocketd.mail.checker import AccountsService
+from mailsocketd.mail.accounts.service import AccountsService
 from mailsocketd.system import raise_open_file_limit
 
 SHUTDOWN = error("server shutting down", close=True)

@@ -20,8 +20,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailsocketd.mail.accounts import AccountConfig, PasswordSource, parse_accounts, parse_server
-from mailsocketd.mail.imap import WatchClient
+from mailsocketd.mail.accounts.config import AccountConfig, parse_accounts
+from mailsocketd.mail.address import parse_server
+from mailsocketd.mail.imap.client import WatchClient
+from mailsocketd.mail.secrets import PasswordSource
 from mailsocketd.table import Table
 
 STATUS_ITEMS = b"(MESSAGES UNSEEN RECENT UIDNEXT UIDVALIDITY)"

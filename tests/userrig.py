@@ -13,11 +13,11 @@ from typing import Any
 from mailrig import STATUS_ITEMS, Rig
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from mailsocketd.mail.accounts import parse_server
+from mailsocketd.mail.address import parse_server
+from mailsocketd.mail.imap.commands import UserImapClient
 from mailsocketd.mail.secrets import Secret
-from mailsocketd.mail.userconfig import ImapConfig
-from mailsocketd.mail.userimap import UserImapClient
-from mailsocketd.mail.usersession import UserSession, start_user_session
+from mailsocketd.mail.users.config import ImapConfig
+from mailsocketd.mail.users.session import UserSession, start_user_session
 
 CAPS = "IMAP4rev1 IDLE UIDPLUS MOVE"
 PASSWORD = "s3cret-Pa55"  # noqa: S105 - a test password, looked for in messages

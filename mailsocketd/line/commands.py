@@ -16,7 +16,8 @@ from twisted.internet.defer import Deferred
 from mailsocketd.line.replies import Reply, multiline
 
 if TYPE_CHECKING:
-    from mailsocketd.line.server import LineServer, Session
+    from mailsocketd.line.server import LineServer
+from mailsocketd.line.session import Session
 
 Result: TypeAlias = Reply | Deferred[Reply]
 Handler: TypeAlias = Callable[["LineServer", "Session", Sequence[str]], Result]

@@ -12,7 +12,8 @@ from twisted.internet.protocol import Factory, Protocol
 
 from mailsocketd.line.protocol import LineProtocol, StreamTransport, describe_peer
 from mailsocketd.line.replies import Reply, error
-from mailsocketd.line.server import LineServer, Session
+from mailsocketd.line.server import LineServer
+from mailsocketd.line.session import Session
 
 
 class RefusedProtocol(Protocol):

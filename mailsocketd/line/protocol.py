@@ -34,7 +34,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsocketd.line.replies import InputReader, Reply, error
-from mailsocketd.line.server import LineServer, Session, no_push
+from mailsocketd.line.server import LineServer
+from mailsocketd.line.session import Session, no_push
 from mailsocketd.logs import Events
 
 if TYPE_CHECKING:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from mailsocketd.errors import UserError
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
@@ -22,7 +24,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ECHO_LIMIT = 40
 
 
-class CommandError(Exception):
+class CommandError(UserError):
     """A request that cannot be served; its message becomes the ``error:`` line."""
 
     def __init__(self, message: str, close: bool = False) -> None:

@@ -8,7 +8,6 @@ logged with its traceback and the client sees only ``error: internal error``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -19,6 +18,7 @@ from mailsocketd import __version__
 from mailsocketd.config import LineConfig
 from mailsocketd.line.commands import Command, Result
 from mailsocketd.line.replies import CommandError, InputReader, Reply, error, printable
+from mailsocketd.line.session import Session
 from mailsocketd.logs import Events
 from mailsocketd.mail.errors import (
     INTERNAL_ERROR_TEXT,
@@ -34,23 +34,6 @@ INTERNAL_ERROR = error(INTERNAL_ERROR_TEXT)
 NOT_UTF8 = error("request is not valid UTF-8")
 LOGIN_FIRST = error("login first")
 NO_ARGS: tuple[str, ...] = ()
-
-
-def no_push(line: str) -> None:
-    """Where a session's pushed lines go when it has no connection (before, or after it)."""
-
-
-@dataclass(eq=False)
-class Session:
-    """One client connection's state, as the service sees it."""
-
-    peer: str
-    host: str
-    secure: bool = False
-    user: str | None = None
-    push: Callable[[str], None] = field(default=no_push, repr=False)
-    commands: int = 0
-    on_close: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
 
 class LineServer:

@@ -11,6 +11,8 @@ from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 
+from mailsocketd.errors import INTERNAL_ERROR_TEXT, UserError
+
 __all__ = [
     "INTERNAL_ERROR_TEXT",
     "AuthFailed",
@@ -26,11 +28,7 @@ __all__ = [
     "failure_kind",
 ]
 
-# What a user is told of a failure that is a bug of ours; the traceback goes to the log.
-INTERNAL_ERROR_TEXT = "internal error (the server logged the details)"
-
-
-class MailError(Exception):
+class MailError(UserError):
     """Base of the mail side's own errors; ``str()`` is a line fit for a sysadmin."""
 
 

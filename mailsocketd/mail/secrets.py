@@ -11,20 +11,41 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
-from mailsocketd.mail.accounts import PasswordSource
 from mailsocketd.mail.errors import SecretError
 from mailsocketd.mail.process import ProcessResult, ProcessStartError, run_process
 
-__all__ = ["MAX_SECRET_FILE", "Secret", "SecretError", "fetch_password"]
+__all__ = ["MAX_SECRET_FILE", "PasswordSource", "Secret", "SecretError", "fetch_password"]
 
 MAX_SECRET_FILE = 4096
 COMMAND_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class PasswordSource:
+    """Where the password comes from: exactly one of a file, a command or a variable.
+
+    This holds a path, an argv or a variable *name*, never the secret itself.
+    """
+
+    kind: str  # "file" | "command" | "env"
+    file: str | None = None
+    command: tuple[str, ...] = ()
+    env: str | None = None
+
+    def describe(self) -> str:
+        """A short, secret-free description for messages (``password_file /x``)."""
+        if self.kind == "file":
+            return f"password_file {self.file}"
+        if self.kind == "command":
+            return f"password_command {self.command[0]}"
+        return f"password_env {self.env}"
 
 
 class Secret:

@@ -1,6 +1,6 @@
 """``mailsocketd-check`` against the REAL Dovecot: output line and exit code of each case.
 
-Run as a separate process (``python -m mailsocketd.mail.check_command``, this checkout's code),
+Run as a separate process (``python -m mailsocketd.check_command``, this checkout's code),
 as Nagios or Icinga would run the console script.
 """
 
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.timeout(60)
 def check(config, *args, timeout=30):
     """Run the check; return (exit code, the one output line, seconds it took)."""
     started = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "mailsocketd.mail.check_command", "--config",
+    r = subprocess.run([sys.executable, "-m", "mailsocketd.check_command", "--config",
                         str(config), *args], capture_output=True, text=True, timeout=timeout,
                        cwd=REPO, stdin=subprocess.DEVNULL, check=False)
     lines = r.stdout.splitlines()

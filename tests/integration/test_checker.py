@@ -30,7 +30,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols import portforward
 from twisted.protocols.basic import LineReceiver
 
-from mailsocketd.mail.checker import AccountWatcher
+from mailsocketd.mail.accounts.service import AccountWatcher
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -228,7 +228,7 @@ async def test_wrong_password_is_reported_and_not_hammered(mailserver, tmp_path)
             assert w.backoff.auth_failures == 1  # one attempt; the next is minutes away
             assert state_of(w) == "auth-failed"
             lines = w.state.status_lines()
-    failed = [e for e in events if e.get("mail_event") == "connection_failed"]
+    failed = [e for e in events if e.get("event") == "connection_failed"]
     assert len(failed) == 1 and failed[0]["state"] == "auth-failed"
     assert 225 <= failed[0]["retry_in"] <= 375  # 300 s, jittered by a quarter at most
     texts = lines + [formatEvent(e) for e in events] + [repr(e) for e in events]
@@ -403,6 +403,6 @@ async def test_a_hostile_server_is_dropped_with_a_logged_error(tmp_path, attack,
     finally:
         globalLogPublisher.removeObserver(events.append)
         await port.stopListening()
-    logged = [e for e in events if e.get("mail_event") == "protocol_error"]
+    logged = [e for e in events if e.get("event") == "protocol_error"]
     assert logged and logged[0]["error"] == message
     assert factory.statuses >= 1

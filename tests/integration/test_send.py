@@ -22,10 +22,10 @@ from checkrig import make_unrelated_ca
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 
-from mailsocketd.mail.compose import build_message, parse_typed, sender_address
 from mailsocketd.mail.secrets import Secret
-from mailsocketd.mail.send import RecipientsRefused, SendError, submit
-from mailsocketd.mail.userconfig import parse_smtp
+from mailsocketd.mail.smtp.config import parse_smtp
+from mailsocketd.mail.smtp.submit import RecipientsRefused, SendError, submit
+from mailsocketd.mail.text.compose import build_message, parse_typed, sender_address
 from mailsocketd.table import Table
 
 SENDMAIL = "/usr/sbin/sendmail"

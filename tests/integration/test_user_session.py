@@ -23,11 +23,11 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 
-from mailsocketd.mail.accounts import parse_server
+from mailsocketd.mail.address import parse_server
 from mailsocketd.mail.errors import AuthFailed, CleartextRefused, MailError
 from mailsocketd.mail.secrets import Secret
-from mailsocketd.mail.userconfig import ImapConfig
-from mailsocketd.mail.usersession import (
+from mailsocketd.mail.users.config import ImapConfig
+from mailsocketd.mail.users.session import (
     LOST,
     MailboxError,
     NoSuchMessage,

@@ -10,7 +10,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from mailsocketd.line.commands import Command
 from mailsocketd.line.replies import CommandError, Reply
-from mailsocketd.line.server import LineServer, Session
+from mailsocketd.line.server import LineServer
+from mailsocketd.line.session import Session
 
 
 def do_refuse(server: LineServer, session: Session, args: Sequence[str]) -> Deferred[Reply]:

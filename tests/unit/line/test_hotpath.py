@@ -22,7 +22,8 @@ from twisted.logger import (
 from mailsocketd.line.commands import Command
 from mailsocketd.line.protocol import OUTBOX_LIMIT
 from mailsocketd.line.replies import Reply
-from mailsocketd.line.server import LineServer, Session
+from mailsocketd.line.server import LineServer
+from mailsocketd.line.session import Session
 from mailsocketd.logs import Events
 
 

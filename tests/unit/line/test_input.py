@@ -9,7 +9,8 @@ from twisted.internet.defer import Deferred
 
 from mailsocketd.line.commands import Command
 from mailsocketd.line.replies import CommandError, Reply
-from mailsocketd.line.server import LineServer, Session
+from mailsocketd.line.server import LineServer
+from mailsocketd.line.session import Session
 
 
 class Collector:

@@ -1,0 +1,1 @@
+"""The configured ``[accounts.NAME]``: settings, connections, state, back-off, hooks, checks."""

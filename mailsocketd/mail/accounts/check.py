@@ -1,0 +1,226 @@
+"""One complete check of an account, as ``mailsocketd-check`` runs it, and its verdict.
+
+``probe`` connects, logs in (with the daemon's TLS and password rules), sends one STATUS per
+configured mailbox and logs out, all within one overall timeout.  ``verdict`` turns the result
+(or the failure) into a monitoring-plugins line and exit code::
+
+    IMAP OK - work INBOX: 12 messages, 3 unseen, 0.045 s | time=0.045s messages=12 unseen=3
+
+Everything not of our own making (server replies, TLS reasons, mailbox names) goes through
+``plugin_text`` before it is printed, so it cannot break the line: no ``|`` (which starts the
+perfdata), no control characters, bounded length.  Perfdata labels are quoted as the
+monitoring-plugins guidelines ask (``perf_label``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from mailsocketd.mail.accounts.config import AccountConfig
+from mailsocketd.mail.errors import (
+    CheckTimeout,
+    ServerRefused,
+    clean_text,
+    describe_failure,
+    failure_kind,
+)
+from mailsocketd.mail.imap.client import MailboxCounts, WatchClient
+from mailsocketd.mail.imap.login import client_endpoint, log_in
+from mailsocketd.mail.secrets import SecretError, fetch_password
+
+__all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "Limits", "Outcome", "ProbeResult",
+           "failed", "perf_label", "plugin_text", "probe", "verdict"]
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+TEXT_LIMIT = 300  # characters of one piece of foreign text (an error, a reply)
+NAME_LIMIT = 100  # characters of a mailbox name, in the text and in perfdata labels
+
+
+def plugin_text(text: str | bytes, limit: int = TEXT_LIMIT) -> str:
+    """Foreign text made safe for the plugin line: one line, bounded, and no ``|``."""
+    return clean_text(text, limit).replace("|", "/")
+
+
+def perf_label(label: str) -> str:
+    """A perfdata label per the monitoring-plugins guidelines: quoted with ``'`` when it holds
+    a space, ``=`` or ``'``, a ``'`` in it doubled."""
+    text = plugin_text(label, NAME_LIMIT + 20)
+    if any(c in text for c in " ='"):
+        return "'" + text.replace("'", "''") + "'"
+    return text
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Thresholds (a value above one is a WARNING / CRITICAL) and the overall timeout."""
+
+    warning_time: float | None = None
+    critical_time: float | None = None
+    warning_unseen: int | None = None
+    critical_unseen: int | None = None
+    cert_days: int | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one check found: counts per mailbox (or its refusal), time, certificate expiry."""
+
+    mailboxes: tuple[tuple[str, MailboxCounts | str], ...]
+    elapsed: float
+    cert_expires: datetime.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A monitoring-plugins result: the exit code and the one line to print."""
+
+    code: int
+    line: str
+
+
+class _ClientFactory(Factory):
+    """Clients whose every step ends by the check's overall deadline."""
+
+    noisy = False
+
+    def __init__(self, reactor: Any, timeout: float, deadline: float, label: str) -> None:
+        self.reactor, self.timeout, self.deadline, self.label = reactor, timeout, deadline, label
+
+    def buildProtocol(self, addr: Any) -> WatchClient:
+        client = WatchClient(self.reactor, self.timeout, label=self.label)
+        client.factory = self
+        client.deadline = self.deadline
+        return client
+
+
+def certificate_expiry(client: WatchClient) -> datetime.datetime | None:
+    """The server certificate's notAfter, when the connection is TLS."""
+    cert = client.peer_certificate()
+    if cert is None:
+        return None
+    stamp: bytes = cert.get_notAfter()
+    parsed = datetime.datetime.strptime(stamp.decode("ascii"), "%Y%m%d%H%M%SZ")
+    return parsed.replace(tzinfo=datetime.UTC)
+
+
+async def probe(reactor: Any, account: AccountConfig, timeout: float,
+                environ: Mapping[str, str] | None = None) -> ProbeResult:
+    """Connect, log in, STATUS every mailbox, log out; raises on any failure."""
+    account = dataclasses.replace(account, timeout=timeout)
+    start = reactor.seconds()
+    endpoint = client_endpoint(reactor, account)
+    connecting = endpoint.connect(_ClientFactory(reactor, timeout, start + timeout,
+                                                 account.name))
+    timer = reactor.callLater(timeout, connecting.cancel)
+    try:
+        client: WatchClient = await connecting  # type: ignore[assignment]
+    except Exception as e:
+        if failure_kind(Failure(e)) == "timeout":
+            raise CheckTimeout("the connection", timeout) from None
+        raise
+    finally:
+        if timer.active():
+            timer.cancel()
+    try:
+        await log_in(client, account, lambda: fetch_password(account.password, reactor, environ))
+        found: list[tuple[str, MailboxCounts | str]] = []
+        for mailbox in account.mailboxes:
+            try:
+                found.append((mailbox, await client.status_counts(mailbox)))
+            except ServerRefused as e:
+                found.append((mailbox, str(e)))
+        elapsed = reactor.seconds() - start
+        expires = certificate_expiry(client)
+        with contextlib.suppress(Exception):
+            await client.log_out(min(2.0, timeout))
+        return ProbeResult(tuple(found), elapsed, expires)
+    finally:
+        if client.connected_ok:
+            client.drop(CheckTimeout("the end of the check", 0))
+
+
+def failed(account: AccountConfig, failure: Failure) -> Outcome:
+    """A check that did not get through: CRITICAL, or UNKNOWN when the plugin itself could not
+    work (an unreadable password source)."""
+    code = UNKNOWN if isinstance(failure.value, SecretError) else CRITICAL
+    why = plugin_text(describe_failure(failure))
+    return Outcome(code, f"IMAP {NAMES[code]} - {account.name}: {why} "
+                         f"({plugin_text(str(account.address))})")
+
+
+def _level(value: float, warning: float | None, critical: float | None
+           ) -> tuple[int, float | None]:
+    """The level ``value`` reaches, and the threshold it went over."""
+    if critical is not None and value > critical:
+        return CRITICAL, critical
+    if warning is not None and value > warning:
+        return WARNING, warning
+    return OK, None
+
+
+def _threshold(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def _perf(label: str, value: str, warning: str, critical: str) -> str:
+    text = f"{perf_label(label)}={value}"
+    return text + f";{warning};{critical};0" if warning or critical else text
+
+
+def verdict(account: AccountConfig, result: ProbeResult, limits: Limits,
+            now: datetime.datetime | None = None) -> Outcome:
+    """The monitoring-plugins line for a check that got through."""
+    code, parts, notes = OK, [], []
+    perf = [_perf("time", f"{result.elapsed:.3f}s", _threshold(limits.warning_time, "g"),
+                  _threshold(limits.critical_time, "g"))]
+    time_level, limit = _level(result.elapsed, limits.warning_time, limits.critical_time)
+    if time_level:
+        notes.append(f"time {result.elapsed:.3f} s > {limit:g} s")
+    code = max(code, time_level)
+    for index, (mailbox, counts) in enumerate(result.mailboxes):
+        name = plugin_text(mailbox, NAME_LIMIT)
+        prefix = f"{account.name} {name}" if index == 0 else name
+        if isinstance(counts, str):
+            parts.append(f"{prefix}: {plugin_text(counts)}")
+            code = CRITICAL
+            continue
+        parts.append(f"{prefix}: {counts.messages} messages, {counts.unseen} unseen")
+        level, limit = _level(counts.unseen, limits.warning_unseen, limits.critical_unseen)
+        if level:
+            notes.append(f"{name} unseen {counts.unseen} > {limit:g}")
+        code = max(code, level)
+        label = "" if index == 0 else f"{name} "
+        perf.append(_perf(f"{label}messages", str(counts.messages), "", ""))
+        perf.append(_perf(f"{label}unseen", str(counts.unseen),
+                          _threshold(limits.warning_unseen, "d"),
+                          _threshold(limits.critical_unseen, "d")))
+    cert_note = _certificate_note(result, limits, now)
+    if cert_note:
+        notes.append(cert_note)
+        code = max(code, WARNING)
+    text = "; ".join(parts) + f", {result.elapsed:.3f} s"
+    if notes:
+        text += " (" + "; ".join(notes) + ")"
+    return Outcome(code, f"IMAP {NAMES[code]} - {text} | {' '.join(perf)}")
+
+
+def _certificate_note(result: ProbeResult, limits: Limits,
+                      now: datetime.datetime | None) -> str | None:
+    if limits.cert_days is None or result.cert_expires is None:
+        return None
+    now = now or datetime.datetime.now(datetime.UTC)
+    left = result.cert_expires - now
+    if left >= datetime.timedelta(days=limits.cert_days):
+        return None
+    return (f"certificate expires in {max(left.days, 0)} days "
+            f"({result.cert_expires:%Y-%m-%d %H:%M} UTC)")

@@ -1,0 +1,177 @@
+"""The configured accounts under watch: one persistent connection each, in the daemon's reactor.
+
+``AccountsService`` holds one ``AccountWatcher`` per account.  A watcher keeps one connection
+through a ClientService (whose retry policy is our ``Backoff``), runs a ``Session`` on each
+connection, and records what happens in an ``AccountState`` (the ``status`` lines) and the log.
+Stopping logs out politely (bounded by STOP_GRACE), closes the connection and cancels every
+timer: retries, heartbeats, timeouts and pending hook runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from twisted.application.internet import ClientService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.mail.imap4 import IMAP4Exception
+from twisted.python.failure import Failure
+
+from mailsocketd.mail.accounts.backoff import Backoff
+from mailsocketd.mail.accounts.config import AccountConfig
+from mailsocketd.mail.accounts.connection import Session
+from mailsocketd.mail.accounts.hooks import NewMailHook
+from mailsocketd.mail.accounts.state import AccountState
+from mailsocketd.mail.errors import MailError, describe_failure, failure_kind
+from mailsocketd.mail.imap.client import WatchClient
+from mailsocketd.mail.imap.login import client_endpoint
+from mailsocketd.mail.secrets import Secret, fetch_password
+
+__all__ = ["STOP_GRACE", "AccountWatcher", "AccountsService"]
+
+STOP_GRACE = 3.0
+HARD_BACKOFF_KINDS = ("auth", "cleartext", "secret")
+
+
+class _WatchFactory(Factory):
+    """Builds a WatchClient per connection and hands it to the watcher when connected."""
+
+    noisy = False
+
+    def __init__(self, watcher: AccountWatcher) -> None:
+        self.watcher = watcher
+
+    def buildProtocol(self, addr: Any) -> WatchClient:
+        account = self.watcher.account
+        client = WatchClient(self.watcher.reactor, account.timeout, label=account.name)
+        client.factory = self
+        client.on_connected = self.watcher.connected
+        return client
+
+
+class AccountWatcher(Service):
+    """One account: connection, sessions, reconnection with backoff, state, hook."""
+
+    log = Logger()
+
+    def __init__(self, account: AccountConfig, reactor: Any,
+                 environ: Mapping[str, str] | None = None,
+                 endpoint: IStreamClientEndpoint | None = None) -> None:
+        self.account = account
+        self.reactor = reactor
+        self.environ = environ
+        self.hook = NewMailHook(account, reactor, environ)
+        self.state = AccountState(account, reactor, on_new_mail=self.hook.notify)
+        self.backoff = Backoff(reactor)
+        self.session: Session | None = None
+        self._session_done: Deferred[None] = succeed(None)
+        self._failure: tuple[str, str] | None = None
+        if endpoint is None:
+            endpoint = client_endpoint(reactor, account, on_attempt=self.attempting,
+                                       on_failure=self.note_failure)
+        self.connector = ClientService(endpoint, _WatchFactory(self),
+                                       retryPolicy=self._retry_delay, clock=reactor)
+        self.setName(account.name)  # type: ignore[no-untyped-call]
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self.state.set_state("connecting")
+        self.connector.startService()
+
+    def attempting(self) -> None:
+        self.state.set_state("connecting")
+
+    def _password(self) -> Deferred[Secret]:
+        return fetch_password(self.account.password, self.reactor, self.environ)
+
+    def connected(self, client: WatchClient) -> None:
+        """A new connection: run a session on it until it ends, then close it."""
+        if not self.running:
+            client.drop(MailError("the service is stopping"))
+            return
+        session = Session(client, account=self.account, state=self.state, clock=self.reactor,
+                          password=self._password, on_logged_in=self.backoff.logged_in)
+        self.session = session
+        done = ensureDeferred(session.run())
+        done.addErrback(self._session_failed)
+        self._session_done = done.addBoth(self._session_over, client, session)
+
+    def _session_failed(self, failure: Failure) -> None:
+        expected = (MailError, IMAP4Exception)
+        if failure_kind(failure) == "other" and not failure.check(*expected):  # a bug
+            self.log.failure("{account}: unexpected error in the session", failure,
+                             account=self.account.name)
+        if self.running:
+            self.note_failure(failure)
+
+    def note_failure(self, failure: Failure) -> None:
+        """Remember why the attempt failed, for the retry that follows."""
+        kind = failure_kind(failure)
+        if kind in HARD_BACKOFF_KINDS:
+            self.backoff.auth_failed()
+        state = "auth-failed" if kind in HARD_BACKOFF_KINDS else "backing-off"
+        self._failure = (describe_failure(failure), state)
+
+    def _session_over(self, result: object, client: WatchClient, session: Session) -> None:
+        if self.session is session:
+            self.session = None
+        if client.connected_ok:
+            client.drop(MailError("session over"))
+
+    def _retry_delay(self, attempt: int) -> float:
+        """ClientService's retry policy: our Backoff, and the news in the state and log."""
+        delay = self.backoff.delay(attempt)
+        if self.running:
+            error, state = self._failure or ("connection lost", "backing-off")
+            self.state.connection_failed(error, state, delay)
+        self._failure = None
+        return delay
+
+    def stopService(self) -> Deferred[None]:
+        """Log out (for at most STOP_GRACE seconds), close, cancel every timer."""
+        super().stopService()  # type: ignore[no-untyped-call]
+        self.hook.stop()
+        session = self.session
+        if session is None:
+            return self._stop_connector(None)
+        session.stop()
+        timer = self.reactor.callLater(STOP_GRACE, session.client.drop,
+                                       MailError("stopping: no reply to LOGOUT"))
+        waiter: Deferred[None] = Deferred()
+
+        def ended(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            waiter.callback(None)
+            return result
+
+        self._session_done.addBoth(ended)
+        return waiter.addCallback(self._stop_connector)
+
+    def _stop_connector(self, _: object) -> Deferred[None]:
+        d: Deferred[None] = self.connector.stopService()
+
+        def stopped(result: object) -> None:
+            self.state.set_state("stopped")
+
+        return d.addCallback(stopped)
+
+
+class AccountsService(MultiService):
+    """Every configured account under watch; ``status_lines()`` feeds the line service."""
+
+    def __init__(self, accounts: Sequence[AccountConfig], reactor: Any,
+                 environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.reactor = reactor
+        self.watchers = [AccountWatcher(account, reactor, environ) for account in accounts]
+        for watcher in self.watchers:
+            watcher.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    def status_lines(self) -> list[str]:
+        """One line per account and mailbox, in configuration order."""
+        return [line for watcher in self.watchers for line in watcher.state.status_lines()]

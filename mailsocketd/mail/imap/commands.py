@@ -1,0 +1,384 @@
+"""UserImapClient: the IMAP commands behind a line user's mail commands, with bounded replies.
+
+A WatchClient (IDLE, timeouts, limits) that also speaks SELECT/EXAMINE, LIST, FETCH by
+sequence range, and the UID commands (FETCH, SEARCH, STORE, EXPUNGE, MOVE, COPY).  Twisted's
+IMAP4Client has no UID EXPUNGE or MOVE, and its FETCH helpers turn bodies into ``str``: these
+methods send the commands themselves and parse the untagged replies into plain values.
+
+Its limits are per connection, sized from the ``[imap]`` configuration: one literal may hold
+``read_limit`` bytes (a ``read``), one reply ``list_max`` header blocks of at most
+HEADER_LIMIT bytes each (a ``list``); anything larger still drops the connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from twisted.internet.defer import CancelledError, succeed
+from twisted.internet.protocol import Factory
+from twisted.mail import imap4
+from twisted.python.failure import Failure
+
+from mailsocketd.mail.accounts.config import AccountConfig
+from mailsocketd.mail.errors import (
+    CheckTimeout,
+    MailError,
+    ProtocolViolation,
+    ServerClosed,
+    describe_failure,
+    failure_kind,
+)
+from mailsocketd.mail.imap.client import WatchClient, command
+from mailsocketd.mail.imap.login import client_endpoint, log_in
+from mailsocketd.mail.secrets import PasswordSource, Secret
+from mailsocketd.mail.users.config import ImapConfig
+
+__all__ = ["HEADER_FIELDS", "HEADER_LIMIT", "FetchedMessage", "ListedMessage", "MailboxEntry",
+           "Selected", "UserClientFactory", "UserImapClient", "account_for", "connect_client",
+           "log_in_user", "loss_line", "mailbox_key", "uid_set", "unreachable"]
+
+HEADER_FIELDS = b"DATE FROM SUBJECT CONTENT-TYPE"  # Content-Type: the charset of raw 8-bit headers
+HEADER_LIMIT = 2048  # bytes of the HEADER_FIELDS block fetched per listed message
+MAX_MAILBOX_LINES = 10000  # LIST replies accepted (the session STATUSes far fewer)
+MAX_UID = 2**32 - 1
+T = TypeVar("T")
+SELECTING = (b"SELECT", b"EXAMINE")
+LINE_LOGIN = PasswordSource("login")  # typed at the line service's login; never stored
+
+
+@dataclass(frozen=True)
+class ListedMessage:
+    """One line of ``list``: UID, flags, size and the raw Date/From/Subject header block."""
+
+    uid: int
+    flags: frozenset[str]
+    size: int
+    header: bytes
+
+
+@dataclass(frozen=True)
+class FetchedMessage:
+    """A message as ``read`` fetched it: ``data`` is its first ``read_limit`` bytes."""
+
+    uid: int
+    size: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What SELECT or EXAMINE said about the mailbox (``uidnext`` None if not sent)."""
+
+    mailbox: str
+    exists: int
+    uidvalidity: int
+    uidnext: int | None
+    readonly: bool
+
+
+@dataclass(frozen=True)
+class MailboxEntry:
+    """One LIST line: the decoded name (None if it is not valid modified UTF-7), raw flags."""
+
+    name: str | None
+    raw: bytes
+    flags: frozenset[str]
+
+    @property
+    def selectable(self) -> bool:
+        return not {"\\noselect", "\\nonexistent"} & {f.lower() for f in self.flags}
+
+
+def mailbox_key(mailbox: str) -> str:
+    """INBOX is case-insensitive (RFC 3501 5.1); every other name is case-sensitive."""
+    return "INBOX" if mailbox.upper() == "INBOX" else mailbox
+
+
+def uid_set(uids: Sequence[int]) -> bytes:
+    """``1,5,7``: the UIDs (or sequence numbers) as an IMAP set."""
+    return b",".join(str(uid).encode("ascii") for uid in uids)
+
+
+def _number(value: Any, what: str) -> int:
+    """A non-negative 32-bit number the server sent; ProtocolViolation if it is not one."""
+    if isinstance(value, bytes) and value.isdigit() and int(value) <= MAX_UID:
+        return int(value)
+    raise ProtocolViolation(f"bad {what} in the server's reply")
+
+
+def fetch_items(response: list[Any]) -> tuple[int, dict[str, Any]]:
+    """The sequence number and items of one parsed ``n FETCH (...)`` response.
+
+    ``BODY[section]<origin> value`` is stored under ``BODY``: each command asks for one section.
+    """
+    items = response[2] if len(response) > 2 else None
+    if not isinstance(items, list):
+        raise ProtocolViolation("bad FETCH response")
+    found: dict[str, Any] = {}
+    i = 0
+    while i < len(items):
+        key = items[i]
+        if not isinstance(key, bytes):
+            raise ProtocolViolation("bad FETCH response")
+        name = key.decode("ascii", "replace").upper()
+        i += 1
+        if name == "BODY" and i < len(items) and isinstance(items[i], list):
+            i += 1  # the section
+            if i < len(items) and isinstance(items[i], bytes) and items[i].startswith(b"<"):
+                i += 1  # the origin of a partial fetch
+        if i >= len(items):
+            raise ProtocolViolation(f"FETCH item {name[:20]} without a value")
+        found[name] = items[i]
+        i += 1
+    return _number(response[0], "message number"), found
+
+
+def _flags(value: Any) -> frozenset[str]:
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(f.decode("utf-8", "replace") for f in value if isinstance(f, bytes))
+
+
+def _body(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else b""  # NIL: an empty body
+
+
+def _fetches(lines: list[list[Any]]) -> dict[int, dict[str, Any]]:
+    """The FETCH responses of a reply, merged by message number (FLAGS may come apart)."""
+    found: dict[int, dict[str, Any]] = {}
+    for parts in lines:
+        if len(parts) >= 2 and parts[1] == b"FETCH":
+            number, values = fetch_items(parts)
+            found.setdefault(number, {}).update(values)
+    return found
+
+
+def parse_selected(lines: list[list[Any]], last: bytes, mailbox: str,
+                   readonly: bool) -> Selected:
+    exists: int | None = None
+    codes: dict[bytes, int] = {}
+    for parts in lines:
+        if len(parts) >= 2 and parts[1] == b"EXISTS":
+            exists = _number(parts[0], "EXISTS")
+        elif (len(parts) >= 2 and parts[0] == b"OK" and isinstance(parts[1], list)
+              and len(parts[1]) >= 2 and parts[1][0] in (b"UIDVALIDITY", b"UIDNEXT")):
+            codes[parts[1][0]] = _number(parts[1][1], parts[1][0].decode())
+    if exists is None or b"UIDVALIDITY" not in codes:
+        raise ProtocolViolation("SELECT/EXAMINE reply without EXISTS or UIDVALIDITY")
+    granted_readonly = readonly or b"[READ-ONLY]" in bytes(last).upper()
+    return Selected(mailbox, exists, codes[b"UIDVALIDITY"], codes.get(b"UIDNEXT"),
+                    granted_readonly)
+
+
+def parse_headers(lines: list[list[Any]], first: int, last: int) -> list[ListedMessage]:
+    found = _fetches(lines)
+    listed = []
+    for number in sorted(found, reverse=True):
+        values = found[number]
+        if first <= number <= last and "UID" in values and "BODY" in values:
+            listed.append(ListedMessage(
+                _number(values["UID"], "UID"), _flags(values.get("FLAGS")),
+                _number(values.get("RFC822.SIZE", b"0"), "RFC822.SIZE"),
+                _body(values["BODY"])))
+    return listed
+
+
+def parse_body(lines: list[list[Any]], uid: int, limit: int) -> FetchedMessage | None:
+    for values in _fetches(lines).values():
+        if values.get("UID") == str(uid).encode() and "BODY" in values:
+            data = _body(values["BODY"])[:limit]
+            size = values.get("RFC822.SIZE")
+            return FetchedMessage(uid, len(data) if size is None else _number(size, "size"),
+                                  data)
+    return None
+
+
+class UserImapClient(WatchClient):
+    """A WatchClient with the commands of a user's session and limits sized for them."""
+
+    def __init__(self, clock: Any, command_timeout: float = 30.0, label: str = "imap", *,
+                 read_limit: int = 4 << 20, list_max: int = 500) -> None:
+        super().__init__(clock, command_timeout, label)
+        self.MAX_LITERAL = max(WatchClient.MAX_LITERAL, read_limit, HEADER_LIMIT)
+        self.MAX_RESPONSE = max(WatchClient.MAX_RESPONSE, read_limit + 64 * 1024,
+                                list_max * (HEADER_LIMIT + 512) + 64 * 1024,
+                                MAX_MAILBOX_LINES * 256)
+        self.MAX_UNTAGGED = max(WatchClient.MAX_UNTAGGED, 2 * list_max + 100,
+                                MAX_MAILBOX_LINES + 100)
+        # EXISTS of the selected mailbox, kept current from every untagged EXISTS and EXPUNGE
+        # whatever command (or IDLE) they come with, so a mailbox that stays selected need not
+        # be selected again: SELECT costs in proportion to the mailbox on some servers.
+        self.exists: int | None = None
+
+    def _untagged(self, rest: bytes) -> None:
+        """Keep ``n FETCH`` / ``n EXISTS`` lines in the reply of the command that collects them
+        (WatchClient reports them as changes only); an EXISTS outside SELECT is also reported:
+        the selected mailbox grew."""
+        cmd = self.tags.get(self.waiting) if self.waiting else None
+        words = rest.split(b" ", 2)
+        is_change = len(words) >= 2 and words[0].isdigit() and words[1].upper() in (
+            b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT")
+        if is_change:
+            self._track_exists(int(words[0]), words[1].upper())
+        if cmd is None or cmd is self._idle_command or not is_change:
+            super()._untagged(rest)
+            return
+        if len(cmd.lines) >= self.MAX_UNTAGGED:
+            raise ProtocolViolation(f"more than {self.MAX_UNTAGGED} untagged responses "
+                                    f"to one {cmd.command.decode('ascii', 'replace')}")
+        cmd.lines.append(rest)
+        if (words[1].upper() == b"EXISTS" and cmd.command not in SELECTING
+                and self.on_change is not None):
+            self.on_change("exists")
+
+    def _track_exists(self, number: int, kind: bytes) -> None:
+        if kind == b"EXISTS":
+            self.exists = number
+        elif kind == b"EXPUNGE" and self.exists:
+            self.exists -= 1
+
+    async def _reply(self, name: bytes, args: bytes | None = None) -> list[list[Any]]:
+        """Send one command; its parsed untagged lines (Command.finish keeps the known kinds)."""
+        lines, _last = await self.run(command(name, args))
+        return list(lines)
+
+    def _parse(self, parse: Callable[..., T], *args: Any) -> T:
+        """Run a reply parser; a malformed reply drops the connection (nothing after it can
+        be trusted) and raises ProtocolViolation."""
+        try:
+            return parse(*args)
+        except ProtocolViolation as e:
+            self.drop(e)
+            raise
+
+    async def select_mailbox(self, mailbox: str, readonly: bool) -> Selected:
+        """SELECT (read-write) or EXAMINE (read-only): EXISTS, UIDVALIDITY, UIDNEXT."""
+        verb = b"EXAMINE" if readonly else b"SELECT"
+        self.exists = None
+        lines, last = await self.run(command(verb, imap4._prepareMailboxName(mailbox)))
+        selected = self._parse(parse_selected, lines, last, mailbox, readonly)
+        self.exists = selected.exists
+        return selected
+
+    async def list_mailboxes(self) -> list[MailboxEntry]:
+        """``LIST "" "*"``: every mailbox, names decoded from modified UTF-7."""
+        entries = []
+        for parts in await self._reply(b"LIST", b'"" "*"'):
+            if len(parts) < 4 or parts[0] != b"LIST" or not isinstance(parts[3], bytes):
+                continue
+            try:
+                name: str | None = parts[3].decode("imap4-utf-7")
+            except (UnicodeDecodeError, ValueError):
+                name = None
+            entries.append(MailboxEntry(name, parts[3], _flags(parts[1])))
+        return entries
+
+    async def fetch_headers(self, first: int, last: int) -> list[ListedMessage]:
+        """One FETCH of the messages ``first:last``: UID, flags, size, Date/From/Subject;
+        newest (highest number) first."""
+        items = (b"(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + HEADER_FIELDS +
+                 b")]<0." + str(HEADER_LIMIT).encode() + b">)")
+        lines = await self._reply(b"FETCH", f"{first}:{last} ".encode() + items)
+        return self._parse(parse_headers, lines, first, last)
+
+    async def fetch_body(self, uid: int, limit: int) -> FetchedMessage | None:
+        """``UID FETCH uid (RFC822.SIZE BODY[]<0.limit>)`` (not PEEK: the server sets \\Seen);
+        None when the server has no such UID."""
+        args = f"{uid} (UID RFC822.SIZE BODY[]<0.{limit}>)".encode()
+        lines = await self._reply(b"UID FETCH", args)
+        return self._parse(parse_body, lines, uid, limit)
+
+    async def uid_search(self, uids: Sequence[int]) -> list[int]:
+        """Which of ``uids`` exist in the selected mailbox (``UID SEARCH UID set``)."""
+        wanted = set(uids)
+        found: set[int] = set()
+        for parts in await self._reply(b"UID SEARCH", b"UID " + uid_set(uids)):
+            if parts and parts[0] == b"SEARCH":
+                found.update(int(p) for p in parts[1:] if isinstance(p, bytes) and p.isdigit())
+        return sorted(found & wanted)
+
+    async def uid_store_deleted(self, uids: Sequence[int]) -> None:
+        await self._reply(b"UID STORE", uid_set(uids) + b" +FLAGS.SILENT (\\Deleted)")
+
+    async def uid_expunge(self, uids: Sequence[int]) -> None:
+        """UID EXPUNGE (UIDPLUS): removes exactly these, not what others marked \\Deleted."""
+        await self._reply(b"UID EXPUNGE", uid_set(uids))
+
+    async def uid_transfer(self, verb: bytes, uids: Sequence[int], target: str) -> None:
+        """``UID MOVE`` or ``UID COPY`` the messages to ``target``."""
+        await self._reply(b"UID " + verb, uid_set(uids) + b" " +
+                          imap4._prepareMailboxName(target))
+
+
+def account_for(imap: ImapConfig, user: str) -> AccountConfig:
+    """The AccountConfig ``log_in`` wants, for this user on the ``[imap]`` server."""
+    return AccountConfig(name=user, server=imap.server, address=imap.address, user=user,
+                         password=LINE_LOGIN, ca_file=imap.ca_file, timeout=imap.timeout,
+                         allow_cleartext=imap.allow_cleartext)
+
+
+class UserClientFactory(Factory):
+    """Builds a UserImapClient sized by the ``[imap]`` limits."""
+
+    noisy = False
+
+    def __init__(self, clock: Any, imap: ImapConfig, label: str) -> None:
+        self.clock, self.imap, self.label = clock, imap, label
+
+    def buildProtocol(self, addr: Any) -> UserImapClient:
+        client = UserImapClient(self.clock, self.imap.timeout, self.label,
+                                read_limit=self.imap.read_limit, list_max=self.imap.list_max)
+        client.factory = self
+        return client
+
+
+def unreachable(error: BaseException, timeout: float) -> MailError:
+    """A failure to connect or log in, as a MailError (MailErrors pass unchanged)."""
+    if isinstance(error, MailError):
+        return error
+    if isinstance(error, CancelledError):
+        return CheckTimeout("the connection to the mail server", timeout)
+    return MailError(f"cannot reach the mail server: {describe_failure(Failure(error))}")
+
+
+async def connect_client(reactor: Any, clock: Any, imap: ImapConfig,
+                         user: str) -> UserImapClient:
+    """A connection to the ``[imap]`` server (TLS for tls: servers), within imap.timeout."""
+    factory = UserClientFactory(clock, imap, f"user {user}")
+    connecting = client_endpoint(reactor, account_for(imap, user)).connect(factory)
+    timer = clock.callLater(imap.timeout, connecting.cancel)
+    try:
+        client: UserImapClient = await connecting  # type: ignore[assignment]
+    except Exception as e:
+        raise unreachable(e, imap.timeout) from None
+    finally:
+        if timer.active():
+            timer.cancel()
+    return client
+
+
+async def log_in_user(client: UserImapClient, imap: ImapConfig, user: str,
+                      password: Secret) -> frozenset[bytes]:
+    """STARTTLS (verified) or refuse cleartext, authenticate: the capabilities after login.
+    The whole login takes at most imap.timeout; on failure the connection is dropped."""
+    client.deadline = client.clock.seconds() + imap.timeout
+    try:
+        caps = await log_in(client, account_for(imap, user), lambda: succeed(password))
+    except Exception as e:
+        client.drop(MailError("login failed"))
+        raise unreachable(e, imap.timeout) from None
+    client.deadline = None
+    return frozenset(caps)
+
+
+def loss_line(reason: Failure) -> str:
+    """Why the connection is gone, as one line for the user (on_lost's reason)."""
+    kind = failure_kind(reason)
+    if isinstance(reason.value, ServerClosed):
+        said = str(reason.value).removeprefix("the server closed the connection: ")
+        return f"the mail server closed the connection ({said})"
+    if kind == "closed":
+        return "the mail server closed the connection"
+    return f"lost the connection to the mail server ({describe_failure(reason)})"

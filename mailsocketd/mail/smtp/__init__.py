@@ -1,0 +1,1 @@
+"""Sending: ``[smtp]`` and the submission (SMTP, or the local sendmail)."""

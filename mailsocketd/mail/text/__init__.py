@@ -1,0 +1,1 @@
+"""Mail as text, pure (no Twisted): charsets, headers, list summaries, rendering, composing."""

@@ -1,0 +1,1 @@
+"""A line user's own IMAP session: ``[imap]``, the session and its watch."""

@@ -1,0 +1,439 @@
+"""A line user's own IMAP session: ``login USER PASSWORD`` and the mail commands behind it.
+
+``open_user_session`` connects to the ``[imap]`` server (TLS per the account rules of
+``login.py``), logs in with the user's credentials and returns a ``UserSession``, which keeps that
+connection for the line connection.  Its operations run strictly one after another (a
+DeferredLock); a failed one does not block the next.
+
+``watch`` pushes news of a mailbox: with IDLE, the watched mailbox stays selected and IDLE runs
+whenever no command is queued (a command ends it with DONE and it resumes after); without IDLE,
+or when the server keeps ending IDLE at once, a STATUS every POLL_INTERVAL seconds.
+
+Results are raw (bytes, numbers); rendering is another module's job.  Errors are MailErrors
+whose ``str()`` is one line for the user: no class names, never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from mailsocketd.mail.errors import (
+    AuthFailed,
+    MailError,
+    ServerRefused,
+    clean_text,
+)
+from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.imap.commands import (
+    FetchedMessage,
+    ListedMessage,
+    Selected,
+    UserImapClient,
+    connect_client,
+    log_in_user,
+    loss_line,
+    mailbox_key,
+)
+from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.users.config import ImapConfig
+from mailsocketd.mail.users.watch import IdleWatch
+
+__all__ = ["Deletion", "FetchedMessage", "ListedMessage", "Listing", "MailboxError",
+           "NoSuchMessage", "SessionLost", "UidValidityChanged", "UserSession",
+           "open_user_session"]
+
+T = TypeVar("T")
+log = Logger()
+LOGOUT_TIMEOUT = 2.0
+MAX_MAILBOXES = 200  # mailboxes() STATUSes at most this many
+MAX_DELETE = 1000  # UIDs in one delete
+MAX_NAME = 1000  # characters in a mailbox name
+MAX_REMEMBERED = 1000  # mailboxes whose UIDVALIDITY is remembered
+LOST = "not logged in to the mail server (session lost); login again"
+LOGGED_OUT = "not logged in to the mail server (logged out); login again"
+
+
+class NoSuchMessage(MailError):
+    """The UID (or none of the UIDs) exists in the mailbox."""
+
+
+class UidValidityChanged(MailError):
+    """The mailbox's UIDVALIDITY differs from the one ``list`` saw: its UIDs mean other mail."""
+
+
+class MailboxError(MailError):
+    """A bad or nonexistent mailbox (the server's refusal, cleaned)."""
+
+
+class SessionLost(MailError):
+    """The IMAP connection is gone (or was logged out): log in again."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The newest messages of a mailbox (``messages`` newest first)."""
+
+    mailbox: str
+    uidvalidity: int
+    exists: int
+    messages: tuple[ListedMessage, ...]
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What ``delete`` did: which UIDs it removed, which did not exist, and how."""
+
+    deleted: tuple[int, ...]
+    missing: tuple[int, ...]
+    method: str  # "expunged" | "moved to Trash" | "marked deleted"
+
+
+def check_mailbox_name(mailbox: str) -> str:
+    """The name, or MailboxError if it cannot go into a command (empty, control characters)."""
+    if not mailbox or len(mailbox) > MAX_NAME:
+        raise MailboxError(f"bad mailbox name (1 to {MAX_NAME} characters)")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in mailbox):
+        raise MailboxError("bad mailbox name: control characters are not allowed")
+    return mailbox
+
+
+def refusal(mailbox: str, error: ServerRefused) -> MailboxError:
+    """The server's NO/BAD about a mailbox, as one line without the response code."""
+    text = clean_text(error.text)
+    if text.startswith("[") and "]" in text:
+        text = text.split("]", 1)[1].strip()
+    return MailboxError(f"mailbox {clean_text(mailbox, 100)}: {text or error.status}")
+
+
+async def open_user_session(reactor: Any, imap: ImapConfig, user: str, password: Secret, *,
+                            clock: IReactorTime | None = None) -> UserSession:
+    """Connect, TLS per policy, log in; AuthFailed on wrong credentials (never naming the
+    password), MailError for everything else.  The whole login takes at most imap.timeout."""
+    if not user or len(user) > 256 or any(not c.isprintable() or c.isspace() for c in user):
+        raise AuthFailed("bad user name")
+    if any(b in (0, 10, 13) for b in password.reveal()):
+        raise AuthFailed("the password contains control characters")
+    time: Any = clock or reactor
+    client = await connect_client(reactor, time, imap, user)
+    return await start_user_session(client, imap, user, password, clock=time)
+
+
+async def start_user_session(client: UserImapClient, imap: ImapConfig, user: str,
+                             password: Secret, *, clock: Any) -> UserSession:
+    """Log in over a connected client and wrap it in a UserSession."""
+    caps = await log_in_user(client, imap, user, password)
+    log.info("user {user} logged in to the mail server", user=user, event="user_login")
+    session = UserSession(client, imap, user, caps, clock)
+    session.open_inbox()
+    return session
+
+
+class UserSession:
+    """One user's logged-in IMAP connection (see the module docstring)."""
+
+    def __init__(self, client: UserImapClient, imap: ImapConfig, user: str,
+                 capabilities: frozenset[bytes], clock: Any) -> None:
+        self.client = client
+        self.imap = imap
+        self.user = user
+        self.on_lost: Callable[[str], None] | None = None
+        self.capabilities = capabilities
+        self.clock = clock
+        self.lost_reason: str | None = None
+        self.closing = False
+        self._selection: Selected | None = None  # what selecting the selected mailbox said
+        self._lock = DeferredLock()
+        self._uidvalidity: dict[str, int] = {}
+        self._logout: Deferred[None] | None = None
+        self.watcher = IdleWatch(self, use_idle=b"IDLE" in capabilities)
+        client.on_change = self.watcher.changed
+        client.lost_callbacks.append(self._connection_lost)
+
+    def __repr__(self) -> str:
+        return f"<UserSession {self.user!r} alive={self.alive}>"
+
+    @property
+    def alive(self) -> bool:
+        return self.lost_reason is None and not self.closing and not self.client.dropping
+
+    @property
+    def selected(self) -> str | None:
+        """The key (mailbox_key) of the selected mailbox; None when none is."""
+        return None if self._selection is None else mailbox_key(self._selection.mailbox)
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def _require_alive(self) -> None:
+        if self.closing:
+            raise SessionLost(LOGGED_OUT)
+        if not self.alive:
+            raise SessionLost(LOST)
+
+    async def exclusive(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run ``step`` alone on the connection (IDLE ended first, resumed after)."""
+        self._require_alive()
+        await self._lock.acquire()
+        try:
+            self._require_alive()
+            await self.watcher.leave_idle()
+            return await step()
+        except Exception as e:
+            raise self._failed(e) from None
+        finally:
+            self._lock.release()
+            self.watcher.resume_soon()
+
+    @property
+    def busy(self) -> bool:
+        """Whether an operation holds (or waits for) the connection."""
+        return bool(self._lock.locked)
+
+    async def acquire(self) -> None:
+        """Take the connection for a step of the watch (which knows how to leave IDLE)."""
+        await self._lock.acquire()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def _failed(self, error: Exception) -> Exception:
+        """A lost connection becomes SessionLost (on_lost told once); other errors pass."""
+        if self.closing and not self.client.connected_ok:
+            return SessionLost(LOGGED_OUT)
+        if not self.client.dropping:
+            return error
+        reason = self.client.lost_reason or Failure(error)
+        line = loss_line(reason)
+        self.connection_lost(line)
+        return SessionLost(f"{line}; login again")
+
+    def _connection_lost(self, reason: Failure) -> None:
+        self.connection_lost(loss_line(reason))
+
+    def connection_lost(self, line: str) -> None:
+        """Tell on_lost, once, unless we were logging out."""
+        self.watcher.stop()
+        if self.lost_reason is not None or self.closing:
+            return
+        self.lost_reason = line
+        log.info("user {user}: mail session lost: {reason}", user=self.user, reason=line,
+                 event="user_session_lost")
+        if self.on_lost is not None:
+            try:
+                self.on_lost(line)
+            except Exception:
+                log.failure("on_lost callback failed")
+
+    # -- mailbox steps (called with the lock held) -------------------------------------------
+
+    async def select(self, mailbox: str, readonly: bool) -> Selected:
+        """SELECT or EXAMINE; the watcher hears of the watched mailbox's UIDNEXT.
+
+        A mailbox that is selected already (read-write, or read-only when that is all that is
+        asked) is not selected again: a NOOP brings the server's news (EXISTS, EXPUNGE), which
+        the client counts.  So ``list`` costs the same on a mailbox of 10 or 100,000 messages.
+        """
+        current = self._selection
+        if (current is not None and self.selected == mailbox_key(mailbox)
+                and (readonly or not current.readonly)):
+            await self.client.noop_check()
+            if self.client.exists is not None:
+                return replace(current, exists=self.client.exists)
+        self._selection = None
+        try:
+            selected = await self.client.select_mailbox(mailbox, readonly)
+        except ServerRefused as e:
+            raise refusal(mailbox, e) from None
+        self._selection = selected
+        self.watcher.selected(selected)
+        return selected
+
+    async def status(self, mailbox: str) -> MailboxCounts:
+        """STATUS.  Of the selected mailbox it answers from this session's view (RFC 3501
+        6.3.10): a NOOP first lets the server bring that view up to date."""
+        if self.selected == mailbox_key(mailbox):
+            await self.client.noop_check()
+        try:
+            return await self.client.status_counts(mailbox)
+        except ServerRefused as e:
+            raise refusal(mailbox, e) from None
+
+    def _same_uids(self, mailbox: str, selected: Selected) -> None:
+        """UIDs the user saw in ``list`` must still name the same messages."""
+        known = self._uidvalidity.get(mailbox_key(mailbox))
+        if known is None:
+            self._remember(mailbox, selected.uidvalidity)
+        elif known != selected.uidvalidity:
+            raise UidValidityChanged(f"{clean_text(mailbox, 100)} changed on the server "
+                                     "(UIDVALIDITY); run list again")
+
+    def _remember(self, mailbox: str, uidvalidity: int) -> None:
+        if len(self._uidvalidity) >= MAX_REMEMBERED:
+            self._uidvalidity.pop(next(iter(self._uidvalidity)))
+        self._uidvalidity[mailbox_key(mailbox)] = uidvalidity
+
+    # -- the operations ----------------------------------------------------------------------
+
+    def open_inbox(self) -> None:
+        """EXAMINE INBOX in the background, as a mail client opens it on login.  ``check``,
+        ``list`` and ``watch`` of INBOX then need no SELECT, and a STATUS of the selected
+        mailbox costs the server little (Dovecot, 100,000 messages: 0.14 ms, against 3 ms for
+        an unselected one).  A command that comes first waits for it; a failure only leaves
+        nothing selected."""
+        async def step() -> None:
+            await self.select("INBOX", readonly=True)
+
+        def failed(reason: Failure) -> None:
+            log.info("user {user}: INBOX could not be opened: {error}", user=self.user,
+                     error=clean_text(str(reason.value)), event="user_inbox_unopened")
+
+        Deferred.fromCoroutine(self.exclusive(step)).addErrback(failed)
+
+    async def check(self, mailbox: str = "INBOX") -> MailboxCounts:
+        """One STATUS (after a NOOP when it is the selected mailbox, see ``status``)."""
+        check_mailbox_name(mailbox)
+        return await self.exclusive(lambda: self.status(mailbox))
+
+    async def mailboxes(self) -> list[tuple[str, MailboxCounts | None]]:
+        """Every mailbox (at most MAX_MAILBOXES) with its counts; None where STATUS cannot be
+        had (\\Noselect, a refusal)."""
+        async def step() -> list[tuple[str, MailboxCounts | None]]:
+            found: list[tuple[str, MailboxCounts | None]] = []
+            for entry in (await self.client.list_mailboxes())[:MAX_MAILBOXES]:
+                name = entry.name or entry.raw.decode("utf-8", "replace")
+                counts = None
+                if entry.name is not None and entry.selectable:
+                    with contextlib.suppress(ServerRefused):
+                        counts = await self.client.status_counts(entry.name)
+                found.append((name, counts))
+            return found
+        return await self.exclusive(step)
+
+    async def list_messages(self, mailbox: str, count: int) -> Listing:
+        """EXAMINE, then one FETCH of the last ``count`` messages (newest first)."""
+        check_mailbox_name(mailbox)
+        if not 1 <= count <= self.imap.list_max:
+            raise MailError(f"count must be 1 to {self.imap.list_max}")
+
+        async def step() -> Listing:
+            selected = await self.select(mailbox, readonly=True)
+            self._remember(mailbox, selected.uidvalidity)
+            messages: list[ListedMessage] = []
+            if selected.exists:
+                first = max(1, selected.exists - count + 1)
+                messages = await self.client.fetch_headers(first, selected.exists)
+            return Listing(mailbox, selected.uidvalidity, selected.exists, tuple(messages))
+        return await self.exclusive(step)
+
+    async def fetch_message(self, mailbox: str, uid: int, limit: int) -> FetchedMessage:
+        """SELECT, then ``UID FETCH`` the first ``limit`` bytes (at most read_limit); the
+        server marks the message \\Seen."""
+        check_mailbox_name(mailbox)
+        limit = max(1, min(limit, self.imap.read_limit))
+
+        async def step() -> FetchedMessage:
+            self._same_uids(mailbox, await self.select(mailbox, readonly=False))
+            fetched = None
+            if 0 < uid < 2**32:
+                fetched = await self.client.fetch_body(uid, limit)
+            if fetched is None:
+                raise NoSuchMessage(f"no message with UID {uid} in {clean_text(mailbox, 100)}")
+            return fetched
+        return await self.exclusive(step)
+
+    async def delete(self, mailbox: str, uids: Sequence[int]) -> Deletion:
+        """Delete by UID: UID EXPUNGE with UIDPLUS, else move to Trash, else mark \\Deleted.
+
+        Without UIDPLUS a bare EXPUNGE would also remove what another client marked.
+        """
+        check_mailbox_name(mailbox)
+        wanted = sorted(set(uids))
+        if not wanted or len(wanted) > MAX_DELETE:
+            raise MailError(f"give 1 to {MAX_DELETE} UIDs to delete")
+
+        async def step() -> Deletion:
+            self._same_uids(mailbox, await self.select(mailbox, readonly=False))
+            valid = [uid for uid in wanted if 0 < uid < 2**32]
+            existing = await self.client.uid_search(valid) if valid else []
+            missing = tuple(uid for uid in wanted if uid not in set(existing))
+            if not existing:
+                listed = ", ".join(str(uid) for uid in wanted[:10])
+                plural = "s" if len(wanted) > 1 else ""
+                raise NoSuchMessage(f"no message with UID{plural} {listed} in "
+                                    f"{clean_text(mailbox, 100)}")
+            method = await self._remove(mailbox, existing)
+            return Deletion(tuple(existing), missing, method)
+        return await self.exclusive(step)
+
+    async def _remove(self, mailbox: str, uids: list[int]) -> str:
+        if b"UIDPLUS" in self.capabilities:
+            await self.client.uid_store_deleted(uids)
+            await self.client.uid_expunge(uids)
+            return "expunged"
+        trash = await self._trash()
+        if trash is not None and mailbox_key(trash) != mailbox_key(mailbox):
+            if b"MOVE" in self.capabilities:
+                await self.client.uid_transfer(b"MOVE", uids, trash)
+            else:
+                await self.client.uid_transfer(b"COPY", uids, trash)
+                await self.client.uid_store_deleted(uids)
+            return "moved to Trash"
+        await self.client.uid_store_deleted(uids)
+        return "marked deleted"
+
+    async def _trash(self) -> str | None:
+        """The server's Trash: the SPECIAL-USE \\Trash mailbox, else one named "Trash"."""
+        entries = [e for e in await self.client.list_mailboxes()
+                   if e.name is not None and e.selectable]
+        for entry in entries:
+            if "\\trash" in {f.lower() for f in entry.flags}:
+                return entry.name
+        return next((e.name for e in entries if e.name == "Trash"), None)
+
+    async def watch(self, mailbox: str, notify: Callable[[str, MailboxCounts], None],
+                    ended: Callable[[str], None] | None = None) -> MailboxCounts:
+        """Push news of ``mailbox`` (UIDNEXT grew) to ``notify``; the counts now.  Calling it
+        again switches mailbox.  ``ended`` hears why if the watch ends by itself (the mailbox
+        was deleted, say; not on ``unwatch`` or a lost session, which has its own news)."""
+        check_mailbox_name(mailbox)
+
+        async def step() -> MailboxCounts:
+            counts = await self.status(mailbox)
+            self.watcher.start(mailbox, notify, counts, ended)
+            return counts
+        return await self.exclusive(step)
+
+    async def unwatch(self) -> None:
+        """Stop pushing (and end IDLE); quietly nothing when the session is gone."""
+        self.watcher.stop()
+        if self.alive:
+            async def step() -> None:
+                return None
+            await self.exclusive(step)
+
+    async def logout(self) -> None:
+        """LOGOUT within LOGOUT_TIMEOUT, then close; idempotent."""
+        if self._logout is None:
+            self._logout = Deferred.fromCoroutine(self._log_out())
+        await self._logout  # a second caller gets None as well: the result is None
+
+    async def _log_out(self) -> None:
+        was_alive = self.alive
+        self.closing = True
+        self.watcher.stop()
+        if not was_alive:
+            return
+        self.watcher.end_idle()
+        with contextlib.suppress(Exception):
+            await self.client.log_out(LOGOUT_TIMEOUT)
+        if self.client.connected_ok:
+            self.client.drop(MailError("logged out"))
+        log.info("user {user} logged out of the mail server", user=self.user,
+                 event="user_logout")

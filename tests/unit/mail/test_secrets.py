@@ -1,0 +1,130 @@
+"""Password sources: file permissions, systemd credentials, environment, command (no shell)."""
+# ruff: noqa: S105 - a made-up password to look for in messages
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from mailsocketd.mail.process import run_process
+from mailsocketd.mail.secrets import (
+    MAX_SECRET_FILE,
+    PasswordSource,
+    Secret,
+    SecretError,
+    fetch_password,
+)
+
+SECRET = "s3cr3t-Pa55"
+
+
+def password_file(tmp_path, content=SECRET + "\n", mode=0o600, name="work.pw"):
+    path = tmp_path / name
+    path.write_text(content)
+    path.chmod(mode)
+    return path
+
+
+def fetched(source, environ=None):
+    d = fetch_password(source, reactor, environ if environ is not None else {})
+    results = []
+    d.addBoth(results.append)
+    assert results, "file and env sources answer at once"
+    return results[0]
+
+
+def error_text(result):
+    assert not isinstance(result, Secret), "expected a failure"
+    assert result.check(SecretError)
+    text = str(result.value)
+    assert SECRET not in text
+    return text
+
+
+def test_file_first_line_without_line_end(tmp_path):
+    path = password_file(tmp_path, SECRET + "\r\nsecond line\n")
+    secret = fetched(PasswordSource("file", file=str(path)))
+    assert secret.reveal() == SECRET.encode()
+    assert SECRET not in repr(secret) and SECRET not in str(secret)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o444])
+def test_file_readable_by_others_is_refused(tmp_path, mode):
+    path = password_file(tmp_path, mode=mode)
+    text = error_text(fetched(PasswordSource("file", file=str(path))))
+    assert text.startswith(f"password_file {path}: readable by group or others")
+    assert f"mode {mode:04o}" in text and "chmod 600" in text
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_private_modes_are_accepted(tmp_path, mode):
+    path = password_file(tmp_path, mode=mode)
+    assert fetched(PasswordSource("file", file=str(path))).reveal() == SECRET.encode()
+
+
+def test_file_problems(tmp_path):
+    missing = tmp_path / "nope"
+    assert "cannot open: No such file" in error_text(
+        fetched(PasswordSource("file", file=str(missing))))
+    assert "not a regular file" in error_text(
+        fetched(PasswordSource("file", file=str(tmp_path))))
+    empty = password_file(tmp_path, "\n", name="empty")
+    assert "empty password" in error_text(fetched(PasswordSource("file", file=str(empty))))
+    big = password_file(tmp_path, "x" * (MAX_SECRET_FILE + 1), name="big")
+    assert "larger than" in error_text(fetched(PasswordSource("file", file=str(big))))
+    ctl = password_file(tmp_path, "a\x00b\n", name="ctl")
+    assert "control characters" in error_text(fetched(PasswordSource("file", file=str(ctl))))
+
+
+def test_relative_file_is_a_systemd_credential(tmp_path):
+    password_file(tmp_path, name="work")
+    source = PasswordSource("file", file="work")
+    secret = fetched(source, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert secret.reveal() == SECRET.encode()
+    assert "CREDENTIALS_DIRECTORY" in error_text(fetched(source, {}))
+
+
+def test_environment_variable():
+    source = PasswordSource("env", env="WORK_PW")
+    assert fetched(source, {"WORK_PW": SECRET}).reveal() == SECRET.encode()
+    assert error_text(fetched(source, {})) == (
+        "password_env WORK_PW: the variable is not set or empty")
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_without_shell(tmp_path):
+    # The argument would be expanded by a shell; run without one it is printed as is.
+    source = PasswordSource("command", command=("printf", "%s\\n", "$HOME;" + SECRET))
+    secret = await fetch_password(source, reactor, dict(os.environ))
+    assert secret.reveal() == ("$HOME;" + SECRET).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_failures_name_the_command_not_the_output():
+    failing = PasswordSource("command", command=(sys.executable, "-c",
+                                                 f"print({SECRET!r}); raise SystemExit(4)"))
+    with pytest.raises(SecretError) as e:
+        await fetch_password(failing, reactor, dict(os.environ))
+    assert str(e.value) == f"password_command {sys.executable} exited with status 4"
+    missing = PasswordSource("command", command=("/nonexistent/pass",))
+    with pytest.raises(SecretError, match="cannot run /nonexistent/pass"):
+        await fetch_password(missing, reactor, dict(os.environ))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hanging_command_is_killed():
+    result = await run_process(reactor, ["sleep", "30"], dict(os.environ), timeout=0.2)
+    assert result.timed_out and not result.ok and result.signal == 9
+    assert result.describe() == "timed out and was killed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_output_is_capped_and_hidden_from_repr():
+    result = await run_process(reactor, [sys.executable, "-c", "print('x' * 100000)"],
+                               dict(os.environ), timeout=10, max_output=1000)
+    assert result.ok and result.truncated and len(result.stdout) == 1000
+    assert "xxx" not in repr(result)
