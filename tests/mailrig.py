@@ -1,6 +1,6 @@
 """A scripted IMAP server for socket-free tests of the mail client.
 
-``Rig`` connects a WatchClient to an in-memory transport on a task.Clock.  The test plays the
+``Rig`` connects a ImapClient to an in-memory transport on a task.Clock.  The test plays the
 server: ``rig.expect(b"STATUS")`` takes the client's next command (asserting its name) and
 ``rig.reply(...)`` answers it; ``rig.server(...)`` sends raw lines.  Closing the transport
 (loseConnection / abortConnection) delivers connectionLost on the next ``clock.advance(0)``,
@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from mailsocketd.mail.accounts.config import AccountConfig, parse_accounts
 from mailsocketd.mail.address import parse_server
-from mailsocketd.mail.imap.client import WatchClient
+from mailsocketd.mail.imap.client import ImapClient
 from mailsocketd.mail.secrets import PasswordSource
 from mailsocketd.table import Table
 
@@ -78,12 +78,12 @@ class TLSTransport(Transport):
 
 
 class Rig:
-    """A WatchClient and the scripted server it talks to."""
+    """A ImapClient and the scripted server it talks to."""
 
     def __init__(self, transport: type[Transport] = TLSTransport, timeout: float = 30.0,
                  clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
-        self.client = WatchClient(self.clock, timeout, label="test")
+        self.client = ImapClient(self.clock, timeout, label="test")
         self.transport = transport(self.clock)
         self.last_tag = b""
 

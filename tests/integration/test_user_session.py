@@ -118,7 +118,7 @@ async def logged_out(*sessions):
     await deferLater(reactor, 0.05)
     left = [c for c in reactor.getDelayedCalls()
             if c.active() and ("userwatch" in repr(c) or "usersession" in repr(c)
-                               or "userimap" in repr(c) or "WatchClient" in repr(c))]
+                               or "userimap" in repr(c) or "ImapClient" in repr(c))]
     assert left == [], left
 
 

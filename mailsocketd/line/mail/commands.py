@@ -28,7 +28,7 @@ from mailsocketd.line.replies import CommandError, Reply, multiline, printable
 from mailsocketd.line.server import LineServer
 from mailsocketd.line.session import Session
 from mailsocketd.mail.errors import AuthFailed, clean_text
-from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.imap.client import MAX_UID, MailboxCounts
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.smtp.config import SmtpConfig
 from mailsocketd.mail.text.compose import DraftError, parse_recipients
@@ -39,7 +39,6 @@ from mailsocketd.mail.users.session import UserSession, open_user_session
 from mailsocketd.net import is_loopback
 
 DEFAULT_COUNT = 20
-MAX_UID = 2**32 - 1
 NOT_CONFIGURED = "mail is not configured on this server (no [imap] in its configuration)"
 
 

@@ -32,7 +32,7 @@ from mailsocketd.mail.errors import (
     describe_failure,
     failure_kind,
 )
-from mailsocketd.mail.imap.client import MailboxCounts, WatchClient
+from mailsocketd.mail.imap.client import ImapClient, MailboxCounts
 from mailsocketd.mail.imap.login import client_endpoint, log_in
 from mailsocketd.mail.secrets import SecretError, fetch_password
 
@@ -96,14 +96,14 @@ class _ClientFactory(Factory):
     def __init__(self, reactor: Any, timeout: float, deadline: float, label: str) -> None:
         self.reactor, self.timeout, self.deadline, self.label = reactor, timeout, deadline, label
 
-    def buildProtocol(self, addr: Any) -> WatchClient:
-        client = WatchClient(self.reactor, self.timeout, label=self.label)
+    def buildProtocol(self, addr: Any) -> ImapClient:
+        client = ImapClient(self.reactor, self.timeout, label=self.label)
         client.factory = self
         client.deadline = self.deadline
         return client
 
 
-def certificate_expiry(client: WatchClient) -> datetime.datetime | None:
+def certificate_expiry(client: ImapClient) -> datetime.datetime | None:
     """The server certificate's notAfter, when the connection is TLS."""
     cert = client.peer_certificate()
     if cert is None:
@@ -123,7 +123,7 @@ async def probe(reactor: Any, account: AccountConfig, timeout: float,
                                                  account.name))
     timer = reactor.callLater(timeout, connecting.cancel)
     try:
-        client: WatchClient = await connecting  # type: ignore[assignment]
+        client: ImapClient = await connecting  # type: ignore[assignment]
     except Exception as e:
         if failure_kind(Failure(e)) == "timeout":
             raise CheckTimeout("the connection", timeout) from None

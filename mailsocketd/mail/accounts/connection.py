@@ -34,22 +34,21 @@ from twisted.python.failure import Failure
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.accounts.state import AccountState
 from mailsocketd.mail.errors import ServerRefused
-from mailsocketd.mail.imap.client import WatchClient
+from mailsocketd.mail.imap.client import LOGOUT_TIMEOUT, ImapClient
 from mailsocketd.mail.imap.idle import IDLE_MIN_SPACING, QuickIdleEnds
 from mailsocketd.mail.imap.login import log_in
 from mailsocketd.mail.secrets import Secret
 
-__all__ = ["LOGOUT_TIMEOUT", "Session"]
-
-LOGOUT_TIMEOUT = 2.0
+__all__ = ["AccountConnection"]
 
 
-class Session:
+
+class AccountConnection:
     """Drives one logged-in connection (see the module docstring)."""
 
     log = Logger()
 
-    def __init__(self, client: WatchClient, *, account: AccountConfig, state: AccountState,
+    def __init__(self, client: ImapClient, *, account: AccountConfig, state: AccountState,
                  clock: Any, password: Callable[[], Deferred[Secret]],
                  on_logged_in: Callable[[], None] | None = None) -> None:
         self.client = client

@@ -1,8 +1,9 @@
 """The configured accounts under watch: one persistent connection each, in the daemon's reactor.
 
 ``AccountsService`` holds one ``AccountWatcher`` per account.  A watcher keeps one connection
-through a ClientService (whose retry policy is our ``Backoff``), runs a ``Session`` on each
-connection, and records what happens in an ``AccountState`` (the ``status`` lines) and the log.
+through a ClientService (whose retry policy is our ``Backoff``), runs an
+``AccountConnection`` on each connection, and records what happens in an ``AccountState``
+(the ``status`` lines) and the log.
 Stopping logs out politely (bounded by STOP_GRACE), closes the connection and cancels every
 timer: retries, heartbeats, timeouts and pending hook runs.
 """
@@ -23,11 +24,11 @@ from twisted.python.failure import Failure
 
 from mailsocketd.mail.accounts.backoff import Backoff
 from mailsocketd.mail.accounts.config import AccountConfig
-from mailsocketd.mail.accounts.connection import Session
+from mailsocketd.mail.accounts.connection import AccountConnection
 from mailsocketd.mail.accounts.hooks import NewMailHook
 from mailsocketd.mail.accounts.state import AccountState
 from mailsocketd.mail.errors import MailError, describe_failure, failure_kind
-from mailsocketd.mail.imap.client import WatchClient
+from mailsocketd.mail.imap.client import ImapClient
 from mailsocketd.mail.imap.login import client_endpoint
 from mailsocketd.mail.secrets import Secret, fetch_password
 
@@ -38,16 +39,16 @@ HARD_BACKOFF_KINDS = ("auth", "cleartext", "secret")
 
 
 class _WatchFactory(Factory):
-    """Builds a WatchClient per connection and hands it to the watcher when connected."""
+    """Builds a ImapClient per connection and hands it to the watcher when connected."""
 
     noisy = False
 
     def __init__(self, watcher: AccountWatcher) -> None:
         self.watcher = watcher
 
-    def buildProtocol(self, addr: Any) -> WatchClient:
+    def buildProtocol(self, addr: Any) -> ImapClient:
         account = self.watcher.account
-        client = WatchClient(self.watcher.reactor, account.timeout, label=account.name)
+        client = ImapClient(self.watcher.reactor, account.timeout, label=account.name)
         client.factory = self
         client.on_connected = self.watcher.connected
         return client
@@ -67,7 +68,7 @@ class AccountWatcher(Service):
         self.hook = NewMailHook(account, reactor, environ)
         self.state = AccountState(account, reactor, on_new_mail=self.hook.notify)
         self.backoff = Backoff(reactor)
-        self.session: Session | None = None
+        self.session: AccountConnection | None = None
         self._session_done: Deferred[None] = succeed(None)
         self._failure: tuple[str, str] | None = None
         if endpoint is None:
@@ -88,13 +89,14 @@ class AccountWatcher(Service):
     def _password(self) -> Deferred[Secret]:
         return fetch_password(self.account.password, self.reactor, self.environ)
 
-    def connected(self, client: WatchClient) -> None:
+    def connected(self, client: ImapClient) -> None:
         """A new connection: run a session on it until it ends, then close it."""
         if not self.running:
             client.drop(MailError("the service is stopping"))
             return
-        session = Session(client, account=self.account, state=self.state, clock=self.reactor,
-                          password=self._password, on_logged_in=self.backoff.logged_in)
+        session = AccountConnection(client, account=self.account, state=self.state,
+                                    clock=self.reactor, password=self._password,
+                                    on_logged_in=self.backoff.logged_in)
         self.session = session
         done = ensureDeferred(session.run())
         done.addErrback(self._session_failed)
@@ -116,7 +118,7 @@ class AccountWatcher(Service):
         state = "auth-failed" if kind in HARD_BACKOFF_KINDS else "backing-off"
         self._failure = (describe_failure(failure), state)
 
-    def _session_over(self, result: object, client: WatchClient, session: Session) -> None:
+    def _session_over(self, result: object, client: ImapClient, session: AccountConnection) -> None:
         if self.session is session:
             self.session = None
         if client.connected_ok:

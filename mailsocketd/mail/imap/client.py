@@ -1,4 +1,4 @@
-"""WatchClient: Twisted's IMAP4Client with IDLE, bounded memory, timeouts and a TLS policy.
+"""ImapClient: Twisted's IMAP4Client with IDLE, bounded memory, timeouts and a TLS policy.
 
 What it adds to ``twisted.mail.imap4.IMAP4Client``:
 
@@ -38,9 +38,11 @@ from mailsocketd.mail.errors import (
 from mailsocketd.mail.imap.parse import FastCommand
 from mailsocketd.mail.secrets import Secret
 
-__all__ = ["MailboxCounts", "WatchClient", "command"]
+__all__ = ["LOGOUT_TIMEOUT", "MAX_UID", "ImapClient", "MailboxCounts", "command"]
 
 T = TypeVar("T")
+MAX_UID = 2**32 - 1  # UIDs, UIDVALIDITY, counts: 32-bit unsigned (RFC 3501 9, nz-number)
+LOGOUT_TIMEOUT = 2.0  # seconds a LOGOUT may take before the connection is simply closed
 STATUS_ITEMS = ("MESSAGES", "UNSEEN", "RECENT", "UIDNEXT", "UIDVALIDITY")
 _STATUS_ARGS = " ".join(STATUS_ITEMS).encode()
 CHANGE_KINDS = {b"EXISTS": "exists", b"EXPUNGE": "expunge", b"FETCH": "flags",
@@ -78,7 +80,7 @@ class MailboxCounts:
     uidvalidity: int
 
 
-class WatchClient(imap4.IMAP4Client):
+class ImapClient(imap4.IMAP4Client):
     """An IMAP4 client for watching mailboxes: IDLE, STATUS, limits, timeouts (see module doc)."""
 
     MAX_LENGTH = 64 * 1024
@@ -96,7 +98,7 @@ class WatchClient(imap4.IMAP4Client):
         self.greeted: Deferred[None] = Deferred()
         self.idle_started: Deferred[None] | None = None
         self.on_change: Callable[[str], None] | None = None
-        self.on_connected: Callable[[WatchClient], None] | None = None
+        self.on_connected: Callable[[ImapClient], None] | None = None
         self.lost_callbacks: list[Callable[[Failure], None]] = []
         self.commands_sent: Counter[str] = Counter()
         self.lines_received = 0

@@ -1,6 +1,6 @@
 """UserImapClient: the IMAP commands behind a line user's mail commands, with bounded replies.
 
-A WatchClient (IDLE, timeouts, limits) that also speaks SELECT/EXAMINE, LIST, FETCH by
+A ImapClient (IDLE, timeouts, limits) that also speaks SELECT/EXAMINE, LIST, FETCH by
 sequence range, and the UID commands (FETCH, SEARCH, STORE, EXPUNGE, MOVE, COPY).  Twisted's
 IMAP4Client has no UID EXPUNGE or MOVE, and its FETCH helpers turn bodies into ``str``: these
 methods send the commands themselves and parse the untagged replies into plain values.
@@ -30,7 +30,7 @@ from mailsocketd.mail.errors import (
     describe_failure,
     failure_kind,
 )
-from mailsocketd.mail.imap.client import WatchClient, command
+from mailsocketd.mail.imap.client import MAX_UID, ImapClient, command
 from mailsocketd.mail.imap.login import client_endpoint, log_in
 from mailsocketd.mail.secrets import PasswordSource, Secret
 from mailsocketd.mail.users.config import ImapConfig
@@ -42,7 +42,6 @@ __all__ = ["HEADER_FIELDS", "HEADER_LIMIT", "FetchedMessage", "ListedMessage", "
 HEADER_FIELDS = b"DATE FROM SUBJECT CONTENT-TYPE"  # Content-Type: the charset of raw 8-bit headers
 HEADER_LIMIT = 2048  # bytes of the HEADER_FIELDS block fetched per listed message
 MAX_MAILBOX_LINES = 10000  # LIST replies accepted (the session STATUSes far fewer)
-MAX_UID = 2**32 - 1
 T = TypeVar("T")
 SELECTING = (b"SELECT", b"EXAMINE")
 LINE_LOGIN = PasswordSource("login")  # typed at the line service's login; never stored
@@ -195,17 +194,17 @@ def parse_body(lines: list[list[Any]], uid: int, limit: int) -> FetchedMessage |
     return None
 
 
-class UserImapClient(WatchClient):
-    """A WatchClient with the commands of a user's session and limits sized for them."""
+class UserImapClient(ImapClient):
+    """A ImapClient with the commands of a user's session and limits sized for them."""
 
     def __init__(self, clock: Any, command_timeout: float = 30.0, label: str = "imap", *,
                  read_limit: int = 4 << 20, list_max: int = 500) -> None:
         super().__init__(clock, command_timeout, label)
-        self.MAX_LITERAL = max(WatchClient.MAX_LITERAL, read_limit, HEADER_LIMIT)
-        self.MAX_RESPONSE = max(WatchClient.MAX_RESPONSE, read_limit + 64 * 1024,
+        self.MAX_LITERAL = max(ImapClient.MAX_LITERAL, read_limit, HEADER_LIMIT)
+        self.MAX_RESPONSE = max(ImapClient.MAX_RESPONSE, read_limit + 64 * 1024,
                                 list_max * (HEADER_LIMIT + 512) + 64 * 1024,
                                 MAX_MAILBOX_LINES * 256)
-        self.MAX_UNTAGGED = max(WatchClient.MAX_UNTAGGED, 2 * list_max + 100,
+        self.MAX_UNTAGGED = max(ImapClient.MAX_UNTAGGED, 2 * list_max + 100,
                                 MAX_MAILBOX_LINES + 100)
         # EXISTS of the selected mailbox, kept current from every untagged EXISTS and EXPUNGE
         # whatever command (or IDLE) they come with, so a mailbox that stays selected need not
@@ -214,7 +213,7 @@ class UserImapClient(WatchClient):
 
     def _untagged(self, rest: bytes) -> None:
         """Keep ``n FETCH`` / ``n EXISTS`` lines in the reply of the command that collects them
-        (WatchClient reports them as changes only); an EXISTS outside SELECT is also reported:
+        (ImapClient reports them as changes only); an EXISTS outside SELECT is also reported:
         the selected mailbox grew."""
         cmd = self.tags.get(self.waiting) if self.waiting else None
         words = rest.split(b" ", 2)

@@ -34,7 +34,7 @@ from mailsocketd.mail.errors import (
     ServerRefused,
     clean_text,
 )
-from mailsocketd.mail.imap.client import WatchClient, command
+from mailsocketd.mail.imap.client import ImapClient, command
 from mailsocketd.mail.secrets import COMMAND_TIMEOUT, Secret
 
 __all__ = ["AUTHENTICATORS", "TRANSIENT_CODES", "authenticate_with", "choose_mechanism",
@@ -134,7 +134,7 @@ def choose_mechanism(caps: dict[bytes, Any], encrypted: bool) -> bytes | None:
     return next((m for m in order if m in offered), None)
 
 
-async def secure(client: WatchClient, account: AccountConfig,
+async def secure(client: ImapClient, account: AccountConfig,
                  caps: dict[bytes, Any]) -> dict[bytes, Any]:
     """Make the connection TLS when it is not; refuse cleartext unless allowed."""
     if client.encrypted:
@@ -150,7 +150,7 @@ async def secure(client: WatchClient, account: AccountConfig,
     return caps
 
 
-def authenticate_with(client: WatchClient, mechanism: bytes, user: bytes,
+def authenticate_with(client: ImapClient, mechanism: bytes, user: bytes,
                       secret: Secret) -> Deferred[Any]:
     """AUTHENTICATE with one SASL mechanism.
 
@@ -177,7 +177,7 @@ def authenticate_with(client: WatchClient, mechanism: bytes, user: bytes,
                       "the reply to AUTHENTICATE")
 
 
-async def authenticate(client: WatchClient, account: AccountConfig, caps: dict[bytes, Any],
+async def authenticate(client: ImapClient, account: AccountConfig, caps: dict[bytes, Any],
                        secret: Secret) -> None:
     """AUTHENTICATE with the best offered mechanism, else LOGIN; AuthFailed if refused."""
     user = account.user.encode("utf-8")
@@ -201,7 +201,7 @@ async def authenticate(client: WatchClient, account: AccountConfig, caps: dict[b
                          f"{e.status} {text}".rstrip()) from None
 
 
-async def log_in(client: WatchClient, account: AccountConfig,
+async def log_in(client: ImapClient, account: AccountConfig,
                  password: Callable[[], Deferred[Secret]]) -> dict[bytes, Any]:
     """Greeting, TLS, authentication; returns the capabilities after login."""
     await client.wait_for_greeting()

@@ -31,7 +31,7 @@ from mailsocketd.mail.errors import (
     ServerRefused,
     clean_text,
 )
-from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.imap.client import LOGOUT_TIMEOUT, MAX_UID, MailboxCounts
 from mailsocketd.mail.imap.commands import (
     FetchedMessage,
     ListedMessage,
@@ -52,7 +52,6 @@ __all__ = ["Deletion", "FetchedMessage", "ListedMessage", "Listing", "MailboxErr
 
 T = TypeVar("T")
 log = Logger()
-LOGOUT_TIMEOUT = 2.0
 MAX_MAILBOXES = 200  # mailboxes() STATUSes at most this many
 MAX_DELETE = 1000  # UIDs in one delete
 MAX_NAME = 1000  # characters in a mailbox name
@@ -341,7 +340,7 @@ class UserSession:
         async def step() -> FetchedMessage:
             self._same_uids(mailbox, await self.select(mailbox, readonly=False))
             fetched = None
-            if 0 < uid < 2**32:
+            if 0 < uid <= MAX_UID:
                 fetched = await self.client.fetch_body(uid, limit)
             if fetched is None:
                 raise NoSuchMessage(f"no message with UID {uid} in {clean_text(mailbox, 100)}")
@@ -360,7 +359,7 @@ class UserSession:
 
         async def step() -> Deletion:
             self._same_uids(mailbox, await self.select(mailbox, readonly=False))
-            valid = [uid for uid in wanted if 0 < uid < 2**32]
+            valid = [uid for uid in wanted if 0 < uid <= MAX_UID]
             existing = await self.client.uid_search(valid) if valid else []
             missing = tuple(uid for uid in wanted if uid not in set(existing))
             if not existing:

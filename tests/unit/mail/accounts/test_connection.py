@@ -9,7 +9,7 @@ from twisted.internet.defer import ensureDeferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from mailsocketd.mail.accounts.connection import Session
+from mailsocketd.mail.accounts.connection import AccountConnection
 from mailsocketd.mail.accounts.state import AccountState
 from mailsocketd.mail.errors import CheckTimeout
 from mailsocketd.mail.imap.idle import IDLE_MIN_SPACING, IDLE_SHORT_LIMIT
@@ -20,7 +20,7 @@ def logged_in(caps_after="IMAP4rev1 IDLE", **overrides):
     acct = account(**overrides)
     rig = Rig(timeout=30).connect()
     state = AccountState(acct, rig.clock)
-    session = Session(rig.client, account=acct, state=state, clock=rig.clock,
+    session = AccountConnection(rig.client, account=acct, state=state, clock=rig.clock,
                       password=lambda: succeed(Secret(b"pw")))
     done = ensureDeferred(session.run())
     rig.greet()

@@ -1,4 +1,4 @@
-"""WatchClient against scripted server lines: STATUS, IDLE, limits, timeouts, odd replies."""
+"""ImapClient against scripted server lines: STATUS, IDLE, limits, timeouts, odd replies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import LogLevel, capturedLogs
 
 from mailsocketd.mail.errors import CheckTimeout, ProtocolViolation, ServerClosed, ServerRefused
-from mailsocketd.mail.imap.client import MailboxCounts, WatchClient
+from mailsocketd.mail.imap.client import ImapClient, MailboxCounts
 
 
 def connected(**kw):
@@ -111,7 +111,7 @@ def test_a_long_line_drops_the_connection_with_a_logged_error():
     rig = connected()
     d = rig.client.noop_check()
     with capturedLogs() as events:
-        rig.client.dataReceived(b"* " + b"x" * (WatchClient.MAX_LENGTH + 10))
+        rig.client.dataReceived(b"* " + b"x" * (ImapClient.MAX_LENGTH + 10))
     lost(rig)
     assert "longer than 65536 bytes" in str(failure_of(d, ProtocolViolation))
     errors = [e for e in events if e["log_level"] == LogLevel.error]
@@ -140,7 +140,7 @@ def test_endless_untagged_lines_are_cut_off():
     rig = connected()
     d = rig.client.noop_check()
     rig.expect(b"NOOP")
-    rig.server(*[f"* FLAGS (x{i})" for i in range(WatchClient.MAX_UNTAGGED + 1)])
+    rig.server(*[f"* FLAGS (x{i})" for i in range(ImapClient.MAX_UNTAGGED + 1)])
     lost(rig)
     assert "more than 1000 untagged responses" in str(failure_of(d, ProtocolViolation))
 
