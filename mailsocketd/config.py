@@ -13,33 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mailsocketd.line.config import DEFAULT_LISTEN, LineConfig, parse_line
 from mailsocketd.mail.accounts.config import AccountConfig, parse_accounts
 from mailsocketd.mail.smtp.config import SmtpConfig, parse_smtp
 from mailsocketd.mail.users.config import ImapConfig, parse_imap
 from mailsocketd.table import ConfigError, Table
 
 __all__ = ["DEFAULT_LISTEN", "Config", "ConfigError", "LineConfig", "LogConfig", "load_config"]
-
-DEFAULT_LISTEN = "tcp:65000:interface=127.0.0.1"
-
-
-@dataclass(frozen=True)
-class LineConfig:
-    """``[line]``: the telnet/netcat service."""
-
-    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
-    daytime: tuple[str, ...] = ()
-    banner: bool = False
-    max_line_length: int = 4096
-    idle_timeout: float = 300.0
-    max_connections: int = 10000
-    max_connections_per_peer: int = 256
-    bare_command_wait: float = 0.05
-    close_grace: float = 2.0
-    allow_cleartext_login: bool = False  # `login` on a non-loopback listener without TLS
-    login_failures: int = 5  # failed logins from one address before it is locked out
-    login_lockout: float = 300.0  # seconds an address stays locked out
-
 
 @dataclass(frozen=True)
 class LogConfig:
@@ -69,27 +49,6 @@ def read_toml(path: str) -> dict[str, Any]:
         raise ConfigError("", f"cannot read configuration file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("", f"configuration file {path} is not valid TOML: {e}") from None
-
-
-def parse_line(table: Table) -> LineConfig:
-    d = LineConfig()
-    line = LineConfig(
-        listen=table.string_list("listen", d.listen, allow_empty=False),
-        daytime=table.string_list("daytime", d.daytime),
-        banner=table.boolean("banner", d.banner),
-        max_line_length=table.integer("max_line_length", d.max_line_length, 16, 1 << 20),
-        idle_timeout=table.number("idle_timeout", d.idle_timeout),
-        max_connections=table.integer("max_connections", d.max_connections, 1),
-        max_connections_per_peer=table.integer(
-            "max_connections_per_peer", d.max_connections_per_peer, 1),
-        bare_command_wait=table.number("bare_command_wait", d.bare_command_wait, 0.0, 10.0),
-        close_grace=table.number("close_grace", d.close_grace, 0.0, 60.0),
-        allow_cleartext_login=table.boolean("allow_cleartext_login", d.allow_cleartext_login),
-        login_failures=table.integer("login_failures", d.login_failures, 1, 1000),
-        login_lockout=table.number("login_lockout", d.login_lockout, 0.0, 86400.0),
-    )
-    table.finish()
-    return line
 
 
 def parse_log(table: Table) -> LogConfig:

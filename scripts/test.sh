@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests need (Debian packages for the real Dovecot/Postfix, netcat,
-# telnet; the project with its test extra in ./.venv) and run all checks: ruff, mypy, pytest.
-# Extra arguments go to pytest, e.g. -k idle or tests/unit.
+# telnet; the project with its test extra in ./.venv) and run all checks: ruff, mypy, the
+# architecture contracts (import-linter) and pytest on all of tests/ (unit and integration).
+# Extra arguments go to pytest, e.g. -k idle or tests/unit; without a path, all of tests/ runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system-packages.sh
@@ -9,4 +10,8 @@ bash scripts/system-packages.sh
 .venv/bin/pip install --quiet --disable-pip-version-check '.[test]'
 .venv/bin/ruff check mailsocketd twisted tests benchmarks
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+.venv/bin/lint-imports --no-cache
+for arg in "$@"; do
+    case $arg in tests*) exec .venv/bin/pytest "$@" ;; esac
+done
+exec .venv/bin/pytest "$@" tests

@@ -9,8 +9,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from mailsocketd.config import LineConfig
 from mailsocketd.line.commands import Command, command_table, core_commands
+from mailsocketd.line.config import LineConfig
 from mailsocketd.line.factory import LineFactory
 from mailsocketd.line.protocol import LineProtocol
 from mailsocketd.line.server import LineServer

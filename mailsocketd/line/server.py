@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsocketd import __version__
-from mailsocketd.config import LineConfig
+from mailsocketd.line.config import LineConfig
 from mailsocketd.line.commands import Command, Result
 from mailsocketd.line.replies import CommandError, InputReader, Reply, error, printable
 from mailsocketd.line.session import Session

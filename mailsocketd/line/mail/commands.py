@@ -20,7 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from mailsocketd.config import LineConfig
+from mailsocketd.line.config import LineConfig
 from mailsocketd.line.commands import Command
 from mailsocketd.line.mail.sendinput import SendInput
 from mailsocketd.line.mail.throttle import LoginThrottle

@@ -14,7 +14,7 @@ from linerig import Rig, lose, take
 from twisted.internet.task import Clock
 
 import mailsocketd.line.mail.commands as mailcommands
-from mailsocketd.config import LineConfig
+from mailsocketd.line.config import LineConfig
 from mailsocketd.line.mail.commands import MailCommands, is_local
 from mailsocketd.mail.address import parse_server
 from mailsocketd.mail.errors import AuthFailed
