@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
 
 from twisted.application.internet import backoffPolicy
+from twisted.internet.interfaces import IReactorTime
 
 __all__ = ["Backoff"]
 
@@ -23,7 +23,7 @@ __all__ = ["Backoff"]
 class Backoff:
     """Reconnection delays for one account (see the module docstring)."""
 
-    def __init__(self, clock: Any, *, initial: float = 1.0, maximum: float = 300.0,
+    def __init__(self, clock: IReactorTime, *, initial: float = 1.0, maximum: float = 300.0,
                  factor: float = 2.0, healthy_after: float = 60.0,
                  auth_initial: float = 300.0, auth_maximum: float = 3600.0,
                  jitter: Callable[[], float] = random.random) -> None:
