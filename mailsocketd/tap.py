@@ -3,7 +3,8 @@
 Options are read over the configuration file (``--config``); the merged result is validated in
 ``postOptions`` so that a bad file, key or listen address stops twistd before anything starts.
 ``makeService`` only wires: the line service, its listeners, the daytime listeners, the mail
-checker, and the orderly close of clients on shutdown.
+bridge (whose stop logs the line users out of IMAP), the mail checker, and the orderly close of
+clients on shutdown.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from twisted.python import usage
 
 from mailsocketd import __version__
 from mailsocketd.config import DEFAULT_LISTEN, Config, ConfigError, load_config
-from mailsocketd.line.commands import command_table, core_commands
 from mailsocketd.line.daytime import DaytimeFactory
 from mailsocketd.line.factory import LineFactory
-from mailsocketd.line.mail.commands import MailCommands
+from mailsocketd.line.mail.commands import MailBridge
 from mailsocketd.line.replies import error
 from mailsocketd.line.server import LineServer
 from mailsocketd.logs import configure_target
@@ -196,13 +196,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     config = options.config
     raise_open_file_limit()
     top = MultiService()
-    mail = MailCommands(reactor, reactor, config.line, config.imap, config.smtp)
-    server = LineServer(config.line, command_table(core_commands() + mail.commands()), reactor,
-                        log_commands=config.log.commands)
+    mail = MailBridge(reactor, config.line, config.imap, config.smtp)
+    server = LineServer(config.line, mail.commands(), reactor, log_commands=config.log.commands)
+    mail.sessions = server.sessions  # the logged-in users are among the open sessions
     server.status_sources.append(mail.status_lines)
     factory = LineFactory(server, reactor)
-    # Added first, so stopped last: listeners close before clients are told.
+    # Stopped in the reverse order (each stop begins without waiting for the one before):
+    # the listeners close, the mail users' IMAP logouts begin, then the clients are told.
+    # The last two each finish within line.close_grace.
     CloseClientsOnStop(factory).setServiceParent(top)  # type: ignore[no-untyped-call]
+    mail.setServiceParent(top)  # type: ignore[no-untyped-call]
     daytime = DaytimeFactory(server)
     for key, description in _endpoints(config):
         Listener(reactor, key, description, daytime if key == "line.daytime" else factory

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from mailsocketd.line.commands import Command, command_table, core_commands
+from mailsocketd.line.commands import Command
 from mailsocketd.line.config import LineConfig
 from mailsocketd.line.factory import LineFactory
 from mailsocketd.line.protocol import LineProtocol
@@ -18,6 +18,13 @@ from mailsocketd.line.server import LineServer
 # A fixed local time for replies: 2026-11-25 14:03:07 wherever the test runs is not
 # guaranteed (time zones), so tests compare against server.time_text() or a regex.
 START = 1_795_000_000.0
+
+
+@dataclass
+class User:
+    """A logged-in user as the line service sees one (the mail bridge's MailUser is another)."""
+
+    name: str
 
 
 class HalfClosingTransport(StringTransport):
@@ -35,12 +42,13 @@ class HalfClosingTransport(StringTransport):
 
 
 class Rig:
-    def __init__(self, extra: list[Command] | None = None, **line: Any) -> None:
-        self.clock = Clock()
-        self.clock.advance(START)
+    def __init__(self, extra: list[Command] | None = None, clock: Clock | None = None,
+                 **line: Any) -> None:
+        self.clock = clock if clock is not None else Clock()
+        if self.clock.seconds() < START:
+            self.clock.advance(START - self.clock.seconds())
         config = replace(LineConfig(), **line)
-        self.server = LineServer(config, command_table(core_commands() + (extra or [])),
-                                 self.clock)
+        self.server = LineServer(config, extra or [], self.clock)
         self.factory = LineFactory(self.server, self.clock)
 
     def connect(self, host: str = "127.0.0.1", port: int = 40000) -> tuple[Any, StringTransport]:

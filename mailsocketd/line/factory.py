@@ -50,10 +50,11 @@ class LineFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         peer, host = describe_peer(addr)
-        refusal = self.server.admit(host)
+        session = Session(peer=peer, host=host)
+        refusal = self.server.admit(session)
         if refusal is not None:
             return RefusedProtocol(refusal)
-        proto = LineProtocol(self.server, self.clock, Session(peer=peer, host=host))
+        proto = LineProtocol(self.server, self.clock, session, clients=self)
         proto.factory = self
         return proto
 

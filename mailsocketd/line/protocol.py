@@ -21,8 +21,8 @@ write.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, cast
 from typing import Protocol as TypingProtocol
+from typing import cast
 
 from twisted.internet import interfaces
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -37,9 +37,6 @@ from mailsocketd.line.replies import InputReader, Reply, error
 from mailsocketd.line.server import LineServer
 from mailsocketd.line.session import Session, no_push
 from mailsocketd.logs import Events
-
-if TYPE_CHECKING:
-    from mailsocketd.line.factory import LineFactory
 
 BANNER = "mailsocketd ready; try 'help'"
 BARE_COMMANDS = frozenset({b"time", b"quit"})
@@ -62,6 +59,15 @@ class StreamTransport(TypingProtocol):
     def resumeProducing(self) -> None: ...
     def registerProducer(self, producer: object, streaming: bool) -> None: ...
     def unregisterProducer(self) -> None: ...
+
+
+class Clients(TypingProtocol):
+    """What a protocol needs of its factory: to be counted among the open clients (for the
+    idle limit and shutdown), and no longer once closed.  A Protocol type, so that this module
+    does not import the factory module that imports it."""
+
+    def opened(self, proto: LineProtocol) -> None: ...
+    def closed(self, proto: LineProtocol) -> None: ...
 
 
 def describe_peer(address: IAddress | None) -> tuple[str, str]:
@@ -89,12 +95,13 @@ class LineProtocol(Protocol):
     """One telnet/netcat client."""
 
     log = Logger()
-    factory: LineFactory
 
-    def __init__(self, server: LineServer, clock: IReactorTime, session: Session) -> None:
+    def __init__(self, server: LineServer, clock: IReactorTime, session: Session,
+                 clients: Clients) -> None:
         self.server = server
         self.clock = clock
         self.session = session
+        self.clients = clients
         self._buffer = bytearray()  # an unfinished line, or input waiting to be served
         self._max_line = server.config.max_line_length
         self._idle_limit = server.config.idle_timeout
@@ -119,7 +126,7 @@ class LineProtocol(Protocol):
         self._opened = self.last_activity = self.clock.seconds()
         self.session.push = self.push
         self.session.secure = interfaces.ISSLTransport.providedBy(self.transport)
-        self.factory.opened(self)
+        self.clients.opened(self)
         self.out.registerProducer(self, True)
         if self.server.log_commands:  # traced connections; otherwise one event, at the close
             peer = self.session.peer
@@ -136,7 +143,7 @@ class LineProtocol(Protocol):
             self._drop_reader(self._reader)
         self.server.release(self.session)
         self.session.push = no_push  # no cycle left: the connection is freed by its refcount
-        self.factory.closed(self)
+        self.clients.closed(self)
         peer, commands = self.session.peer, self.session.commands
         duration = self.clock.seconds() - self._opened
         _events.info("connection_closed",

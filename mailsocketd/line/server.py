@@ -1,13 +1,14 @@
 """The line service's logic: admission, dispatch, statistics.  It knows nothing of sockets.
 
-Protocols hand it decoded request lines and a Session; it answers with Replies.  This is the one
-place where failures become replies: a CommandError becomes its ``error:`` line, anything else is
-logged with its traceback and the client sees only ``error: internal error``.
+Protocols hand it request lines and a Session; it answers with Replies.  This is the one place
+where failures become replies: a UserError (the user's mistake, or a mail server's trouble as
+the mail bridge describes it) becomes its ``error:`` line; anything else is logged with its
+traceback and the client sees only ``error: internal error``.  It knows nothing of the mail side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -15,17 +16,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsocketd import __version__
+from mailsocketd.errors import INTERNAL_ERROR_TEXT, UserError
+from mailsocketd.line.commands import Command, Result, command_table, core_commands
 from mailsocketd.line.config import LineConfig
-from mailsocketd.line.commands import Command, Result
-from mailsocketd.line.replies import CommandError, InputReader, Reply, error, printable
+from mailsocketd.line.replies import InputReader, Reply, error, printable
 from mailsocketd.line.session import Session
 from mailsocketd.logs import Events
-from mailsocketd.mail.errors import (
-    INTERNAL_ERROR_TEXT,
-    MailError,
-    describe_failure,
-    failure_kind,
-)
 from mailsocketd.timefmt import format_time
 
 StatusSource = Callable[[], list[str]]
@@ -33,7 +29,6 @@ StatusSource = Callable[[], list[str]]
 INTERNAL_ERROR = error(INTERNAL_ERROR_TEXT)
 NOT_UTF8 = error("request is not valid UTF-8")
 LOGIN_FIRST = error("login first")
-NO_ARGS: tuple[str, ...] = ()
 
 
 class LineServer:
@@ -41,10 +36,11 @@ class LineServer:
 
     log = Logger()
 
-    def __init__(self, config: LineConfig, commands: Mapping[str, Command],
+    def __init__(self, config: LineConfig, commands: Iterable[Command],
                  clock: IReactorTime, log_commands: bool = True) -> None:
+        """Serve the core commands (time, quit, help, status) and ``commands``."""
         self.config = config
-        self.commands = commands
+        self.commands = command_table([*core_commands(self), *commands])
         self.clock = clock
         self.log_commands = log_commands
         self.started = clock.seconds()
@@ -53,21 +49,23 @@ class LineServer:
         self.refused_connections = 0
         self.commands_served = 0
         self.status_sources: list[StatusSource] = []
+        self.sessions: set[Session] = set()  # the admitted clients' sessions, until they close
         self._per_host: dict[str, int] = {}
         self._time_second = -1
         self._time_reply = Reply("")
         self._events = Events(f"{type(self).__module__}.{type(self).__name__}")
         # Requests that are exactly a command's name (``time``, ``quit``): served without
         # decoding, splitting and lower-casing.  Only names those steps leave unchanged, of
-        # commands that take no arguments; the table is fixed once the server is built.
+        # commands that may be given no argument; the table is fixed once the server is built.
         self._bare_names: dict[bytes, Command] = {
-            name.encode(): command for name, command in commands.items()
-            if command.accepts(0) and name.split() == [name.lower()]}
+            name.encode(): command for name, command in self.commands.items()
+            if command.takes_none and name.split() == [name.lower()]}
 
     # -- connections -------------------------------------------------------------------
 
-    def admit(self, host: str) -> str | None:
-        """Take a new connection from ``host``, or say why it is refused."""
+    def admit(self, session: Session) -> str | None:
+        """Take a new client, or say why it is refused."""
+        host = session.host
         if self.open_connections >= self.config.max_connections:
             reason = "too many connections, try again later"
         elif self._per_host.get(host, 0) >= self.config.max_connections_per_peer:
@@ -76,6 +74,7 @@ class LineServer:
             self.open_connections += 1
             self.total_connections += 1
             self._per_host[host] = self._per_host.get(host, 0) + 1
+            self.sessions.add(session)
             return None
         self.refused_connections += 1
         self.log.warn("connection from {host} refused: {reason}", host=host, reason=reason,
@@ -84,10 +83,12 @@ class LineServer:
 
     def release(self, session: Session) -> None:
         """A connection that ``admit`` took has closed: run its session's close hooks."""
+        session.closed = True
+        self.sessions.discard(session)
         hooks, session.on_close = session.on_close, []
         for hook in hooks:
             try:
-                hook()
+                hook(session)
             except Exception:
                 self.log.failure("closing the session of {peer} failed", peer=session.peer)
         host = session.host
@@ -119,34 +120,39 @@ class LineServer:
         self.commands_served += 1
         command = self._bare_names.get(line)
         if command is not None:  # the busiest case: a command name alone
-            return self._run(session, command.name, command, NO_ARGS)
+            return self._run(session, command.name, command, None)
         try:
-            words = line.decode("utf-8").split()
+            text = line.decode("utf-8")
         except UnicodeDecodeError:
             return self._logged(session, "?", NOT_UTF8)
-        if not words:
+        # Split off the name only: the command's table entry says how to split the rest.
+        parts = text.split(None, 1)
+        if not parts:
             return self._logged(session, "", error("empty request"))
-        name = words[0].lower()
+        name = parts[0].lower()
         command = self.commands.get(name)
         if command is None:
             return self._logged(session, name,
                                 error(f"unknown command '{printable(name)}'; try 'help'"))
-        if not command.accepts(len(words) - 1):
-            return self._logged(session, name, error(f"usage: {command.syntax}"))
-        return self._run(session, name, command, words[1:])
+        return self._run(session, name, command, parts[1] if len(parts) > 1 else "")
 
     def _run(self, session: Session, name: str, command: Command,
-             args: Sequence[str]) -> Reply | Deferred[Reply]:
-        """Call the handler, if the client may; failures become replies (see _failed)."""
+             text: str | None) -> Reply | Deferred[Reply]:
+        """Check login and arguments from the table, then call the handler (``text`` None:
+        no arguments at all); failures become replies (see _failed)."""
         try:
             if command.needs_login and session.user is None:
                 result: Result = LOGIN_FIRST
+            elif text is None:
+                result = command.handler(session)
             else:
-                result = command.handler(self, session, args)
+                result = command.handler(session, **command.parse(text))
+            if type(result) is Reply:  # the common case; cheaper than an ABC isinstance check
+                return self._logged(session, name, result) if self.log_commands else result
+            if not isinstance(result, Deferred):
+                result = Deferred.fromCoroutine(result)  # type: ignore[arg-type]
         except Exception:
             return self._logged(session, name, self._failed(Failure(), session, name))
-        if type(result) is Reply:  # the common case; cheaper than an ABC isinstance check
-            return self._logged(session, name, result) if self.log_commands else result
         return self._settle(result, session, name)
 
     def finish_input(self, session: Session, reader: InputReader) -> Reply | Deferred[Reply]:
@@ -165,12 +171,12 @@ class LineServer:
             lambda reply: self._logged(session, name, reply))
 
     def _failed(self, failure: Failure, session: Session, name: str) -> Reply:
-        """The one place a failure becomes a reply: the user's mistake or the mail server's
-        trouble as its own line; anything else logged, and only ``internal error`` shown."""
-        if isinstance(failure.value, CommandError):
-            return error(failure.value.message, failure.value.close)
-        if failure_kind(failure) != "other" or isinstance(failure.value, MailError):
-            return error(describe_failure(failure))
+        """The one place a failure becomes a reply: a UserError (the user's mistake, or the
+        mail server's trouble as the bridge put it) as its own line; anything else logged,
+        and only ``internal error`` shown."""
+        value = failure.value
+        if isinstance(value, UserError):
+            return error(str(value), value.close)
         self.log.failure("command {command!r} from {peer} failed", failure, command=name,
                          peer=session.peer)
         return INTERNAL_ERROR

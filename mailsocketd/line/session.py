@@ -1,15 +1,28 @@
-"""One line client's state as the service sees it: who it is, where from, what it may do."""
+"""One line client's state as the service sees it: who it is, where from, what it may do.
+
+The logged-in user lives here and only here (``Session.user``): login gating, ``status`` and
+``logout`` all read this one field, so no second table of logged-in clients can drift from it.
+The line service knows of the user only what ``User`` says; the mail bridge keeps the rest.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["Session", "no_push"]
+__all__ = ["Session", "User", "no_push"]
 
 
 def no_push(line: str) -> None:
     """Where a session's pushed lines go when it has no connection (before, or after it)."""
+
+
+class User(Protocol):
+    """A logged-in user, as far as the line service needs to know one."""
+
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass(eq=False)
@@ -19,7 +32,9 @@ class Session:
     peer: str
     host: str
     secure: bool = False
-    user: str | None = None
+    user: User | None = None
     push: Callable[[str], None] = field(default=no_push, repr=False)
     commands: int = 0
-    on_close: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    closed: bool = False  # the connection has gone; whatever was in flight for it must end
+    # Run once, with the session, when the connection closes.
+    on_close: list[Callable[[Session], None]] = field(default_factory=list, repr=False)

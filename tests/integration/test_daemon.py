@@ -93,6 +93,13 @@ def test_help_status_and_errors(daemon):
     assert "error: unknown command 'bogus'; try 'help'\r\nerror: usage: time\r\nquit\r\n" in text
 
 
+def test_help_of_one_command(daemon):
+    out = daemon.exchange(b"help TIME\r\nhelp nosuch\r\nhelp time now\r\nquit\r\n").decode()
+    assert out == ("ok time\r\nthe local date and time, as YYYY/MM/DD HH:MM:SS\r\n.\r\n"
+                   "error: unknown command 'nosuch'; try 'help'\r\n"
+                   "error: usage: help [COMMAND]\r\nquit\r\n")
+
+
 def test_two_thousand_concurrent_clients(tmp_path):
     n = 2000
     with running_daemon(tmp_path, extra_args=["--max-per-peer", "5000"]) as d:

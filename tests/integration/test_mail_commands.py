@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import signal
 import socket
 import time
 import uuid
@@ -179,6 +180,50 @@ def test_mailboxes_and_bad_arguments(maild: Daemon, mailserver: MailServer) -> N
         assert c.ask("send not-an-address").startswith("error: ")
         assert c.ask("logout") == "ok logged out"
         assert c.ask("check") == "error: login first"
+
+
+def test_mailbox_names_keep_their_spaces_and_help_names_the_arguments(
+        maild: Daemon, mailserver: MailServer) -> None:
+    box = "T-" + uuid.uuid4().hex[:8] + "  Two  Spaces"
+    conn = imap(mailserver, "alice")
+    try:
+        assert conn.create(f'"{box}"')[0] == "OK"
+        assert conn.append(f'"{box}"', "", imaplib.Time2Internaldate(time.time()),
+                           message("spaced", "s\n"))[0] == "OK"
+    finally:
+        conn.logout()
+    with logged_in(maild, "alice", mailserver) as c:
+        assert c.ask(f"check {box}").startswith(f"ok {box} messages=1 unseen=1 recent=")
+        listing = c.ask_multi(f"list 5 {box}")
+        head = LIST_HEAD.match(listing.head)
+        assert head and head.group(3) == box, listing.head
+        assert "Subject: spaced" in c.ask_multi(f"read {uids_of(listing.body)[0]}").body
+        assert c.ask(f"check {box.replace('  ', ' ')}").startswith("error: mailbox ")
+        assert c.ask_multi("help read").lines == [
+            "ok read UID [MAILBOX]",
+            "a message as text; marks it seen (after login)",
+            "UID: a message's UID (the numbers 'list' shows)",
+            "MAILBOX: optional; the rest of the line, exactly as typed (spaces kept)"]
+        assert c.ask("help frob") == "error: unknown command 'frob'; try 'help'"
+        assert c.ask("read") == "error: usage: read UID [MAILBOX]"
+
+
+def test_stopping_the_daemon_logs_users_out_of_imap(mailserver: MailServer, tmp_path) -> None:
+    daemon = start_daemon(tmp_path, config_toml=mail_config(mailserver, close_grace=3))
+    try:
+        with logged_in(daemon, "alice", mailserver) as c:
+            assert c.ask("check").startswith("ok INBOX ")
+            started = time.monotonic()
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert c.raw_line(timeout=10) == "error: server shutting down"
+            assert daemon.proc.wait(15) == -signal.SIGTERM
+            assert time.monotonic() - started < 3 + 2  # within the grace period, and some
+    finally:
+        daemon.stop()
+    log = daemon.log()
+    assert "logging 1 mail users out" in log
+    assert "user alice logged out of the mail server" in log
+    assert "mail session lost" not in log and "Traceback" not in log
 
 
 def test_stale_uidvalidity_is_refused(maild: Daemon, mailserver: MailServer) -> None:

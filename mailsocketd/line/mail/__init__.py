@@ -1,2 +1,2 @@
-"""The only bridge from the line service to the mail side: the mail commands, the input of
-``send``, the login throttle."""
+"""The only bridge from the line service to the mail side: the mail commands and the logged-in
+users' IMAP sessions (``MailBridge``, a Service), the input of ``send``, the login throttle."""

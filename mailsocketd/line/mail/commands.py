@@ -1,34 +1,47 @@
-"""The mail commands of the line service: login, logout, check, mailboxes, list, read, delete,
-send, watch.
+"""The mail bridge: the line service's mail commands (login, logout, check, mailboxes, list,
+read, delete, send, watch) and its users' IMAP sessions, as one Service.
 
 A line client logs in with its own IMAP credentials; the IMAP session (``UserSession``) lives
-as long as the line connection, or until ``logout``.  The handlers only translate: arguments
-to calls, results to replies.  Failures are raised (CommandError for the user's mistakes, the
-mail side's MailError for the servers' trouble) and the LineServer turns them into ``error:``
-lines in one place.
+as long as the line connection, until ``logout``, or until the daemon stops: ``stopService``
+logs every user out of IMAP, within ``line.close_grace`` seconds.  The logged-in user is the
+line Session's ``user`` (a MailUser) and nothing else, so login gating, ``status`` and
+``logout`` read one state.
+
+The handlers only translate: typed arguments (split and checked by the command table) to calls,
+results to replies.  Mail-side failures become UserErrors in one place, ``as_user_error``; the
+line server turns those into ``error:`` lines and needs nothing of the mail side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Collection, Coroutine
+from dataclasses import dataclass, replace
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from mailsocketd.line.commands import Arg, Command
 from mailsocketd.line.config import LineConfig
-from mailsocketd.line.commands import Command
 from mailsocketd.line.mail.sendinput import SendInput
 from mailsocketd.line.mail.throttle import LoginThrottle
 from mailsocketd.line.replies import CommandError, Reply, multiline, printable
-from mailsocketd.line.server import LineServer
 from mailsocketd.line.session import Session
-from mailsocketd.mail.errors import AuthFailed, clean_text
-from mailsocketd.mail.imap.client import MAX_UID, MailboxCounts
+from mailsocketd.mail.errors import (
+    AuthFailed,
+    MailError,
+    clean_text,
+    describe_failure,
+    failure_kind,
+)
+from mailsocketd.mail.imap.client import MailboxCounts
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.smtp.config import SmtpConfig
 from mailsocketd.mail.text.compose import DraftError, parse_recipients
@@ -36,29 +49,26 @@ from mailsocketd.mail.text.render import human_size, render_message
 from mailsocketd.mail.text.summary import summarize, summary_line
 from mailsocketd.mail.users.config import ImapConfig
 from mailsocketd.mail.users.session import UserSession, open_user_session
-from mailsocketd.net import is_loopback
+from mailsocketd.net import is_local
+
+__all__ = ["MailBridge", "MailUser", "Opener", "as_user_error"]
 
 DEFAULT_COUNT = 20
 NOT_CONFIGURED = "mail is not configured on this server (no [imap] in its configuration)"
+SHUTTING_DOWN = "server shutting down"
+# How a login reaches the IMAP server: connect, log in, return the session (tests script it).
+Opener = Callable[[ImapConfig, str, Secret], Awaitable[UserSession]]
 
 
 @dataclass(eq=False)
 class MailUser:
     """A logged-in line client: who, with which password (for SMTP), over which IMAP session."""
 
-    user: str
+    name: str
     password: Secret
     imap: UserSession
     mailbox: str = "INBOX"  # the mailbox of the last list/read: delete acts on it
     watching: str | None = None
-
-
-@dataclass(eq=False)
-class ClientState:
-    """Mail state of one line connection."""
-
-    user: MailUser | None = None
-    closed: bool = False
 
 
 def counts_text(mailbox: str, counts: MailboxCounts) -> str:
@@ -66,154 +76,204 @@ def counts_text(mailbox: str, counts: MailboxCounts) -> str:
             f"recent={counts.recent}")
 
 
-def is_number(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` alone takes ``²`` and ``٣``, which ``int`` refuses."""
-    return text.isascii() and text.isdigit()
+def as_user_error(error: Exception) -> Exception:
+    """The one place a mail-side failure becomes a line for the user: a MailError, or a
+    failure the mail side can name (a timeout, a lost connection, TLS), as a CommandError with
+    ``describe_failure``'s text.  Anything else is returned as it is: a bug, which the line
+    server logs with its traceback."""
+    if isinstance(error, CommandError):
+        return error
+    failure = Failure(error)
+    if isinstance(error, MailError) or failure_kind(failure) != "other":
+        return CommandError(describe_failure(failure))
+    return error
 
 
-def parse_uid(text: str) -> int:
-    if not is_number(text) or not 0 < int(text) <= MAX_UID:
-        raise CommandError(f"not a UID: '{printable(text)}' (UIDs are the numbers 'list' shows)")
-    return int(text)
+def translated(handler: Callable[..., Awaitable[Reply]]
+               ) -> Callable[..., Coroutine[Any, Any, Reply]]:
+    """``handler`` with its mail-side failures made UserErrors (see ``as_user_error``)."""
+    @functools.wraps(handler)  # the table reads the handler's parameters through it
+    async def run(session: Session, **args: Any) -> Reply:
+        try:
+            return await handler(session, **args)
+        except Exception as e:
+            user_error = as_user_error(e)
+            if user_error is e:
+                raise
+            raise user_error from e
+    return run
 
 
-def is_local(host: str) -> bool:
-    """Loopback or a UNIX socket: the password does not cross a network."""
-    return host == "unix" or is_loopback(host)
-
-
-class MailCommands:
-    """The mail commands' handlers and the logged-in clients' state."""
+class MailBridge(Service):
+    """The mail commands' handlers, the login throttle, and the IMAP logout of every user on
+    shutdown.  ``sessions`` is the line server's set of open sessions (wired after both are
+    built): the logged-in users are those whose ``user`` is a MailUser."""
 
     log = Logger()
 
-    def __init__(self, reactor: Any, clock: IReactorTime, line: LineConfig,
-                 imap: ImapConfig | None, smtp: SmtpConfig | None) -> None:
+    def __init__(self, reactor: Any, line: LineConfig, imap: ImapConfig | None,
+                 smtp: SmtpConfig | None, *, clock: IReactorTime | None = None,
+                 opener: Opener | None = None) -> None:
         self.reactor = reactor
-        self.clock = clock
+        self.clock: IReactorTime = clock if clock is not None else reactor
         self.line = line
         self.imap = imap
         self.smtp = smtp
-        self.throttle = LoginThrottle(clock, line.login_failures, line.login_lockout)
-        self.clients: dict[Session, ClientState] = {}
+        self.opener = opener or self._open
+        self.throttle = LoginThrottle(self.clock, line.login_failures, line.login_lockout)
+        self.sessions: Collection[Session] = ()
+        self._stopping = False
 
     def commands(self) -> list[Command]:
         """The mail commands, for the command table."""
-        return [
-            Command("login", self.do_login, "login USER PASSWORD",
-                    "log in with your mail user and password", 2, None),
-            Command("logout", self.do_logout, "logout", "end your mail session", 0, 0, True),
-            Command("check", self.do_check, "check [MAILBOX]",
-                    "message, unseen and recent counts", 0, None, True),
-            Command("mailboxes", self.do_mailboxes, "mailboxes",
-                    "your mailboxes with their counts", 0, 0, True),
-            Command("list", self.do_list, "list [COUNT] [MAILBOX]",
-                    f"the newest COUNT ({DEFAULT_COUNT}) messages",
-                    0, None, True),
-            Command("read", self.do_read, "read UID [MAILBOX]",
-                    "a message as text; marks it seen",
-                    1, None, True),
-            Command("delete", self.do_delete, "delete UID [UID ...]",
-                    "delete messages of the current mailbox", 1, None, True),
-            Command("send", self.do_send, "send TO[,TO...]",
-                    "write and send a message, end with '.'", 1, None, True),
-            Command("watch", self.do_watch, "watch on|off [MAILBOX]",
-                    "push '* new mail' lines", 1, None, True),
+        mailbox = Arg("mailbox", kind="rest", optional=True)
+        table = [
+            Command(name="login", handler=self.log_in, summary="log in with your mail user "
+                    "and password", args=(Arg("user"), Arg("password", kind="rest"))),
+            Command(name="logout", handler=self.log_out, summary="end your mail session",
+                    needs_login=True),
+            Command(name="check", handler=self.check_mailbox, args=(mailbox,),
+                    summary="message, unseen and recent counts", needs_login=True),
+            Command(name="mailboxes", handler=self.list_mailboxes,
+                    summary="your mailboxes with their counts", needs_login=True),
+            Command(name="list", handler=self.list_messages,
+                    args=(Arg("count", kind="number", optional=True), mailbox),
+                    summary=f"the newest COUNT ({DEFAULT_COUNT}) messages", needs_login=True),
+            Command(name="read", handler=self.read_message,
+                    args=(Arg("uid", kind="uid"), mailbox),
+                    summary="a message as text; marks it seen", needs_login=True),
+            Command(name="delete", handler=self.delete_messages,
+                    args=(Arg("uids", kind="uid", repeat=True, shown="UID"),),
+                    summary="delete messages of the current mailbox", needs_login=True),
+            Command(name="send", handler=self.send_message,
+                    args=(Arg("to", kind="rest", shown="TO[,TO...]",
+                              about="the addresses, separated by commas"),),
+                    summary="write and send a message, end with '.'", needs_login=True),
+            Command(name="watch", handler=self.watch_mailbox,
+                    args=(Arg("switch", choices=("on", "off")), mailbox),
+                    summary="push '* new mail' lines", needs_login=True),
         ]
+        return [replace(command, handler=translated(command.handler))
+                if inspect.iscoroutinefunction(command.handler) else command
+                for command in table]
 
     # -- state -------------------------------------------------------------------------
 
-    def _state(self, session: Session) -> ClientState:
-        state = self.clients.get(session)
-        if state is None:
-            state = self.clients[session] = ClientState()
-            session.on_close.append(lambda: self._closed(session))
-        return state
+    def _open(self, imap: ImapConfig, user: str, password: Secret) -> Awaitable[UserSession]:
+        return open_user_session(self.reactor, imap, user, password, clock=self.clock)
 
     def _user(self, session: Session) -> MailUser:
-        state = self.clients.get(session)
-        if state is None or state.user is None:
+        user = session.user
+        if not isinstance(user, MailUser):
             raise CommandError("login first")
-        if not state.user.imap.alive:
-            self._forget(session, state)
+        if not user.imap.alive:
+            session.user = None
             raise CommandError("the mail session was lost; login again")
-        return state.user
+        return user
 
     def _imap(self) -> ImapConfig:
         if self.imap is None:
             raise CommandError(NOT_CONFIGURED)
         return self.imap
 
-    def _closed(self, session: Session) -> None:
-        state = self.clients.pop(session, None)
-        if state is None:
-            return
-        state.closed = True
-        if state.user is not None:
-            self._end(state.user, "connection closed")
-            state.user = None
+    def _session_closed(self, session: Session) -> None:
+        self._end(session, "connection closed")
 
-    def _forget(self, session: Session, state: ClientState) -> None:
-        state.user = None
-        session.user = None
+    def _end(self, session: Session, why: str) -> Deferred[None]:
+        """Forget the session's user and log it out of IMAP; fires when it is out."""
+        user, session.user = session.user, None
+        if not isinstance(user, MailUser):
+            return succeed(None)
+        return self._log_out_of_imap(user, why)
 
-    def _end(self, user: MailUser, why: str) -> None:
+    def _log_out_of_imap(self, user: MailUser, why: str) -> Deferred[None]:
+        """LOGOUT in the background; a failure is logged, never raised."""
         user.imap.on_lost = None
-        d = Deferred.fromCoroutine(user.imap.logout())
-        d.addErrback(lambda f: self.log.info("logout of {user} ({why}) failed: {error}",
-                                             user=user.user, why=why,
-                                             error=clean_text(str(f.value))))
+        done = Deferred.fromCoroutine(user.imap.logout())
+        return done.addErrback(self._logout_failed, user.name, why)
+
+    def _logout_failed(self, failure: Failure, user: str, why: str) -> None:
+        self.log.info("logout of {user} ({why}) failed: {error}", user=user, why=why,
+                      error=clean_text(str(failure.value)))
 
     def status_lines(self) -> list[str]:
-        users = [s.user for s in self.clients.values() if s.user is not None]
+        users = [s.user for s in self.sessions if isinstance(s.user, MailUser)]
         watching = sum(1 for u in users if u.watching is not None)
         return [f"mail sessions: {len(users)} logged in, {watching} watching; "
                 f"failed logins on record from {self.throttle.addresses()} addresses"]
 
-    @staticmethod
-    def _run(coroutine: Coroutine[Any, Any, Reply]) -> Deferred[Reply]:
-        return Deferred.fromCoroutine(coroutine)
+    # -- shutdown ----------------------------------------------------------------------
+
+    def stopService(self) -> Deferred[None]:
+        """Log every user out of IMAP; fires when all are out or after ``line.close_grace``
+        seconds, whichever is first (a mail server that does not answer cannot hold up the
+        daemon's exit)."""
+        super().stopService()  # type: ignore[no-untyped-call]
+        self._stopping = True
+        logouts = [self._end(s, SHUTTING_DOWN) for s in list(self.sessions)
+                   if isinstance(s.user, MailUser)]
+        if not logouts:
+            return succeed(None)
+        self.log.info("logging {count} mail users out", count=len(logouts),
+                      event="mail_logout_all")
+        return self._within_grace(logouts)
+
+    def _within_grace(self, logouts: list[Deferred[None]]) -> Deferred[None]:
+        done: Deferred[None] = Deferred()
+
+        def finish(timed_out: bool) -> None:
+            if done.called:
+                return
+            if timer.active():
+                timer.cancel()
+            if timed_out:
+                left = sum(1 for d in logouts if not d.called)
+                self.log.warn("{count} mail logouts unfinished after {grace:g} s; stopping "
+                              "anyway", count=left, grace=self.line.close_grace,
+                              event="mail_logout_timeout")
+            done.callback(None)
+
+        timer = self.clock.callLater(self.line.close_grace, finish, True)
+        DeferredList(logouts).addCallback(lambda _: finish(False))
+        return done
 
     # -- login / logout ----------------------------------------------------------------
-
-    def do_login(self, server: LineServer, session: Session, args: Sequence[str]
-                 ) -> Deferred[Reply]:
-        return self._run(self._login(session, args[0], " ".join(args[1:])))
 
     def _login_refusal(self, session: Session) -> str | None:
         if self.imap is None:
             return NOT_CONFIGURED
+        if self._stopping:
+            return SHUTTING_DOWN
         if not (session.secure or is_local(session.host) or self.line.allow_cleartext_login):
             return ("login refused: this connection is neither encrypted nor local, so the "
                     "password would cross the network in clear; use the server's TLS listener")
-        state = self.clients.get(session)
-        if state is not None and state.user is not None:
-            return f"already logged in as {printable(state.user.user)}; 'logout' first"
+        if session.user is not None:
+            return f"already logged in as {printable(session.user.name)}; 'logout' first"
         wait = self.throttle.locked_for(session.host)
         if wait > 0:
             return (f"too many failed logins from your address; try again in "
                     f"{int(wait) + 1} s")
         return None
 
-    async def _login(self, session: Session, user: str, password: str) -> Reply:
+    async def log_in(self, session: Session, user: str, password: str) -> Reply:
+        """``login USER PASSWORD``: the password is the rest of the line, as typed."""
         refusal = self._login_refusal(session)
         if refusal is not None:
             raise CommandError(refusal)
-        imap_config = self._imap()
-        state = self._state(session)
         secret = Secret(password.encode("utf-8"))
         try:
-            imap = await open_user_session(self.reactor, imap_config, user, secret,
-                                           clock=self.clock)
+            imap = await self.opener(self._imap(), user, secret)
         except AuthFailed as e:
             await self._failed_login(session, user, str(e))
             raise CommandError("login failed: wrong user name or password") from None
-        if state.closed:  # the client left while we logged in
-            self._end(MailUser(user, secret, imap), "connection closed during login")
-            raise CommandError("connection closed")
-        state.user = MailUser(user, secret, imap)
-        session.user = user
-        imap.on_lost = lambda reason: self._lost(session, reason)
+        mail_user = MailUser(user, secret, imap)
+        if session.closed or self._stopping:  # the client or the daemon went meanwhile
+            self._log_out_of_imap(mail_user, "connection closed during login")
+            raise CommandError(SHUTTING_DOWN if self._stopping else "connection closed")
+        session.user = mail_user
+        if self._session_closed not in session.on_close:
+            session.on_close.append(self._session_closed)
+        imap.on_lost = functools.partial(self._lost, session)
         self.log.info("{peer}: {user} logged in", peer=session.peer, user=printable(user),
                       event="login")
         return Reply(f"ok logged in as {printable(user)}")
@@ -230,139 +290,101 @@ class MailCommands:
         await deferLater(self.clock, delay, lambda: None)
 
     def _lost(self, session: Session, reason: str) -> None:
-        state = self.clients.get(session)
-        if state is None or state.user is None:
+        user = session.user
+        if not isinstance(user, MailUser):
             return
         self.log.info("{peer}: mail session of {user} lost: {reason}", peer=session.peer,
-                      user=printable(state.user.user), reason=reason, event="mail_session_lost")
-        self._forget(session, state)
+                      user=printable(user.name), reason=reason, event="mail_session_lost")
+        session.user = None
         session.push(f"error: mail session lost ({clean_text(reason)}); login again")
 
-    def do_logout(self, server: LineServer, session: Session, args: Sequence[str]) -> Reply:
-        state = self.clients.get(session)
-        if state is not None and state.user is not None:
-            self._end(state.user, "logout")
-            self._forget(session, state)
+    def log_out(self, session: Session) -> Reply:
+        self._end(session, "logout")
         return Reply("ok logged out")
 
     # -- reading -----------------------------------------------------------------------
 
-    def do_check(self, server: LineServer, session: Session, args: Sequence[str]
-                 ) -> Deferred[Reply]:
-        user = self._user(session)
-        mailbox = " ".join(args) or "INBOX"
+    async def check_mailbox(self, session: Session, mailbox: str = "INBOX") -> Reply:
+        counts = await self._user(session).imap.check(mailbox)
+        return Reply("ok " + counts_text(mailbox, counts))
 
-        async def check() -> Reply:
-            return Reply("ok " + counts_text(mailbox, await user.imap.check(mailbox)))
-        return self._run(check())
+    async def list_mailboxes(self, session: Session) -> Reply:
+        found = await self._user(session).imap.mailboxes()
+        lines = [f"messages={c.messages} unseen={c.unseen} {name}" if c is not None
+                 else f"messages=- unseen=- {name}" for name, c in found]
+        return multiline(f"{len(lines)} mailboxes", lines)
 
-    def do_mailboxes(self, server: LineServer, session: Session, args: Sequence[str]
-                     ) -> Deferred[Reply]:
-        user = self._user(session)
-
-        async def mailboxes() -> Reply:
-            found = await user.imap.mailboxes()
-            lines = [f"messages={c.messages} unseen={c.unseen} {name}" if c is not None
-                     else f"messages=- unseen=- {name}" for name, c in found]
-            return multiline(f"{len(lines)} mailboxes", lines)
-        return self._run(mailboxes())
-
-    def do_list(self, server: LineServer, session: Session, args: Sequence[str]
-                ) -> Deferred[Reply]:
+    async def list_messages(self, session: Session, count: int | None = None,
+                            mailbox: str | None = None) -> Reply:
         user = self._user(session)
         list_max = self._imap().list_max
-        count, rest = DEFAULT_COUNT, list(args)
-        if rest and is_number(rest[0]):
-            count = int(rest.pop(0))
-            if not 0 < count <= list_max:
-                raise CommandError(f"COUNT must be 1 to {list_max}")
-        mailbox = " ".join(rest) or user.mailbox
+        if count is None:
+            count = DEFAULT_COUNT
+        elif not 0 < count <= list_max:
+            raise CommandError(f"COUNT must be 1 to {list_max}")
+        mailbox = mailbox or user.mailbox
+        found = await user.imap.list_messages(mailbox, count)
+        user.mailbox = mailbox
+        lines = [summary_line(summarize(m.uid, m.header, m.flags, m.size))
+                 for m in found.messages]
+        return multiline(f"{len(lines)} of {found.exists} messages in {mailbox}, newest "
+                         f"first (uidvalidity {found.uidvalidity})", lines)
 
-        async def listing() -> Reply:
-            found = await user.imap.list_messages(mailbox, count)
-            user.mailbox = mailbox
-            lines = [summary_line(summarize(m.uid, m.header, m.flags, m.size))
-                     for m in found.messages]
-            return multiline(f"{len(lines)} of {found.exists} messages in {mailbox}, newest "
-                             f"first (uidvalidity {found.uidvalidity})", lines)
-        return self._run(listing())
+    async def read_message(self, session: Session, uid: int,
+                           mailbox: str | None = None) -> Reply:
+        user, imap = self._user(session), self._imap()
+        mailbox = mailbox or user.mailbox
+        message = await user.imap.fetch_message(mailbox, uid, imap.read_limit)
+        user.mailbox = mailbox
+        # Rendering a big or hostile message takes up to about half a second: in the
+        # reactor's thread pool other clients are served meanwhile.
+        lines = await deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), render_message, message.data,
+            text_limit=imap.text_limit, total_size=message.size)
+        return multiline(f"message {uid} in {mailbox} ({human_size(message.size)})", lines)
 
-    def do_read(self, server: LineServer, session: Session, args: Sequence[str]
-                ) -> Deferred[Reply]:
+    async def delete_messages(self, session: Session, uids: tuple[int, ...]) -> Reply:
         user = self._user(session)
-        imap = self._imap()
-        uid = parse_uid(args[0])
-        mailbox = " ".join(args[1:]) or user.mailbox
-
-        async def read() -> Reply:
-            message = await user.imap.fetch_message(mailbox, uid, imap.read_limit)
-            user.mailbox = mailbox
-            # Rendering a big or hostile message takes up to about half a second: in the
-            # reactor's thread pool other clients are served meanwhile.
-            lines = await deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), render_message, message.data,
-                text_limit=imap.text_limit, total_size=message.size)
-            return multiline(f"message {uid} in {mailbox} ({human_size(message.size)})", lines)
-        return self._run(read())
-
-    def do_delete(self, server: LineServer, session: Session, args: Sequence[str]
-                  ) -> Deferred[Reply]:
-        user = self._user(session)
-        uids = sorted({parse_uid(a) for a in args})
         mailbox = user.mailbox
-
-        async def delete() -> Reply:
-            outcome = await user.imap.delete(mailbox, uids)
-            n = len(outcome.deleted)
-            plural = "s" if n != 1 else ""
-            text = f"ok deleted {n} message{plural} from {mailbox} ({outcome.method})"
-            if outcome.missing:
-                text += "; no such UID: " + " ".join(map(str, outcome.missing))
-            return Reply(text)
-        return self._run(delete())
+        outcome = await user.imap.delete(mailbox, sorted(set(uids)))
+        n = len(outcome.deleted)
+        text = f"ok deleted {n} message{'s' if n != 1 else ''} from {mailbox} ({outcome.method})"
+        if outcome.missing:
+            text += "; no such UID: " + " ".join(map(str, outcome.missing))
+        return Reply(text)
 
     # -- sending and watching ----------------------------------------------------------
 
-    def do_send(self, server: LineServer, session: Session, args: Sequence[str]) -> Reply:
+    def send_message(self, session: Session, to: str) -> Reply:
         user = self._user(session)
         if self.smtp is None:
             raise CommandError("sending is not configured on this server (no [smtp])")
         try:
-            to = parse_recipients("".join(args))
+            recipients = parse_recipients("".join(to.split()))  # spaces after commas are fine
         except DraftError as e:
             raise CommandError(str(e)) from None
-        reader = SendInput(self.reactor, self.clock, self.smtp, user=user.user,
-                           password=user.password, to=to, peer=session.peer)
+        reader = SendInput(self.reactor, self.clock, self.smtp, user=user.name,
+                           password=user.password, to=recipients, peer=session.peer)
         return Reply("ok ready: optional Subject:/Cc:/Bcc: lines, a blank line, the text; "
                      "end with a line holding only '.'", reader=reader)
 
-    def do_watch(self, server: LineServer, session: Session, args: Sequence[str]
-                 ) -> Deferred[Reply] | Reply:
+    async def watch_mailbox(self, session: Session, switch: str,
+                            mailbox: str = "INBOX") -> Reply:
         user = self._user(session)
-        switch = args[0].lower()
         if switch == "off":
-            if user.watching is None:
-                return Reply("ok not watching")
-            user.watching = None
-            return self._run(self._unwatch(user))
-        if switch != "on":
-            raise CommandError("usage: watch on|off [MAILBOX]")
-        mailbox = " ".join(args[1:]) or "INBOX"
+            if user.watching is not None:
+                user.watching = None
+                await user.imap.unwatch()
+            return Reply("ok not watching")
+        counts = await user.imap.watch(mailbox, functools.partial(self._new_mail, session),
+                                       functools.partial(self._watch_ended, session, user))
+        user.watching = mailbox
+        return Reply(f"ok watching {counts_text(mailbox, counts)}")
 
-        def notify(box: str, counts: MailboxCounts) -> None:
-            session.push(f"* new mail: {box} messages={counts.messages} "
-                         f"unseen={counts.unseen}")
+    def _new_mail(self, session: Session, mailbox: str, counts: MailboxCounts) -> None:
+        session.push(f"* new mail: {mailbox} messages={counts.messages} "
+                     f"unseen={counts.unseen}")
 
-        def ended(reason: str) -> None:
-            user.watching = None
-            session.push(f"* watch ended: {clean_text(reason)}")
-
-        async def watch() -> Reply:
-            counts = await user.imap.watch(mailbox, notify, ended)
-            user.watching = mailbox
-            return Reply(f"ok watching {counts_text(mailbox, counts)}")
-        return self._run(watch())
-
-    async def _unwatch(self, user: MailUser) -> Reply:
-        await user.imap.unwatch()
-        return Reply("ok not watching")
+    def _watch_ended(self, session: Session, user: MailUser, reason: str) -> None:
+        user.watching = None
+        session.push(f"* watch ended: {clean_text(reason)}")

@@ -3,28 +3,25 @@ first await): each pipelined request must still be answered exactly once, in ord
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from linerig import Rig, take
 from twisted.internet.defer import Deferred, fail, succeed
 
 from mailsocketd.line.commands import Command
 from mailsocketd.line.replies import CommandError, Reply
-from mailsocketd.line.server import LineServer
 from mailsocketd.line.session import Session
 
 
-def do_refuse(server: LineServer, session: Session, args: Sequence[str]) -> Deferred[Reply]:
+def do_refuse(session: Session) -> Deferred[Reply]:
     return fail(CommandError("refused at once"))
 
 
-def do_ready(server: LineServer, session: Session, args: Sequence[str]) -> Deferred[Reply]:
+def do_ready(session: Session) -> Deferred[Reply]:
     return succeed(Reply("ok ready at once"))
 
 
 def test_already_fired_deferreds_answer_each_request_once_in_order():
-    rig = Rig([Command("refuse", do_refuse, "refuse", "fails at once"),
-               Command("ready", do_ready, "ready", "succeeds at once")])
+    rig = Rig([Command(name="refuse", handler=do_refuse, summary="fails at once"),
+               Command(name="ready", handler=do_ready, summary="succeeds at once")])
     proto, tr = rig.connect()
     proto.dataReceived(b"refuse\nready\nrefuse\ntime\n")
     lines = take(tr).split(b"\r\n")

@@ -4,11 +4,10 @@ order with pushes and closes, bare command names, cached reply bytes, lean comma
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from linerig import HalfClosingTransport, Rig, take
+from linerig import HalfClosingTransport, Rig, User, take
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.logger import (
@@ -19,10 +18,9 @@ from twisted.logger import (
     globalLogPublisher,
 )
 
-from mailsocketd.line.commands import Command
+from mailsocketd.line.commands import Arg, Command
 from mailsocketd.line.protocol import OUTBOX_LIMIT
 from mailsocketd.line.replies import Reply
-from mailsocketd.line.server import LineServer
 from mailsocketd.line.session import Session
 from mailsocketd.logs import Events
 
@@ -98,11 +96,11 @@ def test_quit_in_a_pipeline_writes_the_earlier_replies_before_shutting_down():
 
 
 def test_a_line_pushed_while_a_packet_is_served_keeps_its_place():
-    def do_notify(server: LineServer, session: Session, args: Sequence[str]) -> Reply:
+    def do_notify(session: Session) -> Reply:
         session.push("* pushed")
         return Reply("ok notified")
 
-    rig = Rig([Command("notify", do_notify, "notify", "push a line, then answer")])
+    rig = Rig([Command(name="notify", handler=do_notify, summary="push a line, then answer")])
     proto, tr = connect(rig)
     proto.dataReceived(b"time\nnotify\ntime\n")
     now = rig.server.time_text().encode()
@@ -112,11 +110,11 @@ def test_a_line_pushed_while_a_packet_is_served_keeps_its_place():
 def test_a_long_unfinished_line_is_refused_while_a_reply_is_pending():
     pending: list[Deferred[Reply]] = []
 
-    def do_slow(server: LineServer, session: Session, args: Sequence[str]) -> Deferred[Reply]:
+    def do_slow(session: Session) -> Deferred[Reply]:
         pending.append(Deferred())
         return pending[-1]
 
-    rig = Rig([Command("slow", do_slow, "slow", "waits")], max_line_length=64)
+    rig = Rig([Command(name="slow", handler=do_slow, summary="waits")], max_line_length=64)
     proto, tr = connect(rig)
     proto.dataReceived(b"slow\n" + b"time\n" * 100 + b"x" * 60)
     assert take(tr) == b""  # waiting; 60 bytes of an unfinished line are within the limit
@@ -136,12 +134,20 @@ def test_a_slow_drip_is_served_as_one_line():
 
 
 def test_bare_command_names_are_answered_as_the_general_path_answers_them():
-    def do_echo(server: LineServer, session: Session, args: Sequence[str]) -> Reply:
-        return Reply(f"ok {len(args)} {' '.join(args)}")
+    def do_echo(session: Session, words: str = "") -> Reply:
+        return Reply(f"ok {words!r}")
 
-    extra = [Command("echo", do_echo, "echo [WORDS]", "echo", max_args=None),
-             Command("secret", do_echo, "secret", "after login", needs_login=True),
-             Command("two", do_echo, "two A B", "two words", min_args=2, max_args=2)]
+    def do_secret(session: Session) -> Reply:
+        return Reply("ok secret")
+
+    def do_two(session: Session, a: str, b: str) -> Reply:
+        return Reply(f"ok {a} {b}")
+
+    extra = [Command(name="echo", handler=do_echo, summary="echo",
+                     args=(Arg("words", kind="rest", optional=True),)),
+             Command(name="secret", handler=do_secret, summary="after login", needs_login=True),
+             Command(name="two", handler=do_two, summary="two words",
+                     args=(Arg("a"), Arg("b")))]
     rig = Rig(extra)
     session = Session(peer="p", host="h")
     time_now = rig.server.time_text()
@@ -156,10 +162,11 @@ def test_bare_command_names_are_answered_as_the_general_path_answers_them():
         assert answer(name.encode()) == answer(f" {name.upper()}\t".encode()), name
     assert answer(b"secret") == "error: login first"
     assert answer(b"two") == "error: usage: two A B"
-    assert answer(b"echo") == "ok 0 "
-    session.user = "alice"
-    assert answer(b"secret") == "ok 0 "
-    assert session.commands == 16  # every request counted, whichever path it took
+    assert answer(b"echo") == "ok ''"
+    assert answer(b"echo  a  b ") == "ok 'a  b '"  # the rest of the line, as sent
+    session.user = User("alice")
+    assert answer(b"secret") == "ok secret"
+    assert session.commands == 17  # every request counted, whichever path it took
 
 
 def test_the_wire_form_of_a_one_line_reply_is_made_once():

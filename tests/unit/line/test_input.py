@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from linerig import Rig, lose, take
 from twisted.internet.defer import Deferred
 
 from mailsocketd.line.commands import Command
 from mailsocketd.line.replies import CommandError, Reply
-from mailsocketd.line.server import LineServer
 from mailsocketd.line.session import Session
 
 
@@ -40,9 +37,9 @@ class Collector:
 
 
 def rig_with(collector: Collector) -> Rig:
-    def do_write(server: LineServer, session: Session, args: Sequence[str]) -> Reply:
+    def do_write(session: Session) -> Reply:
         return Reply("ok go ahead", reader=collector)
-    return Rig([Command("write", do_write, "write", "take some lines")])
+    return Rig([Command(name="write", handler=do_write, summary="take some lines")])
 
 
 def test_lines_up_to_the_dot_are_input_not_commands():
@@ -123,7 +120,7 @@ def test_connection_lost_mid_input_abandons_the_reader_and_runs_close_hooks():
     rig = rig_with(collector)
     proto, tr = rig.connect()
     closed: list[str] = []
-    proto.session.on_close.append(lambda: closed.append("closed"))
+    proto.session.on_close.append(lambda session: closed.append("closed"))
     proto.dataReceived(b"write\nline\n")
     lose(proto, tr)
     assert collector.abandoned

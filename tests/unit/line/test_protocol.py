@@ -8,10 +8,10 @@ import weakref
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from linerig import START, Rig, lose, take
+from linerig import START, Rig, User, lose, take
 from twisted.internet.defer import Deferred
 
-from mailsocketd.line.commands import Command
+from mailsocketd.line.commands import Arg, Command
 from mailsocketd.line.replies import CommandError, Reply
 
 
@@ -118,8 +118,11 @@ def test_invalid_utf8_and_nul_bytes():
 
 
 def test_help_is_generated_from_the_table_and_dot_terminated():
-    extra = Command("login", lambda s, c, a: Reply("x"), "login USER PASSWORD",
-                    "log in", min_args=2, max_args=2, needs_login=False)
+    def login(session, user, password):
+        return Reply("x")
+
+    extra = Command(name="login", handler=login, summary="log in",
+                    args=(Arg("user"), Arg("password", kind="rest")))
     rig = Rig(extra=[extra])
     proto, tr = rig.connect()
     proto.dataReceived(b"help\r\n")
@@ -282,12 +285,12 @@ def slow_rig() -> tuple[Rig, list[Deferred[Reply]]]:
     """A rig with a ``slow`` command whose replies the test fires by hand."""
     pending: list[Deferred[Reply]] = []
 
-    def slow(server, session, args):
+    def slow(session):
         d: Deferred[Reply] = Deferred()
         pending.append(d)
         return d
 
-    return Rig(extra=[Command("slow", slow, "slow", "waits")]), pending
+    return Rig(extra=[Command(name="slow", handler=slow, summary="waits")]), pending
 
 
 def test_input_backlog_is_bounded_while_a_reply_is_pending():
@@ -316,10 +319,10 @@ def test_deferred_replies_keep_request_order_and_errors_become_lines():
 
 
 def test_unexpected_failure_is_logged_and_generic():
-    def broken(server, session, args):
+    def broken(session):
         raise RuntimeError("secret detail")
 
-    rig = Rig(extra=[Command("broken", broken, "broken", "fails")])
+    rig = Rig(extra=[Command(name="broken", handler=broken, summary="fails")])
     proto, tr = rig.connect()
     proto.dataReceived(b"broken\r\n")
     out = take(tr)
@@ -328,12 +331,12 @@ def test_unexpected_failure_is_logged_and_generic():
 
 
 def test_login_gating_from_the_table():
-    rig = Rig(extra=[Command("check", lambda s, c, a: Reply("ok"), "check", "check mail",
+    rig = Rig(extra=[Command(name="check", handler=lambda s: Reply("ok"), summary="check mail",
                              needs_login=True)])
     proto, tr = rig.connect()
     proto.dataReceived(b"check\r\n")
     assert take(tr) == b"error: login first\r\n"
-    proto.session.user = "alice"
+    proto.session.user = User("alice")
     proto.dataReceived(b"check\r\n")
     assert take(tr) == b"ok\r\n"
 
