@@ -8,19 +8,17 @@ with CRLF on the wire.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from mailsocketd.clean import clean
 from mailsocketd.errors import UserError
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
 CRLF = "\r\n"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ECHO_LIMIT = 40
 
 
@@ -31,6 +29,9 @@ class CommandError(UserError):
         super().__init__(message)
         self.message = message
         self.close = close
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class InputReader(Protocol):
@@ -94,10 +95,5 @@ def multiline(head: str, body: Iterable[str]) -> Reply:
 
 def printable(text: str, limit: int = _ECHO_LIMIT) -> str:
     """``text`` made safe to echo back: control and format characters (such as a right-to-left
-    override) replaced, length capped."""
-    cleaned = _CONTROL.sub("?", text)
-    if not cleaned.isascii():
-        cleaned = "".join("?" if unicodedata.category(c) == "Cf" else c for c in cleaned)
-    if len(cleaned) > limit:
-        cleaned = cleaned[: limit - 3] + "..."
-    return cleaned
+    override) replaced by ``?``, length capped."""
+    return clean(text, replacement="?", limit=limit)

@@ -2,15 +2,19 @@
 
 ``describe_failure`` is shared by the daemon's status/logs and by ``mailsocketd-check``, so a
 refused connection, a TLS failure, a rejected login and a timeout read the same everywhere.
-Server text is cleaned (no control characters, bounded length) before it is shown.
+Server text is cleaned (``clean_text``: no control characters, bounded length) before it is
+shown.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 
+from mailsocketd.clean import clean
 from mailsocketd.errors import INTERNAL_ERROR_TEXT, UserError
 
 __all__ = [
@@ -18,6 +22,7 @@ __all__ = [
     "AuthFailed",
     "CheckTimeout",
     "CleartextRefused",
+    "FailureKind",
     "MailError",
     "ProtocolViolation",
     "SecretError",
@@ -72,11 +77,9 @@ class CheckTimeout(MailError):
 
 
 def clean_text(text: str | bytes, limit: int = 200) -> str:
-    """Server-supplied text made safe for one log/status line."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = "".join(c if c.isprintable() else " " for c in text).strip()
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    """Server-supplied text made safe for one log/status line: each unsafe character (a
+    control, a line end, a bidi override) a space, ends stripped, bounded."""
+    return clean(text, replacement=" ", layout="strip", limit=limit)
 
 
 def _tls_reason(value: BaseException | None) -> str:
@@ -89,7 +92,10 @@ def _tls_reason(value: BaseException | None) -> str:
     return ", ".join(reasons) or clean_text(str(value)) or "handshake failed"
 
 
-_KINDS: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+# The categories of failure_kind (status backoff, plugin lines, the user's messages).
+FailureKind = Literal["refused", "dns", "timeout", "tls", "auth", "cleartext", "secret",
+                      "protocol", "closed", "other"]
+_KINDS: tuple[tuple[tuple[type[BaseException], ...], FailureKind], ...] = (
     ((neterror.ConnectionRefusedError,), "refused"),
     ((neterror.DNSLookupError,), "dns"),
     ((CheckTimeout, neterror.TimeoutError, CancelledError), "timeout"),
@@ -101,7 +107,7 @@ _KINDS: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
 )
 
 
-def failure_kind(failure: Failure) -> str:
+def failure_kind(failure: Failure) -> FailureKind:
     """A short category: refused, dns, timeout, tls, auth, cleartext, secret, protocol, closed,
     other."""
     value = failure.value

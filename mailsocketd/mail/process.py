@@ -1,25 +1,44 @@
-"""Running a helper program (password command, new-mail hook) without a shell, bounded.
+"""Running a helper program (password command, new-mail hook, sendmail) without a shell, bounded.
 
 The argv is passed as a list straight to the reactor's ``spawnProcess``: no shell ever parses
-it.  Standard input is closed at once, standard error is dropped (it might echo what it was
-given), standard output is kept only up to a cap, and the program is killed when it outlives
-its timeout, so a stuck helper can neither hang the daemon nor fill its memory.
+it.  Standard input gets the given bytes (often none) and is closed at once, standard output
+and standard error are kept only up to a cap each (standard error not at all unless asked: it
+might echo what the program was given), and the program is killed when it outlives its
+timeout, so a stuck helper can neither hang the daemon nor fill its memory.  This is the
+daemon's one way of running a program.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IProcessProtocol, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-__all__ = ["ProcessResult", "ProcessStartError", "run_process"]
+__all__ = ["ProcessReactor", "ProcessResult", "ProcessStartError", "run_process"]
+
+DEFAULT_MAX_OUTPUT = 65536
+
+
+class ProcessReactor(Protocol):
+    """What running a helper needs of the reactor: IReactorProcess's ``spawnProcess`` and
+    IReactorTime's clock (a zope interface cannot name both, so this Protocol does)."""
+
+    # IReactorProcess.spawnProcess; the optional arguments keyword-only, as run_process passes them
+    def spawnProcess(self, processProtocol: IProcessProtocol, executable: bytes | str,
+                     args: Sequence[bytes | str], *, env: Mapping[str, str] | None = None,
+                     path: bytes | str | None = None, uid: int | None = None,
+                     gid: int | None = None, usePTY: bool = False,
+                     childFDs: Mapping[int, int | str] | None = None) -> IProcessTransport: ...
+    def seconds(self) -> float: ...
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: object,
+                  **kw: object) -> IDelayedCall: ...
 
 
 class ProcessStartError(Exception):
@@ -28,56 +47,83 @@ class ProcessStartError(Exception):
 
 @dataclass(frozen=True)
 class ProcessResult:
-    """How a helper ended: exit code (None if a signal ended it), its stdout, whether it hung."""
+    """How a helper ended: exit code (None if a signal ended it), what it wrote (each stream up
+    to its cap; ``truncated``: stdout had more), and whether it outlived ``timeout``."""
 
     exit_code: int | None
     signal: int | None
-    stdout: bytes = field(repr=False)  # may be a password
+    stdout: bytes = field(default=b"", repr=False)  # may be a password
+    stderr: bytes = field(default=b"", repr=False)
     timed_out: bool = False
     truncated: bool = False
+    timeout: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
 
     def describe(self) -> str:
-        """``exited with status 2``, ``killed by signal 9``, ``timed out``."""
+        """``exited with status 2``, ``was killed by signal 9``,
+        ``timed out after 60 s and was killed``."""
         if self.timed_out:
-            return "timed out and was killed"
+            after = "" if self.timeout is None else f" after {self.timeout:g} s"
+            return f"timed out{after} and was killed"
         if self.exit_code is not None:
             return f"exited with status {self.exit_code}"
         return f"was killed by signal {self.signal}"
 
 
-class _Collector(ProcessProtocol):
-    """Keeps up to ``max_output`` bytes of stdout; fires ``done`` with a ProcessResult."""
+class _Capped:
+    """The first ``limit`` bytes of one output stream, and whether more came."""
 
-    def __init__(self, max_output: int) -> None:
-        self._max_output = max_output
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self.done: Deferred[ProcessResult] = Deferred(self._cancel)
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
         self.truncated = False
+
+    def add(self, data: bytes) -> None:
+        room = max(self.limit - len(self.data), 0)
+        if len(data) > room:
+            self.truncated = True
+            data = data[:room]
+        self.data += data
+
+
+class _Collector(ProcessProtocol):
+    """Feeds stdin, keeps capped stdout and stderr; fires ``done`` with a ProcessResult."""
+
+    def __init__(self, stdin: bytes, max_output: int, max_stderr: int, timeout: float) -> None:
+        self._stdin = stdin
+        self._stdout = _Capped(max_output)
+        self._stderr = _Capped(max_stderr)
+        self._timeout = timeout
+        self.done: Deferred[ProcessResult] = Deferred(self._cancel)
         self.timed_out = False
         self.timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        self.transport.closeStdin()  # type: ignore[union-attr]
+        stdin, self._stdin = self._stdin, b""  # not kept: it may be a whole message
+        if self.transport is not None:
+            if stdin:
+                self.transport.write(stdin)
+            self.transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:
-        room = self._max_output - self._size
-        if len(data) > room:
-            self.truncated = True
-            data = data[:max(room, 0)]
-        self._chunks.append(data)
-        self._size += len(data)
+        self._stdout.add(data)
 
-    def kill(self) -> None:
+    def errReceived(self, data: bytes) -> None:
+        self._stderr.add(data)
+
+    def _kill(self) -> None:
+        with contextlib.suppress(Exception):  # it ended meanwhile: processEnded follows
+            if self.transport is not None:
+                self.transport.signalProcess("KILL")
+
+    def time_out(self) -> None:
         """The timeout: end the program the hard way."""
         self.timer = None
         self.timed_out = True
-        with contextlib.suppress(Exception):  # it ended meanwhile: processEnded follows
-            self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+        self._kill()
 
     def _stop_timer(self) -> None:
         if self.timer is not None and self.timer.active():
@@ -87,8 +133,7 @@ class _Collector(ProcessProtocol):
     def _cancel(self, done: Deferred[ProcessResult]) -> None:
         """Cancelling the result kills the program and forgets it."""
         self._stop_timer()
-        with contextlib.suppress(Exception):
-            self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+        self._kill()
 
     def processEnded(self, reason: Failure) -> None:
         self._stop_timer()
@@ -98,21 +143,25 @@ class _Collector(ProcessProtocol):
         sig: int | None = None
         if isinstance(reason.value, ProcessTerminated):
             code, sig = reason.value.exitCode, reason.value.signal
-        self.done.callback(ProcessResult(code, sig, b"".join(self._chunks), self.timed_out,
-                                          self.truncated))
+        self.done.callback(ProcessResult(
+            code, sig, stdout=bytes(self._stdout.data), stderr=bytes(self._stderr.data),
+            timed_out=self.timed_out, truncated=self._stdout.truncated, timeout=self._timeout))
 
 
-def run_process(reactor: Any, argv: Sequence[str], env: Mapping[str, str], timeout: float,
-                max_output: int = 65536) -> Deferred[ProcessResult]:
-    """Run ``argv`` (no shell) with ``env``; fire with its ProcessResult.
+def run_process(reactor: ProcessReactor, argv: Sequence[str], env: Mapping[str, str],
+                timeout: float, *, stdin: bytes = b"", max_output: int = DEFAULT_MAX_OUTPUT,
+                max_stderr: int = 0) -> Deferred[ProcessResult]:
+    """Run ``argv`` (no shell) with ``env`` and ``stdin`` on its standard input; fire with its
+    ProcessResult, holding at most ``max_output`` bytes of stdout and ``max_stderr`` of stderr.
 
-    Fails with ProcessStartError when the program cannot be started.  Cancelling the result
-    kills the program.
+    The program is killed (SIGKILL) after ``timeout`` seconds.  Fails with ProcessStartError
+    when the program cannot be started.  Cancelling the result kills the program.
     """
-    collector = _Collector(max_output)
+    collector = _Collector(stdin, max_output, max_stderr, timeout)
     try:
         reactor.spawnProcess(collector, argv[0], list(argv), env=dict(env))
     except OSError as e:
         return fail(ProcessStartError(f"cannot run {argv[0]}: {e.strerror or e}"))
-    collector.timer = reactor.callLater(timeout, collector.kill)
+    if not collector.done.called:
+        collector.timer = reactor.callLater(timeout, collector.time_out)
     return collector.done

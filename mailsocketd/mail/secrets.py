@@ -13,13 +13,17 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.errors import SecretError
-from mailsocketd.mail.process import ProcessResult, ProcessStartError, run_process
+from mailsocketd.mail.process import (
+    ProcessReactor,
+    ProcessResult,
+    ProcessStartError,
+    run_process,
+)
 
 __all__ = ["MAX_SECRET_FILE", "PasswordSource", "Secret", "SecretError", "fetch_password"]
 
@@ -118,7 +122,8 @@ def read_password_env(name: str, environ: Mapping[str, str]) -> Secret:
     return _first_line(value.encode("utf-8", "surrogateescape"), f"password_env {name}")
 
 
-def run_password_command(argv: tuple[str, ...], reactor: Any, environ: Mapping[str, str],
+def run_password_command(argv: tuple[str, ...], reactor: ProcessReactor,
+                         environ: Mapping[str, str],
                          timeout: float = COMMAND_TIMEOUT) -> Deferred[Secret]:
     """Run the command (no shell); its first line of output is the password."""
     what = f"password_command {argv[0]}"
@@ -137,7 +142,7 @@ def run_password_command(argv: tuple[str, ...], reactor: Any, environ: Mapping[s
     return d.addCallbacks(done, not_started)
 
 
-def fetch_password(source: PasswordSource, reactor: Any,
+def fetch_password(source: PasswordSource, reactor: ProcessReactor,
                    environ: Mapping[str, str] | None = None) -> Deferred[Secret]:
     """Fetch the password from ``source``; fails with SecretError, never showing the secret."""
     env = os.environ if environ is None else environ

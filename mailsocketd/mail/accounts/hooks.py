@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -26,7 +25,7 @@ from twisted.python.failure import Failure
 
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.imap.client import MailboxCounts
-from mailsocketd.mail.process import ProcessResult, run_process
+from mailsocketd.mail.process import ProcessReactor, ProcessResult, run_process
 
 __all__ = ["HOOK_TIMEOUT", "PASSED_ENVIRONMENT", "NewMailHook", "hook_environment"]
 
@@ -70,7 +69,7 @@ class NewMailHook:
 
     log = Logger()
 
-    def __init__(self, account: AccountConfig, reactor: Any,
+    def __init__(self, account: AccountConfig, reactor: ProcessReactor,
                  environ: Mapping[str, str] | None = None) -> None:
         self.account = account
         self.reactor = reactor

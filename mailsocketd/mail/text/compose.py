@@ -19,6 +19,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
 
+from mailsocketd.clean import clean, escaped
+
 __all__ = [
     "MAX_ADDRESS_LENGTH",
     "MAX_RECIPIENTS",
@@ -50,8 +52,7 @@ class DraftError(ValueError):
 
 def _shown(text: str) -> str:
     """``text`` fit to be echoed in one line: control and invisible characters escaped."""
-    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return shown if len(shown) <= SHOWN_LIMIT else shown[:SHOWN_LIMIT - 3] + "..."
+    return clean(text, replacement=escaped, limit=SHOWN_LIMIT)
 
 
 _ADDRESS_RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
@@ -191,11 +192,6 @@ def sender_address(user: str, from_domain: str) -> str:
     return user if "@" in user else f"{user}@{from_domain}"
 
 
-def _one_line(text: str) -> str:
-    """Header text without control characters (no line break can reach a header)."""
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
-
-
 def _protect_from(lines: list[str]) -> list[str]:
     """QP lines starting with ``From `` get their F encoded, so no mbox turns them to >From."""
     return ["=46" + line[1:] if line.startswith("From ") else line for line in lines]
@@ -241,7 +237,7 @@ def build_message(draft: Draft, *, sender: str, now: float, domain: str) -> tupl
     msg["To"] = ", ".join(draft.to) if draft.to else "undisclosed-recipients:;"
     if draft.cc:
         msg["Cc"] = ", ".join(draft.cc)
-    subject = _one_line(draft.subject)
+    subject = clean(draft.subject, replacement=" ", layout="fold")  # no line break in a header
     if subject:
         msg["Subject"] = subject
     msg["Date"] = formatdate(now, localtime=True)

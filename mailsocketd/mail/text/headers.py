@@ -5,6 +5,7 @@ Real mail mixes RFC 2047 encoded words in many charsets, raw 8-bit bytes, charse
 lie and broken encodings.  Everything here is pure and total: any input gives text, and the text
 never holds a control, line-break or bidi/format character (Unicode Cc/Cf/Zl/Zp, lone
 surrogates), so a terminal shows exactly what the mail says and nothing can rewrite the screen.
+``clean_line`` and ``clean_lines`` are the mail-display settings of ``mailsocketd.clean``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 import unicodedata
 from functools import lru_cache
 from urllib.parse import unquote_to_bytes
+
+from mailsocketd.clean import REPLACEMENT, clean
 
 __all__ = [
     "REPLACEMENT",
@@ -31,50 +34,22 @@ __all__ = [
     "pad",
 ]
 
-REPLACEMENT = "\ufffd"
 ELLIPSIS = "\u2026"
 _MAX_LABEL = 64
 _MAX_PARAMS = 64
 _MAX_PARAM_VALUE = 1000
 
 
-def _unsafe_ranges() -> str:
-    """A regex class of every Cc, Cf, Cs, Zl and Zp code point (planes 0, 1 and 14 hold all)."""
-    unsafe = {"Cc", "Cf", "Cs", "Zl", "Zp"}
-    points = (cp for cp in itertools.chain(range(0x20000), range(0xE0000, 0xE1000))
-              if unicodedata.category(chr(cp)) in unsafe)
-    ranges: list[list[int]] = []
-    for cp in points:
-        if ranges and ranges[-1][1] == cp - 1:
-            ranges[-1][1] = cp
-        else:
-            ranges.append([cp, cp])
-    return "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges)
-
-
-_UNSAFE = re.compile(f"[{_unsafe_ranges()}]")
-# Invisible and zero-width: dropping them changes nothing a reader could see.
-_DROPPED = dict.fromkeys("\u00ad\u200b\u200c\u200d\u2060\ufeff", "")
-_BREAKS = "\n\r\x0b\x0c\x85\u2028\u2029"
-_HEADER_MAP = {**_DROPPED, "\t": " ", **dict.fromkeys(_BREAKS, " ")}
-_BODY_MAP = {**_DROPPED, "\t": "\t", **dict.fromkeys(_BREAKS, "\n")}
-
-
 def clean_line(text: str) -> str:
     """``text`` as one safe line: whitespace runs become one space, controls and format
     characters are replaced (U+FFFD) or, when invisible anyway, dropped."""
-    if not text.isprintable():
-        text = _UNSAFE.sub(lambda m: _HEADER_MAP.get(m.group(), REPLACEMENT), text)
-    return " ".join(text.split())
+    return clean(text, layout="fold", drop_invisible=True)
 
 
 def clean_lines(text: str) -> list[str]:
     """Body text as safe lines: CRLF/CR/other line separators split lines, tabs stay, other
     controls and format characters are replaced or dropped like in ``clean_line``."""
-    text = text.replace("\r\n", "\n")
-    if not text.isprintable():
-        text = _UNSAFE.sub(lambda m: _BODY_MAP.get(m.group(), REPLACEMENT), text)
-    return text.split("\n")
+    return clean(text, layout="lines", drop_invisible=True).split("\n")
 
 
 # -- charsets -------------------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""run_process with real, short-lived programs: stdin in, capped output out, no shell, a timeout
+that kills, cancellation that kills, and a clear failure for a program that cannot start."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import CancelledError
+from twisted.internet.task import Clock, deferLater
+
+from mailsocketd.mail.process import ProcessResult, ProcessStartError, run_process
+
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+LIMIT = 10.0  # seconds any of these programs may take; each finishes (or is killed) far sooner
+
+
+def python(code):
+    return [sys.executable, "-c", code]
+
+
+async def gone(pid, within=5.0):
+    """Whether ``pid`` no longer exists (ended and reaped) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        await deferLater(reactor, 0.05, lambda: None)
+    return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_stdin_reaches_the_program_and_is_closed():
+    data = bytes(range(256)) * 4096  # 1 MiB: more than a pipe holds at once
+    result = await run_process(
+        reactor, python("import sys, hashlib; d = sys.stdin.buffer.read(); "
+                        "print(len(d), hashlib.sha256(d).hexdigest())"),
+        ENV, LIMIT, stdin=data)
+    assert result.ok, result
+    assert result.stdout.split() == [str(len(data)).encode(),
+                                     hashlib.sha256(data).hexdigest().encode()]
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_stdin_data_the_program_reads_end_of_file_at_once():
+    result = await run_process(reactor, python("import sys; print(repr(sys.stdin.read()))"),
+                               ENV, LIMIT)
+    assert result.ok and result.stdout == b"''\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_program_that_ignores_its_stdin_still_ends_cleanly():
+    result = await run_process(reactor, python("pass"), ENV, LIMIT, stdin=b"x" * (4 << 20))
+    assert result.ok and result.exit_code == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_argv_is_not_parsed_by_a_shell_and_env_is_exactly_what_was_given():
+    result = await run_process(
+        reactor, [*python("import os, sys; print(sys.argv[1:]); print(sorted(os.environ))"),
+                  "$HOME;*", "a b"],
+        {**ENV, "ONLY_THIS": "1"}, LIMIT)
+    argv_line, env_line = result.stdout.decode().splitlines()
+    assert argv_line == "['$HOME;*', 'a b']"
+    assert "ONLY_THIS" in env_line and "HOME" not in env_line
+    result = await run_process(reactor, ["printf", "%s", "$HOME;`id`|*"], ENV, LIMIT)
+    assert result.stdout == b"$HOME;`id`|*"
+
+
+@pytest_twisted.ensureDeferred
+async def test_output_is_capped_and_hidden_from_repr():
+    result = await run_process(reactor, python("print('x' * 100000)"), ENV, LIMIT,
+                               max_output=1000)
+    assert result.ok and result.truncated and result.stdout == b"x" * 1000
+    assert "xxx" not in repr(result)
+    whole = await run_process(reactor, python("print('x' * 999)"), ENV, LIMIT, max_output=1000)
+    assert not whole.truncated and len(whole.stdout) == 1000
+
+
+@pytest_twisted.ensureDeferred
+async def test_stderr_is_dropped_unless_asked_for_and_then_capped():
+    code = "import sys; sys.stderr.write('e' * 50000); sys.stdout.write('out')"
+    dropped = await run_process(reactor, python(code), ENV, LIMIT)
+    assert dropped.stderr == b"" and dropped.stdout == b"out"
+    kept = await run_process(reactor, python(code), ENV, LIMIT, max_stderr=100)
+    assert kept.stderr == b"e" * 100 and not kept.truncated  # truncated is about stdout
+    assert "eee" not in repr(kept)
+
+
+@pytest_twisted.ensureDeferred
+async def test_exit_status_and_signal_are_reported():
+    failed = await run_process(reactor, python("raise SystemExit(3)"), ENV, LIMIT)
+    assert (failed.exit_code, failed.signal, failed.ok) == (3, None, False)
+    assert failed.describe() == "exited with status 3"
+    killed = await run_process(reactor, python("import os; os.kill(os.getpid(), 15)"),
+                               ENV, LIMIT)
+    assert (killed.exit_code, killed.signal, killed.timed_out) == (None, 15, False)
+    assert killed.describe() == "was killed by signal 15"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_program_that_outlives_its_timeout_is_killed():
+    start = time.monotonic()
+    result = await run_process(
+        reactor, python("import os, sys, time; print(os.getpid(), flush=True); time.sleep(60)"),
+        ENV, 0.3)
+    assert time.monotonic() - start < 5
+    assert result.timed_out and not result.ok and result.signal == 9
+    assert result.describe() == "timed out after 0.3 s and was killed"
+    assert await gone(int(result.stdout))  # what it wrote before is kept
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_kills_the_program(tmp_path):
+    pid_file = tmp_path / "pid"
+    d = run_process(reactor, python(f"import os, time; open({str(pid_file)!r}, 'w').write("
+                                    "str(os.getpid())); time.sleep(60)"), ENV, LIMIT)
+    deadline = time.monotonic() + LIMIT
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        await deferLater(reactor, 0.02, lambda: None)
+    d.cancel()
+    with pytest.raises(CancelledError):
+        await d
+    assert await gone(int(pid_file.read_text()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_program_that_cannot_start_fails_clearly(tmp_path):
+    with pytest.raises(ProcessStartError,
+                       match=r"^cannot run /nonexistent/helper: No such file or directory$"):
+        await run_process(reactor, ["/nonexistent/helper", "arg"], ENV, LIMIT)
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    with pytest.raises(ProcessStartError, match=r"^cannot run .*/not-executable: Permission denied$"):
+        await run_process(reactor, [str(script)], ENV, LIMIT)
+
+
+class FakeTransport:
+    def __init__(self, log):
+        self.log = log
+
+    def write(self, data):
+        self.log.append(("write", data))
+
+    def closeStdin(self):
+        self.log.append(("closeStdin",))
+
+    def signalProcess(self, name):
+        self.log.append(("signal", name))
+
+
+class FakeReactor(Clock):
+    """A clock whose spawnProcess connects the protocol to a transport that records calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.log = []
+        self.protocol = None
+
+    def spawnProcess(self, protocol, executable, args, env=None, **kw):
+        self.log.append(("spawn", executable, args, env))
+        self.protocol = protocol
+        protocol.makeConnection(FakeTransport(self.log))
+
+
+def test_stdin_is_written_once_then_closed_and_no_timer_outlives_the_program():
+    from twisted.internet.error import ProcessDone
+    from twisted.python.failure import Failure
+
+    fake = FakeReactor()
+    results = []
+    run_process(fake, ["/bin/helper", "a"], {"X": "1"}, 5.0, stdin=b"data").addBoth(
+        results.append)
+    assert fake.log == [("spawn", "/bin/helper", ["/bin/helper", "a"], {"X": "1"}),
+                        ("write", b"data"), ("closeStdin",)]
+    assert len(fake.getDelayedCalls()) == 1
+    fake.protocol.processEnded(Failure(ProcessDone(0)))
+    assert fake.getDelayedCalls() == []
+    assert results == [ProcessResult(0, None, timeout=5.0)]
+    fake.advance(10)
+    assert ("signal", "KILL") not in fake.log
