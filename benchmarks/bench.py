@@ -1,11 +1,15 @@
 """Run the benchmark suite and regenerate docs/benchmarks.md with its plots.
 
-    VENV/bin/python benchmarks/bench.py [--quick] [--only line|mail] [--report-only]
+    VENV/bin/python benchmarks/bench.py [--quick] [--only line|mail]
+                                        [--report-only [--from RESULTS]]
 
 Normally started by ``bash benchmarks/run.sh``, which installs what this needs first; the
-daemon measured is the one installed in the virtualenv whose python runs this script.  Results
-of each section go to ``benchmarks/results/SECTION-STAMP.json``; the report is built from the
-newest result of each section, so ``--only mail`` keeps the line figures of the last run.
+daemon measured is the one installed in the virtualenv whose python runs this script.  Each
+section's results go to ``benchmarks/results/SECTION-STAMP.json`` (not committed) and into
+``docs/benchmarks/results.json`` (committed: the raw results the report is generated from), so
+``--only mail`` keeps the line figures of the published run.  Each section records the commit
+and the measured files that differ from it (provenance.py); a run from a dirty tree is marked
+at the top of the report.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ import line_bench
 import mail_bench
 import report
 from procs import cpu_times, pin_self_to_load_cpu
+from provenance import tree_state
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
+DOCS = REPO / "docs"
+PUBLISHED = DOCS / "benchmarks" / report.RESULTS_NAME  # the raw results the report shows
 
 
 def _output(argv: list[str], cwd: Path | None = None) -> str:
@@ -73,8 +80,6 @@ def machine_info(venv: Path, scratch: Path) -> dict[str, str]:
     """What the figures were measured on, for the report's machine table."""
     python = str(venv / "bin" / "python")
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    commit = _output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = _output(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
     return {
         "cpu": f"{_cpuinfo()}, {os.cpu_count()} CPUs",
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
@@ -91,7 +96,6 @@ def machine_info(venv: Path, scratch: Path) -> dict[str, str]:
         "postfix": _output(["/usr/sbin/postconf", "-d", "-h", "mail_version"]),
         "busy_before_start": _busy_before(),
         "open_files": "soft {} / hard {}".format(*resource.getrlimit(resource.RLIMIT_NOFILE)),
-        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
     }
 
 
@@ -101,13 +105,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="short runs and 1,000 idle connections (for development)")
     parser.add_argument("--only", choices=["line", "mail"], help="run one section only")
     parser.add_argument("--report-only", action="store_true",
-                        help="only rebuild docs/benchmarks.md from the newest results")
-    return parser.parse_args(argv)
+                        help="measure nothing: rebuild docs/benchmarks.md from raw results")
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="with --report-only: the raw results "
+                             "[default: docs/benchmarks/results.json]")
+    args = parser.parse_args(argv)
+    if args.source is not None and not args.report_only:
+        parser.error("--from needs --report-only: a run measures, it reads no results")
+    return args
 
 
 def run_section(section: str, args: argparse.Namespace, paths: line_bench.Paths,
-                stamp: str, command: str) -> Path:
-    """Run one section and save its results; return the JSON file."""
+                stamp: str, command: str, tree: dict[str, Any]) -> dict[str, Any]:
+    """Run one section, save its results in benchmarks/results/ and return them."""
     def say(text: str) -> None:
         print(text, flush=True)
 
@@ -125,18 +135,32 @@ def run_section(section: str, args: argparse.Namespace, paths: line_bench.Paths,
     data = {"section": section, "mode": "quick" if args.quick else "full",
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
             "elapsed_s": round(time.time() - started, 1), "command": command,
-            "machine": info, "results": results}
+            "machine": info, "tree": tree, "results": results}
     out = BENCH / "results" / f"{section}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
     say(f"{section}: results in {out.relative_to(REPO)} ({data['elapsed_s']:.0f} s)")
-    return out
+    return data
+
+
+def previous_runs() -> dict[str, dict[str, Any]]:
+    """The published runs (or, before any was published, the newest in benchmarks/results/):
+    what a one-section run keeps of the other section."""
+    for source in (PUBLISHED, BENCH / "results"):
+        if source.exists():
+            return report.load_runs(source)
+    return {}
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     command = shlex.join(["bash", "benchmarks/run.sh", *argv])
-    if not args.report_only:
+    if args.report_only:
+        source = args.source or PUBLISHED
+        if not source.exists():
+            raise SystemExit(f"{source} does not exist: nothing to build the report from")
+        written = report.publish(report.load_runs(source), DOCS, source)
+    else:
         # a SIGTERM unwinds like Ctrl-C, so every server started so far is stopped by its pid
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         pin_self_to_load_cpu()
@@ -145,13 +169,19 @@ def main(argv: list[str]) -> int:
         paths = line_bench.Paths(venv=Path(sys.prefix), anchors=BENCH / "anchors",
                                  loadgen=BENCH / "build" / "loadgen", scratch=scratch)
         stamp = time.strftime("%Y%m%dT%H%M%S")
+        # the source measured: the tree as run.sh has just installed it
+        tree = tree_state(REPO)
+        if tree["dirty"]:
+            print(f"note: {len(tree['dirty'])} measured files differ from {tree['short']}; "
+                  "the report will say the run was made on a dirty tree", flush=True)
+        runs = previous_runs() if args.only else {}
         try:
             for section in ("line", "mail"):
                 if args.only in (None, section):
-                    run_section(section, args, paths, stamp, command)
+                    runs[section] = run_section(section, args, paths, stamp, command, tree)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    written = report.write_report(BENCH / "results", REPO / "docs")
+        written = report.publish(runs, DOCS)
     for path in written:
         print(f"wrote {path.relative_to(REPO)}")
     return 0

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import testpath  # noqa: F401  (tests/ on sys.path, for lineclient)
 from line_bench import BENCH_CONFIG, Paths
 from lineclient import LineClient, ReplyError
 from mail_load import many_users, push_latency
@@ -155,9 +156,9 @@ def latencies_ms(action: Callable[[], object], rounds: int) -> dict[str, float]:
 
 def logged_in(port: int, user: str, password: str) -> LineClient:
     """A line client after a successful ``login`` (ReplyError if the daemon refuses)."""
-    client = LineClient(port)
+    client = LineClient.connect(port)
     try:
-        client.command(f"login {user} {password}")
+        client.ask(f"login {user} {password}", check=True)
     except BaseException:
         client.close()
         raise
@@ -191,22 +192,22 @@ def daemon_rows(daemon: Server, server: Any, boxes: dict[str, Any], settings: Ma
     with logged_in(daemon.port, SMALL_USER, server.users[SMALL_USER]) as small, \
             logged_in(daemon.port, BIG_USER, server.users[BIG_USER]) as big:
         clients = {SMALL_USER: small, BIG_USER: big}
-        heads = {user: client.command("check")[0] for user, client in clients.items()}
-        for user, row in interleaved_ms({user: partial(client.command, "check")
+        heads = {user: client.ask("check", check=True) for user, client in clients.items()}
+        for user, row in interleaved_ms({user: partial(client.ask, "check", check=True)
                                          for user, client in clients.items()},
                                         settings.check_rounds).items():
             rows[f"check/{user}"] = row | {"reply": heads[user]}
-        listed = {user: client.command("list 20", multiline=True)
+        listed = {user: client.ask_multi("list 20", check=True).lines
                   for user, client in clients.items()}
-        for user, row in interleaved_ms({user: partial(client.command, "list 20", multiline=True)
+        for user, row in interleaved_ms({user: partial(client.ask_multi, "list 20", check=True)
                                          for user, client in clients.items()},
                                         settings.list_rounds).items():
             rows[f"list20/{user}"] = row | {"reply_lines": len(listed[user])}
     with logged_in(daemon.port, SMALL_USER, server.users[SMALL_USER]) as client:
         hwm_before = status_field_kb(daemon.pid, "VmHWM")
-        lines = client.command(f"read {boxes['big_uid']}", multiline=True)
+        lines = client.ask_multi(f"read {boxes['big_uid']}", check=True).lines
         rows["read_big"] = latencies_ms(
-            partial(client.command, f"read {boxes['big_uid']}", multiline=True),
+            partial(client.ask_multi, f"read {boxes['big_uid']}", check=True),
             settings.read_rounds) | {
             "reply_lines": len(lines), "reply_chars": sum(len(x) for x in lines),
             "hwm_before_kb": hwm_before, "hwm_after_kb": status_field_kb(daemon.pid, "VmHWM")}

@@ -10,8 +10,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 
+import testpath  # noqa: F401  (tests/ on sys.path, for lineclient)
 from lineclient import LineClient, ReplyError
 from procs import HOST, LOAD_CPU, Server, cpu_seconds, cpu_times, status_field_kb
 
@@ -39,11 +41,11 @@ def _submit(server: Any, user: str, subject: str) -> None:
 def push_latency(port: int, server: Any, user: str, rounds: int,
                  say: Callable[[str], None]) -> dict[str, Any]:
     """From handing a message to SMTP until the watching client reads ``* new mail``."""
-    client = LineClient(port)
+    client = LineClient.connect(port)
     try:
-        client.command(f"login {user} {server.users[user]}")
-        expected = _messages(client.command("check")[0])
-        client.command("watch on")
+        client.ask(f"login {user} {server.users[user]}", check=True)
+        expected = _messages(client.ask("check", check=True))
+        client.ask("watch on", check=True)
         samples: list[float] = []
         line = ""
         for i in range(rounds):
@@ -53,7 +55,8 @@ def push_latency(port: int, server: Any, user: str, rounds: int,
             _submit(server, user, f"push {i}")
             deadline = time.monotonic() + PUSH_TIMEOUT_S
             while True:  # skip news of earlier messages, if the daemon sends it late
-                line = client.wait_for("* new mail", max(0.0, deadline - time.monotonic()))
+                line, _ = client.wait_push("* new mail",
+                                           max(0.0, deadline - time.monotonic()))
                 if _messages(line) >= expected:
                     break
             samples.append((time.perf_counter() - t0) * 1000)
@@ -77,13 +80,16 @@ class Worker(threading.Thread):
         self.error: str | None = None
 
     def run(self) -> None:
-        requests = [("check", "check", False), ("list 20", "list 20", True),
-                    ("read", f"read {self.uid}", True)]
+        c = self.client
+        requests: list[tuple[str, Callable[[], object]]] = [
+            ("check", partial(c.ask, "check", check=True)),
+            ("list 20", partial(c.ask_multi, "list 20", check=True)),
+            ("read", partial(c.ask_multi, f"read {self.uid}", check=True))]
         try:
             while time.monotonic() < self.deadline:
-                for key, line, multiline in requests:
+                for key, request in requests:
                     t0 = time.perf_counter()
-                    self.client.command(line, multiline=multiline)
+                    request()
                     self.samples[key].append((time.perf_counter() - t0) * 1000)
         except (ReplyError, OSError) as e:
             self.error = str(e)
@@ -98,9 +104,9 @@ def many_users(daemon: Server, server: Any, users: Sequence[str], uids: dict[str
     try:
         for i in range(count):
             user = users[i % len(users)]
-            client = LineClient(daemon.port)
+            client = LineClient.connect(daemon.port)
             clients.append((client, user))
-            client.command(f"login {user} {server.users[user]}")
+            client.ask(f"login {user} {server.users[user]}", check=True)
         rss_logged_in = status_field_kb(daemon.pid, "VmRSS")
         deadline = time.monotonic() + seconds
         workers = [Worker(c, uids[u], deadline) for c, u in clients]

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 COLORS = {
     "mailsocketd": "#1f5fa8",
@@ -27,19 +25,27 @@ COLORS = {
 DPI = 110
 
 
+def _pyplot() -> Any:
+    """matplotlib.pyplot with the Agg backend, imported only when a plot is drawn: the report's
+    modules import without matplotlib (the test suite checks their verdicts without it)."""
+    importlib.import_module("matplotlib").use("Agg")
+    return importlib.import_module("matplotlib.pyplot")
+
+
 def _finish(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, metadata={"Software": None})
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
-def _number_format(log: bool) -> FuncFormatter:
+def _number_format(log: bool) -> Any:
     """Tick labels as plain numbers (1,000 and 0.1, not 10^3 and 10^-1)."""
+    formatter = importlib.import_module("matplotlib.ticker").FuncFormatter
     if log:
-        return FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
-    return FuncFormatter(lambda v, _: f"{v:,.0f}")
+        return formatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    return formatter(lambda v, _: f"{v:,.0f}")
 
 
 def _style(ax: Axes, title: str, ylabel: str) -> None:
@@ -58,7 +64,7 @@ def grouped_bars(path: Path, title: str, ylabel: str, groups: Sequence[str],
     """Bars per group (x) and series (colour); None values are marked ``missing``.
 
     ``series`` holds (colour key, legend label, one value per group)."""
-    fig, ax = plt.subplots(figsize=(9, 5.0))
+    fig, ax = _pyplot().subplots(figsize=(9, 5.0))
     width = 0.8 / max(1, len(series))
     top = max((v for _, _, vals in series for v in vals if v), default=1.0)
     bottom = min((v for _, _, vals in series for v in vals if v), default=1.0)
@@ -89,7 +95,7 @@ def horizontal_bars(path: Path, title: str, xlabel: str,
                     rows: Sequence[tuple[str, str, float | None, str]],
                     log: bool = True, target: tuple[float, str] | None = None) -> Path:
     """One bar per row: (colour key, label, value or None, text shown at the bar's end)."""
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.4))
+    fig, ax = _pyplot().subplots(figsize=(9, 0.55 * len(rows) + 1.4))
     labels = [label for _, label, _, _ in rows]
     values = [v if v else 0 for _, _, v, _ in rows]
     ys = list(range(len(rows)))[::-1]

@@ -1,14 +1,34 @@
-"""Build docs/benchmarks.md and docs/benchmarks/*.png from the newest results of each section."""
+"""Build docs/benchmarks.md and docs/benchmarks/*.png from raw results.
+
+    python benchmarks/report.py [--from RESULTS] [--docs DIR]
+
+RESULTS is the combined results file (default: docs/benchmarks/results.json, the committed raw
+results of the published run), one section's file from benchmarks/results/, or that directory
+(its newest file of each section).  The report is always written next to the raw results it
+was built from: when RESULTS is not DIR/benchmarks/results.json, its sections replace those
+published there (a section it lacks is kept), and the report is built from the result.
+Needs matplotlib (the ``bench`` extra) for the plots; nothing is measured.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import report_line
 import report_mail
+from provenance import commit_text, dirty_banner, section_tree
 from report_util import table
+from verdict import ON_THE_LINE_NOTE
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+RESULTS_NAME = "results.json"  # in DOCS / "benchmarks", beside the plots
+FORMAT = "mailsocketd-benchmarks/1"
+SECTIONS = ("line", "mail")
 
 HEADER = """\
 # Benchmarks
@@ -16,6 +36,9 @@ HEADER = """\
 mailsocketd measured against its anchors, in the same run on the same machine. This file and
 the plots in [benchmarks/](benchmarks/) are written by `bash benchmarks/run.sh` (see
 [benchmarks/README.md](../benchmarks/README.md)); do not edit them by hand, run it again.
+They are generated from the run's raw results, committed beside them in
+[benchmarks/results.json](benchmarks/results.json): `python benchmarks/report.py` rebuilds
+them from that file alone.
 """
 
 METHOD = """\
@@ -41,15 +64,41 @@ METHOD = """\
 
 
 def newest(results: Path, section: str) -> dict[str, Any] | None:
-    """The newest saved result of a section, or None."""
+    """The newest saved result of a section in a directory of section files, or None."""
     files = sorted(results.glob(f"{section}-*.json"))
     return json.loads(files[-1].read_text()) if files else None
+
+
+def load_runs(path: Path) -> dict[str, dict[str, Any]]:
+    """Section name -> saved run, from a combined results file, one section's file, or a
+    directory of section files (the newest of each section)."""
+    if path.is_dir():
+        found = {s: newest(path, s) for s in SECTIONS}
+        return {s: run for s, run in found.items() if run is not None}
+    data = json.loads(path.read_text())
+    if "sections" in data:
+        runs: dict[str, dict[str, Any]] = data["sections"]
+        return {s: runs[s] for s in SECTIONS if s in runs}
+    if data.get("section") in SECTIONS:
+        return {data["section"]: data}
+    raise ValueError(f"{path}: neither a results file nor a section's results")
+
+
+def save_runs(runs: dict[str, dict[str, Any]], path: Path) -> Path:
+    """The combined results file the report is generated from (sections in a fixed order)."""
+    data = {"format": FORMAT,
+            "about": "Raw results of the benchmark run that docs/benchmarks.md shows; "
+                     "python benchmarks/report.py rebuilds the report from this file.",
+            "sections": {s: runs[s] for s in SECTIONS if s in runs}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return path
 
 
 def machine_table(runs: list[dict[str, Any]]) -> list[str]:
     """Where and when each section ran."""
     keys = ["cpu", "memory", "os", "python", "twisted", "mailsocketd", "php", "gcc",
-            "dovecot", "postfix", "open_files", "busy_before_start", "commit"]
+            "dovecot", "postfix", "open_files", "busy_before_start"]
     header = ["", *[f"{r['section']} section" for r in runs]]
     rows = [["run", *[f"{r['started']}, {r['mode']} run, {r['elapsed_s']:.0f} s" for r in runs]],
             ["command", *[f"`{r['command']}`" for r in runs]]]
@@ -59,19 +108,19 @@ def machine_table(runs: list[dict[str, Any]]) -> list[str]:
             values = [v.split(" ", 1)[0] + " (installed in the venv, not the source tree)"
                       if v else v for v in values]
         rows.append([key.replace("_", " "), *values])
+    rows.append(["commit", *[commit_text(section_tree(r)) for r in runs]])
     return ["## Machine", "", *table(header, rows), ""]
 
 
-def write_report(results: Path, docs: Path) -> list[Path]:
-    """Write docs/benchmarks.md and its plots; return the files written."""
-    line = newest(results, "line")
-    mail = newest(results, "mail")
-    runs = [r for r in (line, mail) if r is not None]
-    if not runs:
-        raise SystemExit("no results in benchmarks/results/: run bash benchmarks/run.sh first")
+def write_report(runs: dict[str, dict[str, Any]], docs: Path) -> list[Path]:
+    """Write docs/benchmarks.md and its plots from the runs; return the files written."""
+    line = runs.get("line")
+    mail = runs.get("mail")
+    if line is None and mail is None:
+        raise SystemExit("no results: run bash benchmarks/run.sh first")
     images = docs / "benchmarks"
     written: list[Path] = []
-    parts = [HEADER]
+    parts = [HEADER, *dirty_banner({s: runs[s] for s in SECTIONS if s in runs})]
     targets: list[list[str]] = []
     body: list[str] = []
     if line is not None:
@@ -85,10 +134,43 @@ def write_report(results: Path, docs: Path) -> list[Path]:
         targets += rows
         written += pngs
     parts += ["## Targets", "",
-              *table(["target (issue 5)", "figure", "met?"], targets), ""]
-    parts += machine_table(runs)
+              *table(["target (issue 5)", "figure", "met?"], targets), "", ON_THE_LINE_NOTE, ""]
+    parts += machine_table([runs[s] for s in SECTIONS if s in runs])
     line_runs = line["results"]["settings"]["runs"] if line else 3
     parts += [METHOD.format(runs=line_runs), *body]
     out = docs / "benchmarks.md"
     out.write_text("\n".join(parts).rstrip() + "\n")
     return [out, *written]
+
+
+def publish(runs: dict[str, dict[str, Any]], docs: Path, source: Path | None = None
+            ) -> list[Path]:
+    """The report and, unless it was read from there, the raw results beside it: ``runs``
+    replace the published sections they have; a section they lack is kept as published."""
+    results = docs / "benchmarks" / RESULTS_NAME
+    written = []
+    if source is None or source.resolve() != results.resolve():
+        if results.exists():
+            runs = load_runs(results) | runs
+        written.append(save_runs(runs, results))
+    return [*written, *write_report(runs, docs)]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from", dest="source", type=Path,
+                        default=DOCS / "benchmarks" / RESULTS_NAME,
+                        help="raw results to build the report from "
+                             "[default: docs/benchmarks/results.json]")
+    parser.add_argument("--docs", type=Path, default=DOCS,
+                        help="where to write benchmarks.md and benchmarks/ [default: docs]")
+    args = parser.parse_args(argv)
+    if not args.source.exists():
+        parser.error(f"{args.source} does not exist")
+    for path in publish(load_runs(args.source), args.docs, args.source):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

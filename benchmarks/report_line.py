@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import plots
-from report_util import count, met, micros, table, times
+from report_util import count, micros, table, times
 from stats import (
     MEMORY_TARGET_KB,
     Figure,
@@ -18,6 +18,11 @@ from stats import (
     rps,
     startup_median,
 )
+from verdict import Target, Verdict, judge
+
+THROUGHPUT_TARGET = Target(">=", 0.9)  # mailsocketd / twisted_min req/s
+CONNRATE_TARGET = Target(">=", 50)  # mailsocketd / seed_fork connections/s
+MEMORY_TARGET = Target("<=", MEMORY_TARGET_KB)  # KB per idle connection, 10,000 held
 
 RR_WORKS = ["rr1", "rr100", "rr1000", "pipe16"]
 MAILSOCKETD_ROWS = ["mailsocketd", "mailsocketd_log"]
@@ -242,7 +247,8 @@ def repetitions(line: dict[str, Any]) -> list[str]:
 
 
 def targets(line: dict[str, Any], figures: dict[tuple[str, str], Figure]) -> list[list[str]]:
-    """The issue's line-service targets with the figures that meet them or not."""
+    """The issue's line-service targets with the figures that meet them or not.  The ratios
+    are judged with their spread by repetition (see verdict.judge)."""
     kinds, _ = _labels(line)
     rows = []
     for kind in MAILSOCKETD_ROWS:
@@ -250,7 +256,8 @@ def targets(line: dict[str, Any], figures: dict[tuple[str, str], Figure]) -> lis
             r = ratio(rps(figures, kind, w), rps(figures, BASE, w))
             # The target is for the daemon as installed; --log-commands (an event per
             # command, for tracing) is shown beside it for its cost, not judged.
-            verdict = (met(None if r is None else r >= 0.9) if kind == "mailsocketd"
+            verdict = (judge(r, THROUGHPUT_TARGET, repetition_ratios(line, kind, BASE, w)).text
+                       if kind == "mailsocketd"
                        else "for information (tracing, not the target)")
             rows.append([f">= 0.9x twisted_min throughput at {n} connections ({kinds[kind]})",
                          f"{times(r)} ({count(rps(figures, kind, w))} vs "
@@ -260,16 +267,22 @@ def targets(line: dict[str, Any], figures: dict[tuple[str, str], Figure]) -> lis
     if idle is not None:
         per = per_conn_kb(idle)
         full = idle["conns"] >= 10_000
-        ok = None if per is None or not full else (idle_failure(idle) is None and per <= 4.0)
+        if per is None or not full:
+            idle_verdict = Verdict.NOT_MEASURED
+        elif idle_failure(idle) is not None:  # not all held, or no new client served
+            idle_verdict = Verdict.NOT_MET
+        else:
+            idle_verdict = judge(per, MEMORY_TARGET)  # one measurement: no spread
         rows.append(["10,000 connections held with <= 4 KB each",
                      f"{idle['ok']:,} held, {per or 0:,.1f} KB each"
-                     + ("" if full else " (quick run: fewer than 10,000)"), met(ok)])
+                     + ("" if full else " (quick run: fewer than 10,000)"), idle_verdict.text])
     r = ratio(rps(figures, "mailsocketd", "connrate"), rps(figures, FORK, "connrate"))
     rows.append([">= 50x the fork server's connection rate",
                  f"{times(r)} ({count(rps(figures, 'mailsocketd', 'connrate'))} vs "
                  f"{count(rps(figures, FORK, 'connrate'))} connections/s"
                  f"{_spread(line, 'mailsocketd', FORK, 'connrate')})",
-                 met(None if r is None else r >= 50)])
+                 judge(r, CONNRATE_TARGET,
+                       repetition_ratios(line, "mailsocketd", FORK, "connrate")).text])
     return rows
 
 

@@ -47,7 +47,3 @@ def times(value: float | None) -> str:
         return "-"
     return f"{value:.2f}x" if value < 10 else f"{value:,.0f}x"
 
-
-def met(ok: bool | None) -> str:
-    """A target verdict."""
-    return "not measured" if ok is None else ("**met**" if ok else "**not met**")

@@ -2,13 +2,18 @@
 # run.sh - run the benchmark suite and regenerate docs/benchmarks.md and docs/benchmarks/*.png.
 #
 # Usage: bash benchmarks/run.sh [--quick] [--only line|mail] [--venv DIR] [--no-install]
-#                               [--report-only]
+#                               [--report-only [--from RESULTS]]
 #   --quick        short runs, 1,000 instead of 10,000 idle connections (for development)
 #   --only S       one section: line (the line service) or mail (Dovecot, the anchors, the mail
-#                  commands); the report keeps the newest results of the other section
+#                  commands); the report keeps the published results of the other section
 #   --venv DIR     the virtualenv to install mailsocketd into and measure [default: .venv]
 #   --no-install   skip apt-get, pip and the loadgen build (all must be there already)
-#   --report-only  only rebuild the report from benchmarks/results/ (installs nothing)
+#   --report-only  measure nothing, install nothing: rebuild the report from the raw results
+#                  (docs/benchmarks/results.json, or --from RESULTS); needs matplotlib
+#
+# Raw results: each section's in benchmarks/results/ (not committed), and the published run's
+# in docs/benchmarks/results.json (committed, beside the report generated from it).  A run from
+# a tree with uncommitted changes to what is measured is marked at the top of the report.
 #
 # On a fresh Debian 12 with Python 3.11, as root: installs php-cli, php-imap and gcc with the Debian
 # packages of the tests (scripts/system-packages.sh: Dovecot, Postfix), creates or
@@ -28,6 +33,7 @@ while [ $# -gt 0 ]; do
         --no-install) install=; shift ;;
         --only) args+=("$1" "${2:?--only needs line or mail}"); shift 2 ;;
         --report-only) install=; args+=("$1"); shift ;;
+        --from) install=; args+=("--report-only" "$1" "${2:?--from needs a results file}"); shift 2 ;;
         -h|--help) sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
         *) args+=("$1"); shift ;;
     esac
