@@ -36,6 +36,7 @@ from mailsocketd.mail.accounts.check import (
     verdict,
 )
 from mailsocketd.mail.accounts.config import AccountConfig
+from mailsocketd.mail.accounts.service import AccountReactor
 
 __all__ = ["choose_account", "main", "parse_arguments", "run_check"]
 
@@ -98,7 +99,8 @@ def choose_account(accounts: Sequence[AccountConfig], name: str | None) -> Accou
     raise ConfigError("accounts", "several accounts are configured; choose one with --account")
 
 
-def run_check(reactor: Any, account: AccountConfig, limits: Limits) -> Deferred[Outcome]:
+def run_check(reactor: AccountReactor, account: AccountConfig,
+              limits: Limits) -> Deferred[Outcome]:
     """Probe ``account`` and judge it; never fails (a failure is a CRITICAL/UNKNOWN Outcome)."""
     d = ensureDeferred(probe(reactor, account, limits.timeout))
 
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.critical_unseen, args.cert_days, args.timeout)
     outcomes: list[Outcome] = []
 
-    def check(reactor: Any) -> Deferred[None]:
+    def check(reactor: AccountReactor) -> Deferred[None]:
         return run_check(reactor, account, limits).addCallback(outcomes.append)
 
     with contextlib.suppress(SystemExit):  # react() always exits; we print and return

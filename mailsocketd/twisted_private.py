@@ -56,6 +56,7 @@ SURFACE: tuple[Private, ...] = (
     Private(_CMD, "lines", _CLIENT, "a command's untagged lines (bounded by MAX_UNTAGGED)",
             True),
     Private(_CMD, "defer", _CLIENT, "a command's result", True),
+    Private(_CMD, "command", _CLIENT, "a command's name (commands_sent, refusals)", True),
     Private(_CMD, "continuation", "mailsocketd.mail.imap.login", "AUTHENTICATE and IDLE's +",
             True),
     Private(_CMD, "_1_RESPONSES", "mailsocketd.mail.imap.parse", "FastCommand.finish"),
@@ -64,6 +65,10 @@ SURFACE: tuple[Private, ...] = (
     Private("twisted.mail.imap4", "_quote", _CLIENT, "LOGIN's arguments"),
     Private("twisted.mail.imap4", "_prepareMailboxName", "mailsocketd.mail.imap.commands",
             "mailbox names as modified UTF-7, quoted"),
+    Private("twisted.mail.imap4", "Command", _CLIENT,
+            "not exported: the commands we send ourselves (fourth argument: continuation)"),
+    Private("twisted.mail.imap4", "parseNestedParens", "mailsocketd.mail.imap.parse",
+            "not exported: the parser of the lines off FastCommand's plain path"),
     # -- SMTP submission ---------------------------------------------------------------------
     Private(_SMTP, "_from", _SUBMIT, "whether the outcome is still to be reported", True),
     Private(_SMTP, "_tlsMode", _SUBMIT, "whether STARTTLS is done (AUTH preference)", True),

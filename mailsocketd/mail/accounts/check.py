@@ -15,25 +15,23 @@ monitoring-plugins guidelines ask (``perf_label``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.accounts.config import AccountConfig
+from mailsocketd.mail.accounts.service import AccountReactor
 from mailsocketd.mail.errors import (
     CheckTimeout,
     ServerRefused,
     clean_text,
     describe_failure,
-    failure_kind,
 )
-from mailsocketd.mail.imap.client import ImapClient, MailboxCounts
-from mailsocketd.mail.imap.login import client_endpoint, log_in
+from mailsocketd.mail.imap.client import LOGOUT_TIMEOUT, ImapClient, MailboxCounts
+from mailsocketd.mail.imap.connect import ImapClientFactory, connect
+from mailsocketd.mail.imap.login import log_in
 from mailsocketd.mail.secrets import SecretError, fetch_password
 
 __all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "Limits", "Outcome", "ProbeResult",
@@ -88,21 +86,6 @@ class Outcome:
     line: str
 
 
-class _ClientFactory(Factory):
-    """Clients whose every step ends by the check's overall deadline."""
-
-    noisy = False
-
-    def __init__(self, reactor: Any, timeout: float, deadline: float, label: str) -> None:
-        self.reactor, self.timeout, self.deadline, self.label = reactor, timeout, deadline, label
-
-    def buildProtocol(self, addr: Any) -> ImapClient:
-        client = ImapClient(self.reactor, self.timeout, label=self.label)
-        client.factory = self
-        client.deadline = self.deadline
-        return client
-
-
 def certificate_expiry(client: ImapClient) -> datetime.datetime | None:
     """The server certificate's notAfter, when the connection is TLS."""
     cert = client.peer_certificate()
@@ -113,26 +96,17 @@ def certificate_expiry(client: ImapClient) -> datetime.datetime | None:
     return parsed.replace(tzinfo=datetime.UTC)
 
 
-async def probe(reactor: Any, account: AccountConfig, timeout: float,
+async def probe(reactor: AccountReactor, account: AccountConfig, timeout: float,
                 environ: Mapping[str, str] | None = None) -> ProbeResult:
-    """Connect, log in, STATUS every mailbox, log out; raises on any failure."""
-    account = dataclasses.replace(account, timeout=timeout)
+    """Connect, log in, STATUS every mailbox, log out, every step by the one deadline
+    ``timeout`` seconds from now; raises on any failure."""
     start = reactor.seconds()
-    endpoint = client_endpoint(reactor, account)
-    connecting = endpoint.connect(_ClientFactory(reactor, timeout, start + timeout,
-                                                 account.name))
-    timer = reactor.callLater(timeout, connecting.cancel)
+    factory = ImapClientFactory(lambda: ImapClient(reactor, timeout, label=account.name),
+                                deadline=start + timeout)
+    client = await connect(reactor, account.address, account.tls, factory, timeout)
     try:
-        client: ImapClient = await connecting  # type: ignore[assignment]
-    except Exception as e:
-        if failure_kind(Failure(e)) == "timeout":
-            raise CheckTimeout("the connection", timeout) from None
-        raise
-    finally:
-        if timer.active():
-            timer.cancel()
-    try:
-        await log_in(client, account, lambda: fetch_password(account.password, reactor, environ))
+        await log_in(client, account.address, account.tls, account.user,
+                     lambda: fetch_password(account.password, reactor, environ))
         found: list[tuple[str, MailboxCounts | str]] = []
         for mailbox in account.mailboxes:
             try:
@@ -142,7 +116,7 @@ async def probe(reactor: Any, account: AccountConfig, timeout: float,
         elapsed = reactor.seconds() - start
         expires = certificate_expiry(client)
         with contextlib.suppress(Exception):
-            await client.log_out(min(2.0, timeout))
+            await client.log_out(min(LOGOUT_TIMEOUT, timeout))
         return ProbeResult(tuple(found), elapsed, expires)
     finally:
         if client.connected_ok:

@@ -11,13 +11,12 @@ timer: retries, heartbeats, timeouts and pending hook runs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Protocol
 
 from twisted.application.internet import ClientService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.mail.imap4 import IMAP4Exception
 from twisted.python.failure import Failure
@@ -26,32 +25,23 @@ from mailsocketd.mail.accounts.backoff import Backoff
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.accounts.connection import AccountConnection
 from mailsocketd.mail.accounts.hooks import NewMailHook
-from mailsocketd.mail.accounts.state import AccountState
-from mailsocketd.mail.errors import MailError, describe_failure, failure_kind
+from mailsocketd.mail.accounts.state import AccountState, StateName
+from mailsocketd.mail.errors import FailureKind, MailError, describe_failure, failure_kind
 from mailsocketd.mail.imap.client import ImapClient
-from mailsocketd.mail.imap.login import client_endpoint
+from mailsocketd.mail.imap.connect import ImapClientFactory, ImapEndpoint
+from mailsocketd.mail.process import ProcessReactor
 from mailsocketd.mail.secrets import Secret, fetch_password
+from mailsocketd.mail.tls import ConnectReactor
 
-__all__ = ["STOP_GRACE", "AccountWatcher", "AccountsService"]
+__all__ = ["STOP_GRACE", "AccountReactor", "AccountWatcher", "AccountsService"]
 
 STOP_GRACE = 3.0
-HARD_BACKOFF_KINDS = ("auth", "cleartext", "secret")
+HARD_BACKOFF_KINDS: tuple[FailureKind, ...] = ("auth", "cleartext", "secret")
 
 
-class _WatchFactory(Factory):
-    """Builds a ImapClient per connection and hands it to the watcher when connected."""
-
-    noisy = False
-
-    def __init__(self, watcher: AccountWatcher) -> None:
-        self.watcher = watcher
-
-    def buildProtocol(self, addr: Any) -> ImapClient:
-        account = self.watcher.account
-        client = ImapClient(self.watcher.reactor, account.timeout, label=account.name)
-        client.factory = self
-        client.on_connected = self.watcher.connected
-        return client
+class AccountReactor(ConnectReactor, ProcessReactor, Protocol):
+    """What an account needs of the reactor: connecting and its clock (ConnectReactor), and
+    running ``password_command`` and the ``on_new_mail`` hook (ProcessReactor)."""
 
 
 class AccountWatcher(Service):
@@ -59,29 +49,34 @@ class AccountWatcher(Service):
 
     log = Logger()
 
-    def __init__(self, account: AccountConfig, reactor: Any,
+    def __init__(self, account: AccountConfig, reactor: AccountReactor,
                  environ: Mapping[str, str] | None = None,
                  endpoint: IStreamClientEndpoint | None = None) -> None:
         self.account = account
         self.reactor = reactor
+        clock = IReactorTime(reactor)  # the same object, typed as its users want it
         self.environ = environ
         self.hook = NewMailHook(account, reactor, environ)
-        self.state = AccountState(account, reactor, on_new_mail=self.hook.notify)
-        self.backoff = Backoff(reactor)
+        self.state = AccountState(account, clock, on_new_mail=self.hook.notify)
+        self.backoff = Backoff(clock)
         self.session: AccountConnection | None = None
         self._session_done: Deferred[None] = succeed(None)
-        self._failure: tuple[str, str] | None = None
+        self._failure: tuple[str, StateName] | None = None
         if endpoint is None:
-            endpoint = client_endpoint(reactor, account, on_attempt=self.attempting,
-                                       on_failure=self.note_failure)
-        self.connector = ClientService(endpoint, _WatchFactory(self),
-                                       retryPolicy=self._retry_delay, clock=reactor)
+            endpoint = ImapEndpoint(reactor, account.address, account.tls, account.timeout,
+                                    on_attempt=self.attempting, on_failure=self.note_failure)
+        factory = ImapClientFactory(self._client, on_connected=self.connected)
+        self.connector = ClientService(endpoint, factory, retryPolicy=self._retry_delay,
+                                       clock=clock)
         self.setName(account.name)  # type: ignore[no-untyped-call]
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self.state.set_state("connecting")
         self.connector.startService()
+
+    def _client(self) -> ImapClient:
+        return ImapClient(self.reactor, self.account.timeout, label=self.account.name)
 
     def attempting(self) -> None:
         self.state.set_state("connecting")
@@ -115,7 +110,7 @@ class AccountWatcher(Service):
         kind = failure_kind(failure)
         if kind in HARD_BACKOFF_KINDS:
             self.backoff.auth_failed()
-        state = "auth-failed" if kind in HARD_BACKOFF_KINDS else "backing-off"
+        state: StateName = "auth-failed" if kind in HARD_BACKOFF_KINDS else "backing-off"
         self._failure = (describe_failure(failure), state)
 
     def _session_over(self, result: object, client: ImapClient, session: AccountConnection) -> None:
@@ -166,7 +161,7 @@ class AccountWatcher(Service):
 class AccountsService(MultiService):
     """Every configured account under watch; ``status_lines()`` feeds the line service."""
 
-    def __init__(self, accounts: Sequence[AccountConfig], reactor: Any,
+    def __init__(self, accounts: Sequence[AccountConfig], reactor: AccountReactor,
                  environ: Mapping[str, str] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.reactor = reactor

@@ -12,6 +12,9 @@ What it adds to ``twisted.mail.imap4.IMAP4Client``:
 * ``encrypted`` and ``peer_certificate()`` for the TLS policy of ``login.py``, which also
   holds the authentication (AUTHENTICATE PLAIN/LOGIN/CRAM-MD5, or LOGIN).
 * ``commands_sent`` counts the commands by name, so tests can prove a check is one STATUS.
+
+This reaches into IMAP4Client's and Command's internals; every such name is declared, with why,
+in ``mailsocketd/twisted_private.py``, which the canary test checks on the installed Twisted.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from mailsocketd.mail.errors import (
 )
 from mailsocketd.mail.imap.parse import FastCommand
 from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.tls import ReactorClock
 
 __all__ = ["LOGOUT_TIMEOUT", "MAX_UID", "ImapClient", "MailboxCounts", "command"]
 
@@ -89,7 +93,7 @@ class ImapClient(imap4.IMAP4Client):
     MAX_UNTAGGED = 1000
     log = Logger()
 
-    def __init__(self, clock: Any, command_timeout: float = 30.0,
+    def __init__(self, clock: ReactorClock, command_timeout: float = 30.0,
                  label: str = "imap") -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.clock = clock

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import CancelledError, succeed
-from twisted.internet.protocol import Factory
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
-from mailsocketd.mail.accounts.config import AccountConfig
+from mailsocketd.mail.address import ServerAddress
 from mailsocketd.mail.errors import (
     CheckTimeout,
     MailError,
@@ -31,20 +30,19 @@ from mailsocketd.mail.errors import (
     failure_kind,
 )
 from mailsocketd.mail.imap.client import MAX_UID, ImapClient, command
-from mailsocketd.mail.imap.login import client_endpoint, log_in
-from mailsocketd.mail.secrets import PasswordSource, Secret
-from mailsocketd.mail.users.config import ImapConfig
+from mailsocketd.mail.imap.login import log_in
+from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.tls import ReactorClock, TlsPolicy
 
 __all__ = ["HEADER_FIELDS", "HEADER_LIMIT", "FetchedMessage", "ListedMessage", "MailboxEntry",
-           "Selected", "UserClientFactory", "UserImapClient", "account_for", "connect_client",
-           "log_in_user", "loss_line", "mailbox_key", "uid_set", "unreachable"]
+           "Selected", "UserImapClient", "log_in_user", "loss_line", "mailbox_key", "uid_set",
+           "unreachable"]
 
 HEADER_FIELDS = b"DATE FROM SUBJECT CONTENT-TYPE"  # Content-Type: the charset of raw 8-bit headers
 HEADER_LIMIT = 2048  # bytes of the HEADER_FIELDS block fetched per listed message
 MAX_MAILBOX_LINES = 10000  # LIST replies accepted (the session STATUSes far fewer)
 T = TypeVar("T")
 SELECTING = (b"SELECT", b"EXAMINE")
-LINE_LOGIN = PasswordSource("login")  # typed at the line service's login; never stored
 
 
 @dataclass(frozen=True)
@@ -197,7 +195,7 @@ def parse_body(lines: list[list[Any]], uid: int, limit: int) -> FetchedMessage |
 class UserImapClient(ImapClient):
     """A ImapClient with the commands of a user's session and limits sized for them."""
 
-    def __init__(self, clock: Any, command_timeout: float = 30.0, label: str = "imap", *,
+    def __init__(self, clock: ReactorClock, command_timeout: float = 30.0, label: str = "imap", *,
                  read_limit: int = 4 << 20, list_max: int = 500) -> None:
         super().__init__(clock, command_timeout, label)
         self.MAX_LITERAL = max(ImapClient.MAX_LITERAL, read_limit, HEADER_LIMIT)
@@ -311,28 +309,6 @@ class UserImapClient(ImapClient):
                           imap4._prepareMailboxName(target))
 
 
-def account_for(imap: ImapConfig, user: str) -> AccountConfig:
-    """The AccountConfig ``log_in`` wants, for this user on the ``[imap]`` server."""
-    return AccountConfig(name=user, server=imap.server, address=imap.address, user=user,
-                         password=LINE_LOGIN, ca_file=imap.ca_file, timeout=imap.timeout,
-                         allow_cleartext=imap.allow_cleartext)
-
-
-class UserClientFactory(Factory):
-    """Builds a UserImapClient sized by the ``[imap]`` limits."""
-
-    noisy = False
-
-    def __init__(self, clock: Any, imap: ImapConfig, label: str) -> None:
-        self.clock, self.imap, self.label = clock, imap, label
-
-    def buildProtocol(self, addr: Any) -> UserImapClient:
-        client = UserImapClient(self.clock, self.imap.timeout, self.label,
-                                read_limit=self.imap.read_limit, list_max=self.imap.list_max)
-        client.factory = self
-        return client
-
-
 def unreachable(error: BaseException, timeout: float) -> MailError:
     """A failure to connect or log in, as a MailError (MailErrors pass unchanged)."""
     if isinstance(error, MailError):
@@ -342,32 +318,16 @@ def unreachable(error: BaseException, timeout: float) -> MailError:
     return MailError(f"cannot reach the mail server: {describe_failure(Failure(error))}")
 
 
-async def connect_client(reactor: Any, clock: Any, imap: ImapConfig,
-                         user: str) -> UserImapClient:
-    """A connection to the ``[imap]`` server (TLS for tls: servers), within imap.timeout."""
-    factory = UserClientFactory(clock, imap, f"user {user}")
-    connecting = client_endpoint(reactor, account_for(imap, user)).connect(factory)
-    timer = clock.callLater(imap.timeout, connecting.cancel)
-    try:
-        client: UserImapClient = await connecting  # type: ignore[assignment]
-    except Exception as e:
-        raise unreachable(e, imap.timeout) from None
-    finally:
-        if timer.active():
-            timer.cancel()
-    return client
-
-
-async def log_in_user(client: UserImapClient, imap: ImapConfig, user: str,
-                      password: Secret) -> frozenset[bytes]:
+async def log_in_user(client: UserImapClient, address: ServerAddress, tls: TlsPolicy,
+                      user: str, password: Secret, *, timeout: float) -> frozenset[bytes]:
     """STARTTLS (verified) or refuse cleartext, authenticate: the capabilities after login.
-    The whole login takes at most imap.timeout; on failure the connection is dropped."""
-    client.deadline = client.clock.seconds() + imap.timeout
+    The whole login takes at most ``timeout``; on failure the connection is dropped."""
+    client.deadline = client.clock.seconds() + timeout
     try:
-        caps = await log_in(client, account_for(imap, user), lambda: succeed(password))
+        caps = await log_in(client, address, tls, user, lambda: succeed(password))
     except Exception as e:
         client.drop(MailError("login failed"))
-        raise unreachable(e, imap.timeout) from None
+        raise unreachable(e, timeout) from None
     client.deadline = None
     return frozenset(caps)
 

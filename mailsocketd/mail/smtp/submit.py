@@ -3,7 +3,8 @@
 SMTP goes through ``twisted.mail.smtp.ESMTPSenderFactory`` over a ``HostnameEndpoint``, with
 the gaps of that path filled in here:
 
-* ``tcp:`` servers must do STARTTLS, verified against ``ca_file`` (else the system CAs); only a
+* ``tcp:`` servers must do STARTTLS, verified against ``ca_file`` (else the system CAs; the
+  options of ``mail.tls``, as for IMAP, and its SASL preference order); only a
   loopback server, or ``allow_cleartext = true``, may go without TLS when it offers none.
   ``tls:`` is implicit TLS.  AUTH uses the user's own login and password and is required,
   except by a loopback server that offers no AUTH at all.
@@ -15,35 +16,37 @@ the gaps of that path filled in here:
 * A refused recipient is never silent: RecipientsRefused names each, and who did get it.
 
 sendmail gets ``-i -f SENDER -- RECIPIENTS`` and the message on stdin; a non-zero exit is a
-SendError with the first line it wrote to stderr, and one that outlives ``timeout`` is killed.
+SendError with the first line it wrote to stderr, and one that outlives ``timeout`` is killed
+(``mail.process.run_process``, the daemon's one way of running a program).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Sequence
 from io import BytesIO
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectionDone, ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
-from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger
 from twisted.mail import smtp as tsmtp
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.address import ServerAddress
 from mailsocketd.mail.errors import MailError, clean_text, describe_failure
-from mailsocketd.mail.imap.login import load_trust_root
+from mailsocketd.mail.process import ProcessReactor, ProcessStartError, run_process
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.smtp.config import SmtpConfig
 from mailsocketd.mail.text.compose import address_problem
+from mailsocketd.mail.tls import ConnectReactor, TlsPolicy, mechanism_order, server_endpoint
 from mailsocketd.net import is_loopback
 
 __all__ = ["RecipientsRefused", "SendError", "smtp_data", "smtp_endpoint",
@@ -75,24 +78,26 @@ class RecipientsRefused(SendError):
 
 
 
-def tls_options(smtp: SmtpConfig, host: str) -> Any:
-    """Verifying client TLS options for ``host`` (system CAs unless ``ca_file``)."""
+def smtp_tls(smtp: SmtpConfig) -> TlsPolicy:
+    """The ``[smtp]`` TLS policy (``allow_cleartext`` is decided below, with loopback)."""
+    return TlsPolicy(smtp.ca_file, smtp.allow_cleartext)
+
+
+def tls_options(smtp: SmtpConfig, host: str) -> IOpenSSLClientConnectionCreator:
+    """Verifying client TLS options for ``host`` (mail.tls); SendError if ``ca_file`` is
+    unusable."""
     try:
-        if smtp.ca_file is None:
-            return optionsForClientTLS(host)
-        return optionsForClientTLS(host, trustRoot=load_trust_root(smtp.ca_file))
+        return smtp_tls(smtp).options(host)
     except MailError as e:
         raise SendError(str(e)) from None
 
 
-def smtp_endpoint(reactor: Any, smtp: SmtpConfig) -> IStreamClientEndpoint:
+def smtp_endpoint(reactor: ConnectReactor, smtp: SmtpConfig) -> IStreamClientEndpoint:
     """The endpoint of ``smtp.address``: plain TCP for ``tcp:``, verified TLS for ``tls:``."""
-    address = _address(smtp)
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, address.host, address.port,
-                                                       timeout=smtp.timeout)
-    if address.scheme == "tls":
-        endpoint = wrapClientTLS(tls_options(smtp, address.host), endpoint)
-    return endpoint
+    try:
+        return server_endpoint(reactor, _address(smtp), smtp_tls(smtp), smtp.timeout)
+    except MailError as e:
+        raise SendError(str(e)) from None
 
 
 def _address(smtp: SmtpConfig) -> ServerAddress:
@@ -204,9 +209,9 @@ class _Submission(tsmtp.ESMTPSender):
         return chunk
 
     def authenticate(self, code: int, resp: bytes, items: dict[bytes, Any]) -> None:
-        """Prefer PLAIN over TLS and CRAM-MD5 in clear; say so when the password goes in clear."""
-        order = ((b"PLAIN", b"LOGIN", b"CRAM-MD5") if self._tlsMode
-                 else (b"CRAM-MD5", b"PLAIN", b"LOGIN"))
+        """Prefer the mechanisms in mail.tls's order (as IMAP does); say so when the password goes
+        in clear."""
+        order = mechanism_order(self._tlsMode)
         self.authenticators.sort(key=lambda a: order.index(a.getName().upper()))
         if not self._tlsMode and self.secret and items.get(b"AUTH"):
             log.warn("{where}: logging in without TLS (loopback or allow_cleartext)",
@@ -225,7 +230,7 @@ class _SubmissionFactory(tsmtp.ESMTPSenderFactory):
 
     protocol = _Submission
 
-    def __init__(self, clock: Any, smtp: SmtpConfig, *, user: str, password: Secret,
+    def __init__(self, clock: IReactorTime, smtp: SmtpConfig, *, user: str, password: Secret,
                  sender: str, recipients: Sequence[str], data: bytes,
                  result: Deferred[Any]) -> None:
         address = _address(smtp)
@@ -246,7 +251,7 @@ class _SubmissionFactory(tsmtp.ESMTPSenderFactory):
     def buildProtocol(self, addr: Any) -> Any:
         protocol: _Submission = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
         # the idle timeout runs on our clock, not the global reactor
-        protocol.callLater = self._clock.callLater  # type: ignore[method-assign]
+        protocol.callLater = self._clock.callLater  # type: ignore[method-assign,assignment]
         self._protocol = protocol
         return protocol
 
@@ -275,7 +280,7 @@ def smtp_data(message: bytes) -> bytes:
                     for line in _lines(message))
 
 
-async def submit_smtp(endpoint: IStreamClientEndpoint, clock: Any, smtp: SmtpConfig, *,
+async def submit_smtp(endpoint: IStreamClientEndpoint, clock: IReactorTime, smtp: SmtpConfig, *,
                       user: str, password: Secret, sender: str, recipients: Sequence[str],
                       message: bytes) -> None:
     """Send over ``endpoint`` (made by ``smtp_endpoint``); see ``submit``."""
@@ -308,69 +313,22 @@ async def submit_smtp(endpoint: IStreamClientEndpoint, clock: Any, smtp: SmtpCon
         raise RecipientsRefused(refused, accepted)
 
 
-class _Sendmail(ProcessProtocol):
-    """Feeds the message to sendmail's stdin; keeps a bounded bit of its stderr."""
-
-    def __init__(self, message: bytes) -> None:
-        self._message = message
-        self._stderr = bytearray()
-        self.timed_out = False
-        self.timer: IDelayedCall | None = None
-        self.ended: Deferred[tuple[int | None, int | None, bool, bytes]] = Deferred(
-            lambda _: self._kill())
-
-    def connectionMade(self) -> None:
-        self.transport.write(self._message)  # type: ignore[union-attr]
-        self.transport.closeStdin()  # type: ignore[union-attr]
-
-    def errReceived(self, data: bytes) -> None:
-        self._stderr += data[:max(MAX_STDERR - len(self._stderr), 0)]
-
-    def _stop_timer(self) -> None:
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-
-    def _kill(self) -> None:
-        self._stop_timer()
-        with contextlib.suppress(Exception):  # already gone: processEnded follows
-            self.transport.signalProcess("KILL")  # type: ignore[union-attr]
-
-    def time_out(self) -> None:
-        self.timer = None
-        self.timed_out = True
-        self._kill()
-
-    def processEnded(self, reason: Failure) -> None:
-        self._stop_timer()
-        if self.ended.called:  # cancelled
-            return
-        code: int | None = 0
-        signal: int | None = None
-        if isinstance(reason.value, ProcessTerminated):
-            code, signal = reason.value.exitCode, reason.value.signal
-        self.ended.callback((code, signal, self.timed_out, bytes(self._stderr)))
-
-
-async def submit_sendmail(reactor: Any, smtp: SmtpConfig, *, sender: str,
+async def submit_sendmail(reactor: ProcessReactor, smtp: SmtpConfig, *, sender: str,
                           recipients: Sequence[str], message: bytes) -> None:
     """Run ``smtp.sendmail -i -f SENDER -- RECIPIENTS`` with the message (LF ends) on stdin."""
     program = smtp.sendmail or "sendmail"
     argv = [program, "-i", "-f", sender, "--", *recipients]
-    process = _Sendmail(b"".join(line + b"\n" for line in _lines(message)))
     try:
-        reactor.spawnProcess(process, program, argv, env=dict(os.environ))
-    except OSError as e:
-        raise SendError(f"cannot run {program}: {e.strerror or e}") from None
-    process.timer = reactor.callLater(smtp.timeout, process.time_out)
-    code, signal, timed_out, stderr = await process.ended
-    said = next((f": {line}" for line in map(clean_text, stderr.splitlines()) if line), "")
-    if timed_out:
-        raise SendError(f"{program} timed out after {smtp.timeout:g} s and was killed")
-    if code is None:
-        raise SendError(f"{program} was killed by signal {signal}{said}")
-    if code != 0:
-        raise SendError(f"{program} exited with status {code}{said}")
+        result = await run_process(reactor, argv, os.environ, smtp.timeout,
+                                   stdin=b"".join(line + b"\n" for line in _lines(message)),
+                                   max_output=0, max_stderr=MAX_STDERR)
+    except ProcessStartError as e:
+        raise SendError(str(e)) from None
+    if result.ok:
+        return
+    said = "" if result.timed_out else next(
+        (f": {line}" for line in map(clean_text, result.stderr.splitlines()) if line), "")
+    raise SendError(f"{program} {result.describe()}{said}")
 
 
 def _check_envelope(sender: str, recipients: Sequence[str], message: bytes,
@@ -391,8 +349,12 @@ def _check_envelope(sender: str, recipients: Sequence[str], message: bytes,
                         f"(the limit is {smtp.max_message_size})")
 
 
-async def submit(reactor: Any, smtp: SmtpConfig, *, user: str, password: Secret, sender: str,
-                 recipients: Sequence[str], message: bytes) -> None:
+class SubmitReactor(ConnectReactor, ProcessReactor, Protocol):
+    """What sending needs of the reactor: connecting (SMTP) or running sendmail."""
+
+
+async def submit(reactor: SubmitReactor, smtp: SmtpConfig, *, user: str, password: Secret,
+                 sender: str, recipients: Sequence[str], message: bytes) -> None:
     """Hand ``message`` to the SMTP server or sendmail; return once every recipient has it.
 
     Raises SendError (connection refused, timeout, TLS verification failed, login refused,
@@ -403,5 +365,5 @@ async def submit(reactor: Any, smtp: SmtpConfig, *, user: str, password: Secret,
         await submit_sendmail(reactor, smtp, sender=sender, recipients=recipients,
                               message=message)
         return
-    await submit_smtp(smtp_endpoint(reactor, smtp), reactor, smtp, user=user, password=password,
-                      sender=sender, recipients=recipients, message=message)
+    await submit_smtp(smtp_endpoint(reactor, smtp), IReactorTime(reactor), smtp, user=user,
+                      password=password, sender=sender, recipients=recipients, message=message)

@@ -13,8 +13,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.ssl import CertificateOptions
 
 from mailsocketd.mail.errors import AuthFailed, CleartextRefused, MailError
-from mailsocketd.mail.imap.login import choose_mechanism, log_in
+from mailsocketd.mail.imap.login import log_in
 from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.tls import choose_mechanism
 
 PASSWORD = b"correct horse"
 
@@ -33,7 +34,7 @@ class Passwords:
 def start(acct, transport=TLSTransport):
     rig = Rig(transport).connect()
     passwords = Passwords()
-    d = ensureDeferred(log_in(rig.client, acct, passwords))
+    d = ensureDeferred(log_in(rig.client, acct.address, acct.tls, acct.user, passwords))
     return rig, passwords, d
 
 
@@ -160,14 +161,15 @@ def test_greeting_without_capabilities_asks_for_them():
     ([], True, None),
 ])
 def test_choose_mechanism(offered, encrypted, chosen):
-    assert choose_mechanism({b"AUTH": offered}, encrypted) == chosen
+    assert choose_mechanism(offered, encrypted) == chosen
 
 
 def test_a_lost_connection_cancels_a_pending_password_command():
     cancelled = []
     pending = Deferred(cancelled.append)
     rig = Rig(TLSTransport).connect()
-    d = ensureDeferred(log_in(rig.client, account(), lambda: pending))
+    acct = account()
+    d = ensureDeferred(log_in(rig.client, acct.address, acct.tls, acct.user, lambda: pending))
     rig.greet()
     rig.transport.loseConnection()
     rig.clock.advance(0)

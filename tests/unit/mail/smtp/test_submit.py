@@ -34,6 +34,7 @@ from mailsocketd.mail.smtp.submit import (
     submit_smtp,
 )
 from mailsocketd.mail.text.compose import build_message, parse_typed
+from mailsocketd.mail.tls import choose_mechanism
 
 PASSWORD = b"c0rrect-h0rse"
 PLAIN = base64.b64encode(b"alice\0alice\0" + PASSWORD)
@@ -187,6 +188,22 @@ def test_cleartext_allowed_logs_in_without_tls_when_none_is_offered():
     rig.expect("EHLO example.test")
     rig.server("250-mx", "250 AUTH LOGIN PLAIN CRAM-MD5")
     assert rig.sent().startswith(b"AUTH CRAM-MD5")  # in clear the password stays off the wire
+
+
+@pytest.mark.parametrize(("offered", "encrypted"), [
+    ("LOGIN CRAM-MD5", True), ("CRAM-MD5 PLAIN LOGIN", True), ("PLAIN LOGIN", False),
+    ("LOGIN PLAIN CRAM-MD5", False),
+])
+def test_the_mechanism_is_the_one_imap_would_choose(offered, encrypted):
+    rig = Rig(config(allow_cleartext=True))
+    if encrypted:
+        rig.greet_and_secure(after_tls=f"AUTH {offered}")
+    else:
+        rig.server("220 mx ESMTP")
+        rig.expect("EHLO example.test")
+        rig.server("250-mx", f"250 AUTH {offered}")
+    chosen = choose_mechanism(offered.encode().split(), encrypted)
+    assert chosen is not None and rig.sent().split()[:2] == [b"AUTH", chosen]
 
 
 def test_loopback_without_tls_and_without_auth_sends_anyway():
