@@ -117,8 +117,8 @@ async def logged_out(*sessions):
         assert not session.alive
     await deferLater(reactor, 0.05)
     left = [c for c in reactor.getDelayedCalls()
-            if c.active() and ("userwatch" in repr(c) or "usersession" in repr(c)
-                               or "userimap" in repr(c) or "ImapClient" in repr(c))]
+            if c.active() and (getattr(c.func, "__module__", None) or "").startswith(
+                "mailsocketd.mail.")]
     assert left == [], left
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from mailsocketd.mail.address import ServerAddress, parse_server
 from mailsocketd.mail.secrets import PasswordSource
+from mailsocketd.mail.tls import TlsPolicy
 from mailsocketd.table import ConfigError, Table
 
 __all__ = [
@@ -55,6 +56,11 @@ class AccountConfig:
     @property
     def port(self) -> int:
         return self.address.port
+
+    @property
+    def tls(self) -> TlsPolicy:
+        """How connections to the server are protected (``ca_file``, ``allow_cleartext``)."""
+        return TlsPolicy(self.ca_file, self.allow_cleartext)
 
 
 def parse_password(table: Table) -> PasswordSource:
@@ -118,7 +124,7 @@ def parse_account(key: str, name: str, table: Table) -> AccountConfig:
         mailboxes=parse_mailboxes(table),
         interval=table.number("interval", a.interval, 5.0, 86400.0),
         idle=table.boolean("idle", a.idle),
-        keepalive=table.number("keepalive", a.keepalive, 10.0, 1500.0),
+        keepalive=table.number("keepalive", a.keepalive, 10.0, 1740.0),  # RFC 2177: 29 min
         timeout=table.number("timeout", a.timeout, 1.0, 600.0),
         allow_cleartext=table.boolean("allow_cleartext", a.allow_cleartext),
         on_new_mail=_optional_argv(table, "on_new_mail"),

@@ -3,29 +3,28 @@
 After login every configured mailbox gets one STATUS.  Then:
 
 * With IDLE (offered by the server and ``idle = true``): the first mailbox is EXAMINEd and
-  watched with IDLE.  An untagged EXISTS / EXPUNGE / FETCH ends IDLE (DONE), that mailbox gets
-  a STATUS, and IDLE starts again, so new mail is seen within a round trip or two.
-* Without IDLE: the session sleeps between checks.
-* IDLE is paced (idlerule.py): at most one IDLE (or change-driven STATUS) per
-  IDLE_MIN_SPACING seconds, so a server that ends every IDLE at once, or reports a change in
-  every reply, cannot spin the loop.  A server that ends IDLE on its own, without news and
-  within IDLE_SHORT seconds, IDLE_SHORT_LIMIT times in a row, is not asked to IDLE again on
-  this connection: the session polls instead (logged once, ``event="idle_fallback"``).
+  watched with IDLE, in rounds of the one IDLE loop (``imap/idle.py``).  An untagged EXISTS /
+  EXPUNGE / FETCH ends IDLE (DONE), that mailbox gets a STATUS, and the next round starts, so
+  new mail is seen within a round trip or two.  The loop paces the rounds, renews IDLE every
+  ``keepalive`` seconds (the DONE round trip is the heartbeat), and gives IDLE up for polling
+  when the server refuses it or keeps ending it at once.
+* Without IDLE: the connection sleeps between checks, and every ``keepalive`` seconds a NOOP
+  proves it alive.
 * Either way every mailbox gets a STATUS every ``interval`` seconds (IDLE can watch only the
-  selected mailbox; for it this is a safety net), and every ``keepalive`` seconds the connection
-  must prove it is alive: IDLE is ended and restarted (the DONE round trip is the heartbeat,
-  and IDLE never runs longer than 25 minutes), or a NOOP is sent when polling.  A reply that
-  does not come within ``timeout`` seconds aborts the connection, so a connection that a server
-  or NAT box dropped silently is replaced within ``keepalive + timeout`` seconds.
+  selected mailbox; for it this is a safety net).  A reply that does not come within
+  ``timeout`` seconds aborts the connection, so a connection that a server or NAT box dropped
+  silently is replaced within ``keepalive + timeout`` seconds.
 
-Errors propagate out of ``run()``; the caller (``checker``) records them and reconnects.
+What a change triggers (one STATUS) and what polling does (STATUS, NOOP) are this module's;
+the IDLE mechanics are the loop's.  Errors propagate out of ``run()``; the caller
+(``service.py``) records them and reconnects.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Literal
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -35,12 +34,14 @@ from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.accounts.state import AccountState
 from mailsocketd.mail.errors import ServerRefused
 from mailsocketd.mail.imap.client import LOGOUT_TIMEOUT, ImapClient
-from mailsocketd.mail.imap.idle import IDLE_MIN_SPACING, QuickIdleEnds
+from mailsocketd.mail.imap.idle import IdleLoop
 from mailsocketd.mail.imap.login import log_in
 from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.tls import ReactorClock
 
-__all__ = ["AccountConnection"]
+__all__ = ["AccountConnection", "Wakeup"]
 
+Wakeup = Literal["timer", "stop"]  # why a polling sleep ended
 
 
 class AccountConnection:
@@ -49,7 +50,7 @@ class AccountConnection:
     log = Logger()
 
     def __init__(self, client: ImapClient, *, account: AccountConfig, state: AccountState,
-                 clock: Any, password: Callable[[], Deferred[Secret]],
+                 clock: ReactorClock, password: Callable[[], Deferred[Secret]],
                  on_logged_in: Callable[[], None] | None = None) -> None:
         self.client = client
         self.account = account
@@ -57,12 +58,13 @@ class AccountConnection:
         self.clock = clock
         self.password = password
         self.on_logged_in = on_logged_in
-        self.use_idle = False
         self.stopping = False
         self._dirty = False
-        self._wakeup: Deferred[str] | None = None
-        self._round_started: float | None = None
-        self._quick_ends = QuickIdleEnds()
+        self._wakeup: Deferred[Wakeup] | None = None
+        self.idle = IdleLoop(client, clock, keepalive=account.keepalive,
+                             has_news=lambda: self._dirty, poll_interval=account.interval,
+                             label=account.name, log_fields={"account": account.name},
+                             on_idling=lambda: state.set_state("idling"), use_idle=False)
         client.lost_callbacks.append(self._lost)
 
     # -- waiting -----------------------------------------------------------------------------
@@ -70,9 +72,9 @@ class AccountConnection:
     def _changed(self, kind: str) -> None:
         """The watched mailbox changed (EXISTS, EXPUNGE, FETCH): check it soon."""
         self._dirty = True
-        self._wake("change")
+        self.idle.changed()
 
-    def _wake(self, reason: str) -> None:
+    def _wake(self, reason: Wakeup) -> None:
         wakeup, self._wakeup = self._wakeup, None
         if wakeup is not None and not wakeup.called:
             wakeup.callback(reason)
@@ -82,12 +84,12 @@ class AccountConnection:
         if wakeup is not None and not wakeup.called:
             wakeup.errback(reason)
 
-    async def _sleep(self, seconds: float, wake_on_change: bool = True) -> str:
-        """Wait ``seconds``, or less when the mailbox changes (unless ``wake_on_change`` is
-        false), stop() is called or the connection is lost (which raises its reason)."""
-        if self.stopping or (wake_on_change and self._dirty and self.use_idle):
-            return "now"
-        wakeup: Deferred[str] = Deferred()
+    async def _sleep(self, seconds: float) -> Wakeup:
+        """Wait ``seconds``, or less when stop() is called; a lost connection raises its
+        reason."""
+        if self.stopping:
+            return "stop"
+        wakeup: Deferred[Wakeup] = Deferred()
         self._wakeup = wakeup
         timer = self.clock.callLater(max(seconds, 0.0), self._wake, "timer")
         try:
@@ -96,56 +98,46 @@ class AccountConnection:
             if timer.active():
                 timer.cancel()
 
-    async def _pause(self, seconds: float) -> None:
-        """Wait ``seconds`` whatever the mailbox does; only stop() or a lost connection end it
-        sooner."""
-        until = self.clock.seconds() + seconds
-        while not self.stopping and self.clock.seconds() < until:
-            await self._sleep(until - self.clock.seconds(), wake_on_change=False)
-
     def stop(self) -> None:
         """Finish the current step, then log out."""
         self.stopping = True
         self._wake("stop")
+        self.idle.end()
 
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Log in, check, then watch until stop() (errors propagate)."""
         self.state.set_state("logging-in")
-        caps = await log_in(self.client, self.account, self.password)
+        caps = await log_in(self.client, self.account.address, self.account.tls,
+                            self.account.user, self.password)
         self.state.logged_in(self.client.encrypted)
         if self.on_logged_in is not None:
             self.on_logged_in()
         self.client.on_change = self._changed
         await self.check_all()
-        self.use_idle = self.account.idle and b"IDLE" in caps and not self.stopping
-        if self.use_idle:
-            self.use_idle = await self._select_watched()
+        if self.account.idle and b"IDLE" in caps and not self.stopping:
+            self.idle.use_idle = await self._select_watched()
         await self._watch()
         await self._log_out()
 
     async def _watch(self) -> None:
+        """Until stop(): wait (IDLE or poll), then check what is due: every mailbox each
+        ``interval``, the watched one when IDLE brought news."""
         next_poll = self.clock.seconds() + self.account.interval
         while not self.stopping:
-            if self.use_idle:
-                await self._pace_idle()
-                if self.stopping:
-                    break
-            now = self.clock.seconds()
-            if now < next_poll and not (self._dirty and self.use_idle):
-                deadline = min(next_poll, now + self.account.keepalive)
-                if self.use_idle:
-                    await self._idle_until(deadline)
-                else:
-                    await self._poll_until(deadline, next_poll)
-                if self.stopping:
-                    break
+            self.state.set_state("connected")
+            if not self.idle.use_idle:
+                await self._poll_until(next_poll)
+            elif self.clock.seconds() < next_poll:
+                await self.idle.run(until=next_poll)
+            if self.stopping:
+                break
             if self.clock.seconds() >= next_poll:
                 self._dirty = False
                 await self.check_all()
                 next_poll = self.clock.seconds() + self.account.interval
-            elif self._dirty and self.use_idle:
+            elif self._dirty and self.idle.use_idle:
                 self._dirty = False
                 await self.check(self.account.mailboxes[0])
 
@@ -160,54 +152,11 @@ class AccountConnection:
         self._dirty = False  # EXAMINE's own EXISTS is not news
         return True
 
-    async def _pace_idle(self) -> None:
-        """Begin a round of the IDLE loop no sooner than IDLE_MIN_SPACING after the last."""
-        if self._round_started is not None:
-            wait = self._round_started + IDLE_MIN_SPACING - self.clock.seconds()
-            if wait > 0:
-                self.state.set_state("connected")
-                await self._pause(wait)
-        self._round_started = self.clock.seconds()
-
-    async def _idle_until(self, deadline: float) -> None:
-        """IDLE until the deadline or a change; the DONE round trip doubles as heartbeat."""
-        client = self.client
-        idle_started = self.clock.seconds()
-        started, finished = client.idle()
-        finished.addCallback(lambda _: self._wake("idle ended"))
-        accepted = ended_by_server = False
-        try:
-            await client.within(started, "the server to accept IDLE")
-            accepted = ended_by_server = True
-            if client.idling:
-                self.state.set_state("idling")
-                await self._sleep(deadline - self.clock.seconds())
-                ended_by_server = not client.idling
-                client.done()
-            await client.within(finished, "the reply to DONE (heartbeat)")
-        except BaseException as e:
-            # The IDLE command fails too (a lost connection fails every command): what is
-            # raised here says it all, so its failure must not be left unhandled.
-            finished.addErrback(lambda _: None)
-            if accepted or not isinstance(e, ServerRefused):
-                raise
-            self.use_idle = False  # the server said NO to IDLE after all: poll instead
-            return
-        self.state.set_state("connected")
-        lasted = self.clock.seconds() - idle_started
-        if self._quick_ends.ended(lasted, by_server=ended_by_server, news=self._dirty):
-            self.use_idle = False
-            self.log.warn(
-                "{account}: the server ended IDLE at once {count} times in a row; polling "
-                "every {interval:g} s on this connection instead",
-                account=self.account.name, count=self._quick_ends.count,
-                interval=self.account.interval, event="idle_fallback")
-
-    async def _poll_until(self, deadline: float, next_poll: float) -> None:
-        """Sleep until the deadline; a NOOP heartbeat when it is not yet time to check."""
-        self.state.set_state("connected")
-        reason = await self._sleep(deadline - self.clock.seconds())
-        if reason == "timer" and self.clock.seconds() < next_poll:
+    async def _poll_until(self, next_poll: float) -> None:
+        """Sleep until the next check, or the next heartbeat (a NOOP) if that comes first."""
+        deadline = min(next_poll, self.clock.seconds() + self.account.keepalive)
+        woken = await self._sleep(deadline - self.clock.seconds())
+        if woken == "timer" and self.clock.seconds() < next_poll:
             await self.client.noop_check()
 
     async def check_all(self) -> None:

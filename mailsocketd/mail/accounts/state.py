@@ -16,20 +16,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, get_args
 
 from twisted.logger import Logger
 
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.errors import clean_text
 from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.tls import ReactorClock
 from mailsocketd.timefmt import format_time
 
-__all__ = ["STATES", "AccountState", "MailboxRecord"]
+__all__ = ["STATES", "AccountState", "MailboxRecord", "StateName"]
 
 # Connection states as shown by ``status`` (one word each, so the lines stay easy to parse).
-STATES = ("stopped", "connecting", "logging-in", "checking", "idling", "connected",
-          "backing-off", "auth-failed")
+StateName = Literal["stopped", "connecting", "logging-in", "checking", "idling", "connected",
+                    "backing-off", "auth-failed"]
+STATES: tuple[StateName, ...] = get_args(StateName)
 
 NewMailCallback = Callable[[str, MailboxCounts, int], None]
 
@@ -52,20 +54,21 @@ class AccountState:
 
     log = Logger()
 
-    def __init__(self, account: AccountConfig, clock: Any,
+    def __init__(self, account: AccountConfig, clock: ReactorClock,
                  on_new_mail: NewMailCallback | None = None) -> None:
         self.account = account
         self.clock = clock
         self.on_new_mail = on_new_mail
-        self.state = "stopped"
+        self.state: StateName = "stopped"
         self.error: str | None = None
         self.mailboxes = {name: MailboxRecord(name) for name in account.mailboxes}
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: StateName) -> None:
         """Not logged by itself: the events that cause changes of note are."""
         self.state = state
 
-    def connection_failed(self, error: str, state: str, retry_in: float | None) -> None:
+    def connection_failed(self, error: str, state: StateName, retry_in: float | None
+                          ) -> None:
         """The connection failed or broke: remember why, say when the next attempt comes.
 
         The mailboxes' own errors were found on the connection that is gone: they are stale.

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailsocketd.mail.address import IMAP_PORTS, ServerAddress, server_key
-from mailsocketd.table import Table
+from mailsocketd.mail.tls import TlsPolicy
+from mailsocketd.table import ConfigError, Table
 
-__all__ = ["MIB", "ImapConfig", "parse_imap"]
+__all__ = ["KEEPALIVE_MAX", "KEEPALIVE_MIN", "MIB", "ImapConfig", "parse_imap"]
 
 MIB = 1 << 20
+KEEPALIVE_MIN, KEEPALIVE_MAX = 10.0, 1740.0  # RFC 2177: re-issue IDLE at least every 29 min
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,12 @@ class ImapConfig:
     list_max: int = 500  # the largest COUNT ``list`` accepts
     read_limit: int = 4 * MIB  # bytes of a message ``read`` fetches at most
     text_limit: int = 256 * 1024  # characters of body text ``read`` shows at most
-    idle_restart: float = 1500.0  # re-issue IDLE (watch) this often; RFC 2177 asks < 29 min
+    keepalive: float = 1500.0  # end and re-issue watch's IDLE this often (the heartbeat)
+
+    @property
+    def tls(self) -> TlsPolicy:
+        """How connections to the server are protected (``ca_file``, ``allow_cleartext``)."""
+        return TlsPolicy(self.ca_file, self.allow_cleartext)
 
 
 def parse_imap(table: Table, present: bool) -> ImapConfig | None:
@@ -48,7 +55,18 @@ def parse_imap(table: Table, present: bool) -> ImapConfig | None:
         list_max=table.integer("list_max", d.list_max, 1, 10000),
         read_limit=table.integer("read_limit", d.read_limit, 4096, 256 * MIB),
         text_limit=table.integer("text_limit", d.text_limit, 1024, 64 * MIB),
-        idle_restart=table.number("idle_restart", d.idle_restart, 10.0, 1740.0),
+        keepalive=_keepalive(table),
     )
     table.finish()
     return imap
+
+
+def _keepalive(table: Table) -> float:
+    """``keepalive``, the name it has in ``[accounts.NAME]`` too, or its old name here,
+    ``idle_restart``, which is still read so that existing files keep working."""
+    if not table.has("idle_restart"):
+        return table.number("keepalive", ImapConfig.keepalive, KEEPALIVE_MIN, KEEPALIVE_MAX)
+    if table.has("keepalive"):
+        raise ConfigError(table.key("idle_restart"),
+                          "is the old name of keepalive: give only keepalive")
+    return table.number("idle_restart", ImapConfig.keepalive, KEEPALIVE_MIN, KEEPALIVE_MAX)

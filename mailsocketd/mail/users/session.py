@@ -1,13 +1,15 @@
 """A line user's own IMAP session: ``login USER PASSWORD`` and the mail commands behind it.
 
-``open_user_session`` connects to the ``[imap]`` server (TLS per the account rules of
-``login.py``), logs in with the user's credentials and returns a ``UserSession``, which keeps that
-connection for the line connection.  Its operations run strictly one after another (a
-DeferredLock); a failed one does not block the next.
+``open_user_session`` connects to the ``[imap]`` server (``imap/connect.py``), logs in with the
+user's credentials (TLS and login by the rules of ``imap/login.py``, the same as the accounts')
+and returns a ``UserSession``, which keeps that connection for the line connection.  Its
+operations run strictly one after another (a DeferredLock); a failed one does not block the
+next.
 
-``watch`` pushes news of a mailbox: with IDLE, the watched mailbox stays selected and IDLE runs
-whenever no command is queued (a command ends it with DONE and it resumes after); without IDLE,
-or when the server keeps ending IDLE at once, a STATUS every POLL_INTERVAL seconds.
+``watch`` pushes news of a mailbox (``watch.py``): with IDLE, the watched mailbox stays selected
+and IDLE runs whenever no command is queued (a command ends it with DONE and it resumes after);
+without IDLE, or when the server refuses it or keeps ending it at once, a STATUS every
+POLL_INTERVAL seconds.  The watch sees this session only as a ``WatchedSession``.
 
 Results are raw (bytes, numbers); rendering is another module's job.  Errors are MailErrors
 whose ``str()`` is one line for the user: no class names, never the password.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
@@ -37,12 +39,14 @@ from mailsocketd.mail.imap.commands import (
     ListedMessage,
     Selected,
     UserImapClient,
-    connect_client,
     log_in_user,
     loss_line,
     mailbox_key,
+    unreachable,
 )
+from mailsocketd.mail.imap.connect import ImapClientFactory, connect
 from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.tls import ConnectReactor, ReactorClock
 from mailsocketd.mail.users.config import ImapConfig
 from mailsocketd.mail.users.watch import IdleWatch
 
@@ -112,23 +116,32 @@ def refusal(mailbox: str, error: ServerRefused) -> MailboxError:
     return MailboxError(f"mailbox {clean_text(mailbox, 100)}: {text or error.status}")
 
 
-async def open_user_session(reactor: Any, imap: ImapConfig, user: str, password: Secret, *,
+async def open_user_session(reactor: ConnectReactor, imap: ImapConfig, user: str,
+                            password: Secret, *,
                             clock: IReactorTime | None = None) -> UserSession:
     """Connect, TLS per policy, log in; AuthFailed on wrong credentials (never naming the
-    password), MailError for everything else.  The whole login takes at most imap.timeout."""
+    password), MailError for everything else.  Connecting takes at most imap.timeout, and so
+    does the whole login."""
     if not user or len(user) > 256 or any(not c.isprintable() or c.isspace() for c in user):
         raise AuthFailed("bad user name")
     if any(b in (0, 10, 13) for b in password.reveal()):
         raise AuthFailed("the password contains control characters")
-    time: Any = clock or reactor
-    client = await connect_client(reactor, time, imap, user)
+    time: ReactorClock = clock if clock is not None else reactor
+    factory = ImapClientFactory(lambda: UserImapClient(
+        time, imap.timeout, f"user {user}", read_limit=imap.read_limit,
+        list_max=imap.list_max))
+    try:
+        client = await connect(reactor, imap.address, imap.tls, factory, imap.timeout)
+    except Exception as e:
+        raise unreachable(e, imap.timeout) from None
     return await start_user_session(client, imap, user, password, clock=time)
 
 
 async def start_user_session(client: UserImapClient, imap: ImapConfig, user: str,
-                             password: Secret, *, clock: Any) -> UserSession:
+                             password: Secret, *, clock: ReactorClock) -> UserSession:
     """Log in over a connected client and wrap it in a UserSession."""
-    caps = await log_in_user(client, imap, user, password)
+    caps = await log_in_user(client, imap.address, imap.tls, user, password,
+                             timeout=imap.timeout)
     log.info("user {user} logged in to the mail server", user=user, event="user_login")
     session = UserSession(client, imap, user, caps, clock)
     session.open_inbox()
@@ -139,7 +152,7 @@ class UserSession:
     """One user's logged-in IMAP connection (see the module docstring)."""
 
     def __init__(self, client: UserImapClient, imap: ImapConfig, user: str,
-                 capabilities: frozenset[bytes], clock: Any) -> None:
+                 capabilities: frozenset[bytes], clock: ReactorClock) -> None:
         self.client = client
         self.imap = imap
         self.user = user
@@ -152,7 +165,8 @@ class UserSession:
         self._lock = DeferredLock()
         self._uidvalidity: dict[str, int] = {}
         self._logout: Deferred[None] | None = None
-        self.watcher = IdleWatch(self, use_idle=b"IDLE" in capabilities)
+        self.watcher = IdleWatch(self, client, clock, keepalive=imap.keepalive,
+                                 use_idle=b"IDLE" in capabilities, user=user)
         client.on_change = self.watcher.changed
         client.lost_callbacks.append(self._connection_lost)
 
@@ -190,17 +204,18 @@ class UserSession:
             self._lock.release()
             self.watcher.resume_soon()
 
-    @property
-    def busy(self) -> bool:
-        """Whether an operation holds (or waits for) the connection."""
-        return bool(self._lock.locked)
-
-    async def acquire(self) -> None:
-        """Take the connection for a step of the watch (which knows how to leave IDLE)."""
-        await self._lock.acquire()
-
-    def release(self) -> None:
-        self._lock.release()
+    async def if_free(self, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``step`` alone on the connection now, or not at all (False) when an operation
+        holds or waits for it: the watch's steps give way to the user's commands, whose end
+        resumes the watch."""
+        if self._lock.locked or not self.alive:
+            return False
+        await self._lock.acquire()  # free: taken at once
+        try:
+            await step()
+        finally:
+            self._lock.release()
+        return True
 
     def _failed(self, error: Exception) -> Exception:
         """A lost connection becomes SessionLost (on_lost told once); other errors pass."""
@@ -426,10 +441,9 @@ class UserSession:
     async def _log_out(self) -> None:
         was_alive = self.alive
         self.closing = True
-        self.watcher.stop()
+        self.watcher.stop()  # ends IDLE: LOGOUT follows its reply
         if not was_alive:
             return
-        self.watcher.end_idle()
         with contextlib.suppress(Exception):
             await self.client.log_out(LOGOUT_TIMEOUT)
         if self.client.connected_ok:

@@ -1,40 +1,64 @@
-"""IdleWatch: a UserSession's ``watch``, pushing news of one mailbox between the user's commands.
+"""IdleWatch: a line user's ``watch``, pushing news of one mailbox between the user's commands.
 
-With IDLE: while no command is queued, the watched mailbox is selected and IDLE runs.  A
-command ends IDLE (DONE) first; IDLE resumes when the queue is empty, after re-EXAMINING the
-watched mailbox if the command selected another.  An EXISTS during IDLE ends it; one STATUS
-tells whether UIDNEXT grew, and if so ``notify`` hears of it.  IDLE is re-issued every
-``idle_restart`` seconds (its DONE round trip is the heartbeat).
+With IDLE, rounds of the one IDLE loop (``imap/idle.py``) run while no command is queued: the
+watched mailbox is selected (EXAMINE) first, if a command selected another.  A command ends the
+round (DONE) before it runs; the next round starts when the queue is empty.  An EXISTS during
+IDLE ends it; one STATUS tells whether UIDNEXT grew, and if so ``notify`` hears of it.  The loop
+paces the rounds, renews IDLE every ``[imap] keepalive`` seconds and gives IDLE up when the
+server refuses it or keeps ending it at once; then, as without IDLE, the watch polls: a STATUS
+every POLL_INTERVAL seconds.
 
-Against a busy loop (idlerule.py): two IDLE commands are at least IDLE_MIN_SPACING apart, and
-a server that ends IDLE on its own, without news, IDLE_SHORT_LIMIT times in a row, each within
-IDLE_SHORT seconds, is polled instead, as is one without IDLE: a STATUS every POLL_INTERVAL
-seconds.
+The watch sees its session only through ``WatchedSession``: it never imports the session, and
+the session's queue stays the session's (``if_free`` runs a step only when nothing waits).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailsocketd.mail.errors import INTERNAL_ERROR_TEXT, CheckTimeout, MailError, ServerRefused
-from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.errors import INTERNAL_ERROR_TEXT, MailError
+from mailsocketd.mail.imap.client import ImapClient, MailboxCounts
 from mailsocketd.mail.imap.commands import Selected, mailbox_key
-from mailsocketd.mail.imap.idle import IDLE_MIN_SPACING, QuickIdleEnds
+from mailsocketd.mail.imap.idle import IdleLoop, RoundEnd
+from mailsocketd.mail.tls import ReactorClock
 
-if TYPE_CHECKING:
-    from mailsocketd.mail.users.session import UserSession
+__all__ = ["POLL_INTERVAL", "IdleWatch", "WatchedSession"]
 
-__all__ = ["POLL_INTERVAL", "IdleWatch"]
-
+T = TypeVar("T")
 log = Logger()
 POLL_INTERVAL = 30.0
+
+
+class WatchedSession(Protocol):
+    """What the watch needs of its session (UserSession provides it)."""
+
+    @property
+    def alive(self) -> bool:
+        """Whether the connection is usable (not lost, not logging out)."""
+
+    @property
+    def selected(self) -> str | None:
+        """The mailbox_key of the selected mailbox."""
+
+    async def select(self, mailbox: str, readonly: bool) -> Selected:
+        """SELECT/EXAMINE; called only with the connection held."""
+
+    async def status(self, mailbox: str) -> MailboxCounts:
+        """STATUS; called only with the connection held."""
+
+    async def exclusive(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run ``step`` alone on the connection, in turn after the commands queued."""
+
+    async def if_free(self, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``step`` alone on the connection now, or not at all (False) if a command
+        holds or waits for it: that command's end resumes the watch."""
 
 
 @dataclass
@@ -53,40 +77,31 @@ class _Watched:
         return mailbox_key(self.mailbox)
 
 
-@dataclass
-class _Idle:
-    """One IDLE command, from sending it to its tagged reply."""
-
-    started_at: float
-    accepted: bool = False  # the server's "+" came: DONE may be sent
-    done_sent: bool = False
-    done_wanted: bool = False  # end it as soon as it is accepted
-    waiters: list[Deferred[None]] = field(default_factory=list)
-    timers: list[IDelayedCall] = field(default_factory=list)
-
-
-def _cancel(timer: IDelayedCall | None) -> None:
-    if timer is not None and timer.active():
-        timer.cancel()
-
-
 class IdleWatch:
-    """The watch state machine of one UserSession (see the module docstring)."""
+    """The watch of one UserSession (see the module docstring)."""
 
-    def __init__(self, session: UserSession, use_idle: bool) -> None:
+    def __init__(self, session: WatchedSession, client: ImapClient, clock: ReactorClock, *,
+                 keepalive: float, use_idle: bool, user: str) -> None:
         self.session = session
-        self.clock: Any = session.clock
-        self.use_idle = use_idle
+        self.clock = clock
+        self.user = user
         self.watched: _Watched | None = None
-        self._idle: _Idle | None = None
-        self._last_idle_start = float("-inf")
-        self._quick_ends = QuickIdleEnds()
-        self._resume_timer: IDelayedCall | None = None
+        self.idle = IdleLoop(client, clock, keepalive=keepalive, has_news=self._has_news,
+                             poll_interval=POLL_INTERVAL, label=f"user {user}",
+                             log_fields={"user": user}, use_idle=use_idle)
         self._poll_timer: IDelayedCall | None = None
 
     @property
+    def use_idle(self) -> bool:
+        """False without IDLE, or once the loop gave it up: the watch polls."""
+        return self.idle.use_idle
+
+    @property
     def idling(self) -> bool:
-        return self._idle is not None
+        return self.idle.idling
+
+    def _has_news(self) -> bool:
+        return self.watched is not None and self.watched.dirty
 
     def start(self, mailbox: str, notify: Callable[[str, MailboxCounts], None],
               counts: MailboxCounts, ended: Callable[[str], None] | None = None) -> None:
@@ -96,11 +111,12 @@ class IdleWatch:
         self.watched = _Watched(mailbox, notify, counts.uidnext, counts.uidvalidity, ended)
 
     def stop(self) -> None:
-        """Watch nothing; a running IDLE ends when the next command (or logout) ends it."""
+        """Watch nothing: a round under way ends (DONE), polling stops."""
         self.watched = None
-        _cancel(self._resume_timer)
-        _cancel(self._poll_timer)
-        self._resume_timer = self._poll_timer = None
+        self.idle.end()
+        if self._poll_timer is not None and self._poll_timer.active():
+            self._poll_timer.cancel()
+        self._poll_timer = None
 
     # -- what the session tells us -----------------------------------------------------------
 
@@ -110,7 +126,7 @@ class IdleWatch:
         if kind != "exists" or watched is None or self.session.selected != watched.key:
             return
         watched.dirty = True
-        self.end_idle()
+        self.idle.changed()
 
     def selected(self, selected: Selected) -> None:
         """A SELECT/EXAMINE answered: did the watched mailbox grow meanwhile?"""
@@ -121,125 +137,46 @@ class IdleWatch:
                 or selected.uidvalidity != watched.uidvalidity):
             watched.dirty = True
 
-    # -- ending IDLE -------------------------------------------------------------------------
-
     async def leave_idle(self) -> None:
-        """End IDLE (if it runs) and wait for the server's reply; the caller holds the lock."""
-        idle = self._idle
-        if idle is None:
-            return
-        waiter: Deferred[None] = Deferred()
-        idle.waiters.append(waiter)
-        self.end_idle()
-        await waiter
-
-    def end_idle(self) -> None:
-        """Send DONE (once, and only after the server's "+"); its reply must come in time."""
-        idle = self._idle
-        if idle is None or idle.done_sent:
-            return
-        if not idle.accepted:
-            idle.done_wanted = True
-            return
-        idle.done_sent = True
-        client, timeout = self.session.client, self.session.imap.timeout
-        client.done()
-        idle.timers.append(self.clock.callLater(
-            timeout, client.drop, CheckTimeout("the reply to DONE", timeout)))
-
-    def _idle_finished(self, result: object, idle: _Idle) -> None:
-        """IDLE's tagged reply (or the connection's end): wake the waiters, resume."""
-        if self._idle is idle:
-            self._idle = None
-        for timer in idle.timers:
-            _cancel(timer)
-        error = result if isinstance(result, Failure) else None
-        if error is not None and error.check(ServerRefused):
-            self._fall_back(f"the server refused IDLE: {error.value}")
-            error = None
-        elif error is None:
-            self._count_quick_end(idle)
-        for waiter in idle.waiters:
-            if error is None:
-                waiter.callback(None)
-            else:
-                waiter.errback(error)
-        self.resume_soon()
-
-    def _count_quick_end(self, idle: _Idle) -> None:
-        """The anti-spin rule of idlerule.py: poll after too many quick ends in a row."""
-        lasted = self.clock.seconds() - idle.started_at
-        news = self.watched is not None and self.watched.dirty
-        if self._quick_ends.ended(lasted, by_server=not idle.done_sent, news=news):
-            self._fall_back(f"the server ended IDLE at once {self._quick_ends.count} times")
-
-    def _fall_back(self, reason: str) -> None:
-        if self.use_idle:
-            self.use_idle = False
-            log.warn("user {user}: {reason}; polling every {interval:g} s instead",
-                     user=self.session.user, reason=reason, interval=POLL_INTERVAL,
-                     event="idle_fallback")
+        """End the round under way (if any) and wait for it; the caller holds the
+        connection."""
+        await self.idle.leave()
 
     # -- resuming ----------------------------------------------------------------------------
 
     def resume_soon(self) -> None:
-        """After a command (or IDLE's end): IDLE again (spaced), or keep polling."""
-        if self.watched is None or not self.session.alive:
+        """After a command (or a round's end): the next round, or keep polling."""
+        if self.watched is None or not self.session.alive or self.idle.running:
             return
-        if not self.use_idle:
+        if not self.idle.use_idle:
             self._schedule_poll()
             return
-        if not (self.session.busy or self._idle is not None or self._resume_timer is not None):
-            self._resume_now()
-
-    def _resume_now(self) -> None:
-        self._resume_timer = None
         Deferred.fromCoroutine(self._resume())
 
     async def _resume(self) -> None:
-        """Select the watched mailbox if needed, STATUS it if it may have grown, IDLE."""
-        session = self.session
-        if session.busy:
-            return  # the operation holding the lock resumes when it is done
-        await session.acquire()
         try:
-            watched = self.watched
-            if watched is None or not session.alive or self._idle is not None:
-                return
-            if session.selected != watched.key:
-                await session.select(watched.mailbox, readonly=True)
-            if watched.dirty:
-                await self._recheck(watched)
-            delay = self._last_idle_start + IDLE_MIN_SPACING - self.clock.seconds()
-            if delay > 0:  # news is never delayed; only the next IDLE is
-                self._resume_timer = self.clock.callLater(delay, self._resume_now)
-            elif self.use_idle and self.watched is watched:
-                await self._start_idle()
+            await self.session.if_free(self._next_round)
         except Exception as e:
             self._failed(e)
-        finally:
-            session.release()
-        if not self.use_idle:
-            self._schedule_poll()
 
-    async def _start_idle(self) -> None:
-        client = self.session.client
-        started, finished = client.idle()
-        idle = _Idle(self.clock.seconds())
-        self._idle = idle
-        self._last_idle_start = idle.started_at
-        finished.addBoth(self._idle_finished, idle)
-        try:
-            await client.within(started, "the server to accept IDLE")
-        except ServerRefused:
-            return  # _idle_finished falls back to polling
-        if self._idle is not idle:
-            return
-        idle.accepted = True
-        idle.timers.append(self.clock.callLater(self.session.imap.idle_restart, self.end_idle))
+    async def _next_round(self) -> None:
+        """With the connection held: the watched mailbox selected and its news checked, then
+        a round of IDLE (it is sent before the connection is let go; a command that comes
+        while the round waits for its turn ends it)."""
         watched = self.watched
-        if idle.done_wanted or watched is None or watched.dirty:
-            self.end_idle()
+        if watched is None or not self.session.alive or self.idle.running:
+            return
+        if self.session.selected != watched.key:
+            await self.session.select(watched.mailbox, readonly=True)
+        if watched.dirty:
+            await self._recheck(watched)
+        if self.watched is watched and self.idle.use_idle and not self.idle.running:
+            self.idle.run().addBoth(self._round_over)
+
+    def _round_over(self, result: RoundEnd | Failure) -> None:
+        if isinstance(result, Failure) and isinstance(result.value, Exception):
+            self._failed(result.value)  # a lost connection is the session's news
+        self.resume_soon()
 
     async def _recheck(self, watched: _Watched) -> None:
         """One STATUS of the watched mailbox; notify if UIDNEXT grew."""
@@ -255,18 +192,18 @@ class IdleWatch:
                 log.failure("watch notify callback failed")
 
     def _failed(self, error: Exception) -> None:
-        """A failed resume or poll: a lost connection is the session's news; anything else
+        """A failed round or poll: a lost connection is the session's news; anything else
         (the watched mailbox was deleted, say) ends the watch."""
         if not self.session.alive:
             return
         if isinstance(error, MailError):
             reason = str(error)
-            log.warn("user {user}: watch ended: {error}", user=self.session.user,
-                     error=reason, event="watch_failed")
+            log.warn("user {user}: watch ended: {error}", user=self.user, error=reason,
+                     event="watch_failed")
         else:
             reason = INTERNAL_ERROR_TEXT
             log.failure("user {user}: watch ended by an unexpected error", Failure(error),
-                        user=self.session.user)
+                        user=self.user)
         watched = self.watched
         self.stop()
         if watched is not None and watched.ended is not None:

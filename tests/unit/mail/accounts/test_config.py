@@ -39,6 +39,7 @@ def test_defaults():
     assert (a.scheme, a.host, a.port) == ("tls", "imap.example.org", 993)
     assert a.mailboxes == ("INBOX",) and a.interval == 300 and a.idle is True
     assert a.allow_cleartext is False and a.on_new_mail is None and a.ca_file is None
+    assert a.keepalive == 240
 
 
 def test_every_key():
@@ -111,6 +112,15 @@ def test_password_sources_exactly_one():
 ])
 def test_bad_values_name_the_key(keys, key):
     assert error_of(**keys).startswith(f"accounts.work.{key}: ")
+
+
+@pytest.mark.parametrize(("value", "ok"), [(9, False), (10, True), (1740, True), (1741, False)])
+def test_keepalive_goes_up_to_rfc_2177s_29_minutes_as_in_imap(value, ok):
+    if ok:
+        assert one(keepalive=value).keepalive == value
+    else:
+        assert error_of(keepalive=value) == (
+            f"accounts.work.keepalive: expected a number >= 10 and <= 1740, got int {value}")
 
 
 def test_missing_server_and_user():

@@ -502,8 +502,8 @@ def test_a_command_during_watch_ends_idle_first_and_idle_resumes_after():
     assert len(news) == 1
 
 
-def test_idle_is_renewed_every_idle_restart_seconds():
-    rig, session, _ = watching(idle_restart=600)
+def test_idle_is_renewed_every_keepalive_seconds():
+    rig, session, _ = watching(keepalive=600)
     rig.select(b"EXAMINE")
     rig.idle()
     rig.clock.advance(599)
@@ -527,6 +527,36 @@ def test_no_reply_to_done_loses_the_session():
     assert reasons == ["lost the connection to the mail server "
                        "(timed out after 10 s waiting for the reply to DONE)"]
     assert isinstance(error_of(d), SessionLost)
+
+
+def test_a_heartbeat_done_without_reply_loses_the_session():
+    rig, session, _ = watching(keepalive=600, timeout=10)
+    reasons = []
+    session.on_lost = reasons.append
+    rig.select(b"EXAMINE")
+    rig.idle()
+    rig.clock.advance(600)
+    assert rig.sent() == [b"DONE"]
+    rig.clock.advance(10)
+    rig.clock.advance(0)
+    assert reasons == ["lost the connection to the mail server "
+                       "(timed out after 10 s waiting for the reply to DONE (heartbeat))"]
+    assert rig.clock.getDelayedCalls() == []
+
+
+def test_a_command_while_the_next_idle_waits_for_its_turn_goes_first_and_sends_no_idle():
+    rig, session, _ = watching()
+    rig.select(b"EXAMINE")
+    rig.idle()
+    rig.reply(text="IDLE ended")  # the server ends IDLE: the next waits for its turn
+    rig.clock.advance(IDLE_MIN_SPACING / 2)
+    d = run(session.check())
+    rig.fresh_status_of(messages=3)  # at once: no IDLE (and no DONE) first
+    assert result_of(d).messages == 3
+    assert rig.sent() == []  # the next IDLE still keeps the spacing from the last start
+    rig.clock.advance(IDLE_MIN_SPACING / 2)
+    rig.idle()
+    assert session.watcher.idling
 
 
 def test_a_server_that_ends_idle_at_once_is_polled_instead():
@@ -553,7 +583,7 @@ def test_a_server_that_ends_idle_at_once_is_polled_instead():
 
 
 def test_quick_ends_count_only_in_a_row():
-    rig, session, _ = watching(idle_restart=600)
+    rig, session, _ = watching(keepalive=600)
     rig.select(b"EXAMINE")
     for _ in range(2):  # two quick ends by the server ...
         rig.idle()
