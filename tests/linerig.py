@@ -38,7 +38,7 @@ class HalfClosingTransport(StringTransport):
 
     def abortConnection(self) -> None:
         self.aborted = True
-        super().abortConnection()
+        super().abortConnection()  # type: ignore[no-untyped-call]
 
 
 class Rig:
@@ -53,13 +53,14 @@ class Rig:
 
     def connect(self, host: str = "127.0.0.1", port: int = 40000) -> tuple[Any, StringTransport]:
         proto = self.factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = HalfClosingTransport(peerAddress=IPv4Address("TCP", host, port))
+        transport = HalfClosingTransport(  # type: ignore[no-untyped-call]
+            peerAddress=IPv4Address("TCP", host, port))
         proto.makeConnection(transport)
         return proto, transport
 
 
 def take(transport: StringTransport) -> bytes:
-    data = transport.value()
+    data: bytes = transport.value()
     transport.clear()
     return data
 

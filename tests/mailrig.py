@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
-from typing import Any
+from typing import Any, Self
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import ISSLTransport, ITLSTransport
@@ -41,7 +41,7 @@ class Transport(StringTransport):
     """StringTransport whose close reaches the protocol (later, via the clock)."""
 
     def __init__(self, clock: Clock) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.clock = clock
         self.closed = False
         self.protocol: Any = None
@@ -53,16 +53,17 @@ class Transport(StringTransport):
             self.clock.callLater(0, self.protocol.connectionLost, Failure(reason()))
 
     def loseConnection(self) -> None:
-        super().loseConnection()
+        super().loseConnection()  # type: ignore[no-untyped-call]
         self._close(ConnectionDone)
 
     def abortConnection(self) -> None:
-        super().abortConnection()
+        super().abortConnection()  # type: ignore[no-untyped-call]
         self._close(ConnectionAborted)
 
 
+# Only what the client uses of ITLSTransport (not the TCP options): a test transport.
 @implementer(ITLSTransport)
-class StartTLSTransport(Transport):
+class StartTLSTransport(Transport):  # type: ignore[misc]
     """A plain connection that can be switched to TLS (records the options it got)."""
 
     def startTLS(self, contextFactory: Any) -> None:
@@ -70,7 +71,7 @@ class StartTLSTransport(Transport):
 
 
 @implementer(ISSLTransport)
-class TLSTransport(Transport):
+class TLSTransport(Transport):  # type: ignore[misc]
     """An implicit-TLS connection."""
 
     def getPeerCertificate(self) -> None:
@@ -87,9 +88,9 @@ class Rig:
         self.transport = transport(self.clock)
         self.last_tag = b""
 
-    def connect(self) -> Rig:
+    def connect(self) -> Self:
         self.transport.protocol = self.client
-        self.client.makeConnection(self.transport)
+        self.client.makeConnection(self.transport)  # type: ignore[no-untyped-call]
         return self
 
     def server(self, *lines: bytes | str) -> None:
@@ -98,8 +99,8 @@ class Rig:
 
     def sent(self) -> list[bytes]:
         """The lines the client sent since the last call."""
-        data = self.transport.value()
-        self.transport.clear()
+        data: bytes = self.transport.value()  # type: ignore[no-untyped-call]
+        self.transport.clear()  # type: ignore[no-untyped-call]
         return [line for line in data.split(b"\r\n") if line]
 
     def expect(self, command: bytes) -> bytes:

@@ -32,6 +32,8 @@ def imap_config(**overrides: Any) -> ImapConfig:
 class UserRig(Rig):
     """A UserImapClient and the scripted server it talks to."""
 
+    client: UserImapClient
+
     def __init__(self, imap: ImapConfig | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.imap = imap or imap_config()
@@ -116,4 +118,5 @@ def error_of(d: Deferred[Any]) -> BaseException:
     d.addBoth(results.append)
     assert results, "the Deferred has not fired"
     assert hasattr(results[0], "value"), f"no failure: {results[0]!r}"
-    return results[0].value
+    error: BaseException = results[0].value
+    return error
