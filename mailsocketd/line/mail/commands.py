@@ -18,15 +18,16 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from mailsocketd.line.commands import Arg, Command
 from mailsocketd.line.config import LineConfig
@@ -42,6 +43,7 @@ from mailsocketd.mail.errors import (
     failure_kind,
 )
 from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.reactor import MailReactor
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.smtp.config import SmtpConfig
 from mailsocketd.mail.text.compose import DraftError, parse_recipients
@@ -104,6 +106,15 @@ def translated(handler: Callable[..., Awaitable[Reply]]
     return run
 
 
+class BridgeReactor(MailReactor, Protocol):
+    """What the mail commands need of the reactor: the mail side's (connecting, running
+    sendmail) and the thread pool that renders a message for ``read``."""
+
+    def getThreadPool(self) -> ThreadPool: ...
+    def callFromThread(self, callable: Callable[..., Any], *args: object,
+                       **kwargs: object) -> None: ...
+
+
 class MailBridge(Service):
     """The mail commands' handlers, the login throttle, and the IMAP logout of every user on
     shutdown.  ``sessions`` is the line server's set of open sessions (wired after both are
@@ -111,11 +122,11 @@ class MailBridge(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, line: LineConfig, imap: ImapConfig | None,
+    def __init__(self, reactor: BridgeReactor, line: LineConfig, imap: ImapConfig | None,
                  smtp: SmtpConfig | None, *, clock: IReactorTime | None = None,
                  opener: Opener | None = None) -> None:
         self.reactor = reactor
-        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.clock = clock if clock is not None else IReactorTime(reactor)
         self.line = line
         self.imap = imap
         self.smtp = smtp
@@ -339,8 +350,8 @@ class MailBridge(Service):
         # Rendering a big or hostile message takes up to about half a second: in the
         # reactor's thread pool other clients are served meanwhile.
         lines = await deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), render_message, message.data,
-            text_limit=imap.text_limit, total_size=message.size)
+            IReactorFromThreads(self.reactor), self.reactor.getThreadPool(), render_message,
+            message.data, text_limit=imap.text_limit, total_size=message.size)
         return multiline(f"message {uid} in {mailbox} ({human_size(message.size)})", lines)
 
     async def delete_messages(self, session: Session, uids: tuple[int, ...]) -> Reply:

@@ -8,14 +8,13 @@ the SMTP server (or sendmail) accepted it for every recipient.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from mailsocketd.line.replies import CommandError, Reply, printable
 from mailsocketd.mail.errors import MailError
+from mailsocketd.mail.reactor import MailReactor
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.smtp.config import SmtpConfig
 from mailsocketd.mail.smtp.submit import RecipientsRefused, submit
@@ -28,7 +27,7 @@ class SendInput:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, clock: IReactorTime, smtp: SmtpConfig, *, user: str,
+    def __init__(self, reactor: MailReactor, clock: IReactorTime, smtp: SmtpConfig, *, user: str,
                  password: Secret, to: tuple[str, ...], peer: str) -> None:
         self.reactor = reactor
         self.clock = clock

@@ -11,7 +11,6 @@ timer: retries, heartbeats, timeouts and pending hook runs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 from twisted.application.internet import ClientService
 from twisted.application.service import MultiService, Service
@@ -29,9 +28,8 @@ from mailsocketd.mail.accounts.state import AccountState, StateName
 from mailsocketd.mail.errors import FailureKind, MailError, describe_failure, failure_kind
 from mailsocketd.mail.imap.client import ImapClient
 from mailsocketd.mail.imap.connect import ImapClientFactory, ImapEndpoint
-from mailsocketd.mail.process import ProcessReactor
+from mailsocketd.mail.reactor import MailReactor
 from mailsocketd.mail.secrets import Secret, fetch_password
-from mailsocketd.mail.tls import ConnectReactor
 
 __all__ = ["STOP_GRACE", "AccountReactor", "AccountWatcher", "AccountsService"]
 
@@ -39,9 +37,9 @@ STOP_GRACE = 3.0
 HARD_BACKOFF_KINDS: tuple[FailureKind, ...] = ("auth", "cleartext", "secret")
 
 
-class AccountReactor(ConnectReactor, ProcessReactor, Protocol):
-    """What an account needs of the reactor: connecting and its clock (ConnectReactor), and
-    running ``password_command`` and the ``on_new_mail`` hook (ProcessReactor)."""
+# What an account needs of the reactor: connecting and its clock, and running
+# ``password_command`` and the ``on_new_mail`` hook.
+AccountReactor = MailReactor
 
 
 class AccountWatcher(Service):

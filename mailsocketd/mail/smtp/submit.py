@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Sequence
 from io import BytesIO
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
@@ -43,6 +43,7 @@ from twisted.python.failure import Failure
 from mailsocketd.mail.address import ServerAddress
 from mailsocketd.mail.errors import MailError, clean_text, describe_failure
 from mailsocketd.mail.process import ProcessReactor, ProcessStartError, run_process
+from mailsocketd.mail.reactor import MailReactor
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.smtp.config import SmtpConfig
 from mailsocketd.mail.text.compose import address_problem
@@ -349,8 +350,8 @@ def _check_envelope(sender: str, recipients: Sequence[str], message: bytes,
                         f"(the limit is {smtp.max_message_size})")
 
 
-class SubmitReactor(ConnectReactor, ProcessReactor, Protocol):
-    """What sending needs of the reactor: connecting (SMTP) or running sendmail."""
+# What sending needs of the reactor: connecting (SMTP) or running sendmail.
+SubmitReactor = MailReactor
 
 
 async def submit(reactor: SubmitReactor, smtp: SmtpConfig, *, user: str, password: Secret,
