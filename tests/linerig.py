@@ -51,7 +51,10 @@ class Rig:
         self.server = LineServer(config, extra or [], self.clock)
         self.factory = LineFactory(self.server, self.clock)
 
-    def connect(self, host: str = "127.0.0.1", port: int = 40000) -> tuple[Any, StringTransport]:
+    def connect(self, host: str = "127.0.0.1",
+                port: int = 40000) -> tuple[Any, HalfClosingTransport]:
+        """A connection from host:port: the LineProtocol, or past the connection limits the
+        protocol that refuses it (so Any), and its transport."""
         proto = self.factory.buildProtocol(IPv4Address("TCP", host, port))
         transport = HalfClosingTransport(  # type: ignore[no-untyped-call]
             peerAddress=IPv4Address("TCP", host, port))

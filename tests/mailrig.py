@@ -10,19 +10,27 @@ as a real reactor would deliver it later, not inside the call.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import ISSLTransport, ITLSTransport
+from twisted.internet.interfaces import (
+    IProcessProtocol,
+    IProcessTransport,
+    IReactorPluggableNameResolver,
+    ISSLTransport,
+    ITLSTransport,
+)
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailsocketd.mail.accounts.config import AccountConfig, parse_accounts
 from mailsocketd.mail.address import parse_server
 from mailsocketd.mail.imap.client import ImapClient
+from mailsocketd.mail.reactor import MailReactor
 from mailsocketd.mail.secrets import PasswordSource
 from mailsocketd.table import Table
 
@@ -76,6 +84,28 @@ class TLSTransport(Transport):  # type: ignore[misc]
 
     def getPeerCertificate(self) -> None:
         return None
+
+
+class MailReactorClock(MemoryReactorClock):
+    """A ``MailReactor`` (mailsocketd.mail.reactor) for tests on a clock: connections are
+    recorded, not made (``tcpClients``), time is the test's (``advance``), and running a program
+    fails the test (none is configured where this is used)."""
+
+    def spawnProcess(self, processProtocol: IProcessProtocol, executable: bytes | str,
+                     args: Sequence[bytes | str], *, env: Mapping[str, str] | None = None,
+                     path: bytes | str | None = None, uid: int | None = None,
+                     gid: int | None = None, usePTY: bool = False,
+                     childFDs: Mapping[int, int | str] | None = None) -> IProcessTransport:
+        raise AssertionError(f"no program should run here: {executable!r} was started")
+
+
+def global_reactor() -> MailReactor:
+    """Twisted's global reactor as the MailReactor it is: Twisted types it ``_IReactorCommon``,
+    which leaves out IReactorPluggableNameResolver (``nameResolver``), provided all the same."""
+    from twisted.internet import reactor  # installs the default reactor if none is yet
+
+    assert IReactorPluggableNameResolver.providedBy(reactor)
+    return cast(MailReactor, reactor)
 
 
 class Rig:

@@ -22,9 +22,12 @@ from checkrig import (
     command_names,
     make_unrelated_ca,
 )
-from mailrig import parsed_account, write_password
+from logrig import LogEvents, global_log_events
+from mailrig import global_reactor, parsed_account, write_password
 from twisted.internet import reactor, threads
-from twisted.internet.protocol import Factory
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols import portforward
@@ -62,7 +65,7 @@ class Watching:
 
     def __init__(self, account, environ=None):
         self.before = set(reactor.getDelayedCalls())
-        self.watcher = AccountWatcher(account, reactor, environ)
+        self.watcher = AccountWatcher(account, global_reactor(), environ)
 
     async def __aenter__(self):
         self.watcher.startService()
@@ -177,7 +180,7 @@ async def test_dovecot_killed_while_idling_then_restarted(mailserver, tmp_path):
     box = unique_mailbox()
     await threads.deferToThread(mailserver.populate, "alice", 3, box)
     account = imaps_account(mailserver, tmp_path, mailboxes=[box])
-    seen = []
+    seen: list[str] = []
     async with Watching(account) as w:
         await eventually(lambda: state_of(w) == "idling", what="idling")
         w.state.set_state = _recording(w.state.set_state, seen)
@@ -203,23 +206,11 @@ def _recording(set_state, seen):
     return record
 
 
-class Recorded:
-    """Log events of the test's duration (the real reactor's global log)."""
-
-    def __enter__(self):
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        return self.events
-
-    def __exit__(self, *exc):
-        globalLogPublisher.removeObserver(self.events.append)
-
-
 @pytest_twisted.ensureDeferred
 async def test_wrong_password_is_reported_and_not_hammered(mailserver, tmp_path):
     account = imaps_account(mailserver, tmp_path,
                             password_file=write_password(tmp_path, DISTINCTIVE, "bad"))
-    with Recorded() as events:
+    with global_log_events() as events:
         async with Watching(account) as w:
             await eventually(lambda: state_of(w) == "auth-failed", what="auth-failed")
             assert error_of(w) == (
@@ -285,23 +276,36 @@ async def test_starttls_with_a_certificate_of_another_ca_sends_no_password(mails
 class RecordingProxy(portforward.ProxyServer):
     """A forwarder that keeps what the client sent (all of it, and per connection)."""
 
+    def recorder(self) -> RecordingProxyFactory:
+        assert isinstance(self.factory, RecordingProxyFactory)
+        return self.factory
+
     def connectionMade(self):
         self.stream = bytearray()
-        self.factory.streams.append(self.stream)
+        self.recorder().streams.append(self.stream)
         super().connectionMade()
 
     def dataReceived(self, data):
-        self.factory.client_bytes.append(data)
+        self.recorder().client_bytes.append(data)
         self.stream += data
         super().dataReceived(data)
 
 
+class RecordingProxyFactory(portforward.ProxyFactory, ServerFactory):
+    """ProxyFactory is a plain Factory; listenTCP's annotation asks for a ServerFactory (which
+    adds nothing to it)."""
+
+    protocol = RecordingProxy
+    noisy = False
+
+    def __init__(self, host, port):
+        super().__init__(host, port)
+        self.client_bytes: list[bytes] = []
+        self.streams: list[bytearray] = []
+
+
 def forwarder(target_port, interface="127.0.0.2"):
-    factory = portforward.ProxyFactory("127.0.0.1", target_port)
-    factory.protocol = RecordingProxy
-    factory.client_bytes = []
-    factory.streams = []
-    factory.noisy = False
+    factory = RecordingProxyFactory("127.0.0.1", target_port)
     return reactor.listenTCP(0, factory, interface=interface), factory
 
 
@@ -376,10 +380,22 @@ class HostileServer(LineReceiver):
             self.sendLine(tag + b" OK done")
         elif command == b"STATUS":
             self.factory.statuses += 1
+            assert self.transport is not None
             if self.factory.attack == "literal":
                 self.transport.write(b"* STATUS {1000000000}\r\n" + b"x" * (1 << 20))
             else:
                 self.transport.write(b"* STATUS " + b"x" * (1 << 20))
+
+
+class HostileFactory(ServerFactory):
+    """Its servers' ``attack`` ("literal" or "line"), and how many STATUS they answered."""
+
+    protocol = HostileServer
+    noisy = False
+
+    def __init__(self, attack):
+        self.attack = attack
+        self.statuses = 0
 
 
 @pytest.mark.parametrize(("attack", "message"), [
@@ -388,21 +404,22 @@ class HostileServer(LineReceiver):
 ])
 @pytest_twisted.ensureDeferred
 async def test_a_hostile_server_is_dropped_with_a_logged_error(tmp_path, attack, message):
-    factory = Factory.forProtocol(HostileServer)
-    factory.attack, factory.statuses, factory.noisy = attack, 0, False
+    factory = HostileFactory(attack)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    events = []
-    globalLogPublisher.addObserver(events.append)
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    events = LogEvents()
+    globalLogPublisher.addObserver(events)
     try:
-        account = parsed_account("work", server=f"tcp:127.0.0.1:{port.getHost().port}",
+        account = parsed_account("work", server=f"tcp:127.0.0.1:{address.port}",
                                  user="alice", password_file=write_password(tmp_path),
                                  allow_cleartext=True)
         async with Watching(account) as w:
             await eventually(lambda: message in error_of(w), what="the refusal")
             assert state_of(w) == "backing-off" and counts_of(w) is None
     finally:
-        globalLogPublisher.removeObserver(events.append)
-        await port.stopListening()
-    logged = [e for e in events if e.get("event") == "protocol_error"]
+        globalLogPublisher.removeObserver(events)
+        await maybeDeferred(port.stopListening)
+    logged = [e for e in events.events if e.get("event") == "protocol_error"]
     assert logged and logged[0]["error"] == message
     assert factory.statuses >= 1

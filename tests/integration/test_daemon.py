@@ -170,7 +170,9 @@ def test_client_that_never_reads_does_not_grow_the_daemon(tmp_path):
                 break
         assert blocked, f"sent {sent} bytes without being blocked"
         with open(f"/proc/{d.proc.pid}/status") as f:
-            rss_kb = int(re.search(r"VmRSS:\s+(\d+)", f.read())[1])
+            vmrss = re.search(r"VmRSS:\s+(\d+)", f.read())
+        assert vmrss is not None
+        rss_kb = int(vmrss[1])
         assert sent < cap, "the daemon kept reading although we never read its replies"
         assert rss_kb < 100_000, rss_kb
         assert TIME_LINE.fullmatch(d.ask(b"time") + b"\r\n")
@@ -374,7 +376,9 @@ def test_open_file_limit_is_raised(tmp_path):
     try:
         wait_for_port("127.0.0.1", port, proc, 30)
         with open(f"/proc/{proc.pid}/limits") as f:
-            soft = re.search(r"Max open files\s+(\S+)", f.read())[1]
+            limits = re.search(r"Max open files\s+(\S+)", f.read())
+        assert limits is not None
+        soft = limits[1]
     finally:
         proc.terminate()
         out = proc.communicate(timeout=15)[0].decode()

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 import pytest_twisted
 from checkrig import make_unrelated_ca
+from mailrig import global_reactor
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 
@@ -54,7 +55,7 @@ def compose(to, lines):
 
 
 async def send(smtp, draft, message, log_in_with="pw"):
-    await submit(reactor, smtp, user="alice", password=Secret(log_in_with.encode()),
+    await submit(global_reactor(), smtp, user="alice", password=Secret(log_in_with.encode()),
                  sender="alice@example.test", recipients=draft.recipients, message=message)
 
 
@@ -69,7 +70,9 @@ def _fetch(server, user, message_id):
         if not numbers:
             return None
         _, data = imap.fetch(numbers[-1], "(BODY.PEEK[])")
-        return data[0][1]
+        fetched = data[0]
+        assert isinstance(fetched, tuple)  # (b"1 (BODY[] {n}", the message)
+        return fetched[1]
 
 
 async def arrived(server, user, message_id, timeout=10.0):

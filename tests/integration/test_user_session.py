@@ -16,10 +16,13 @@ import socket
 import time
 import uuid
 from dataclasses import replace
+from typing import cast
 
 import pytest
 import pytest_twisted
+from mailrig import global_reactor
 from twisted.internet import reactor, threads
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 
@@ -76,7 +79,9 @@ def uids_and_flags(mailserver, mailbox, user="alice"):
     for item in data:
         m = re.search(rb"UID (\d+)", item or b"")
         if m:
-            flags = re.search(rb"FLAGS \(([^)]*)\)", item).group(1).decode().split()
+            flags_match = re.search(rb"FLAGS \(([^)]*)\)", item)
+            assert flags_match is not None, item
+            flags = flags_match.group(1).decode().split()
             found[int(m.group(1))] = " ".join(f for f in flags if f != "\\Recent")
     return found
 
@@ -84,11 +89,13 @@ def uids_and_flags(mailserver, mailbox, user="alice"):
 def uidvalidity(mailserver, mailbox, user="alice"):
     with admin(mailserver, user) as conn:
         _, data = conn.status(f'"{mailbox}"', "(UIDVALIDITY)")
-    return int(re.search(rb"UIDVALIDITY (\d+)", data[0]).group(1))
+    found = re.search(rb"UIDVALIDITY (\d+)", data[0])
+    assert found is not None, data
+    return int(found.group(1))
 
 
 async def login(mailserver, user="alice", **keys):
-    session = await open_user_session(reactor, imap_config(mailserver, **keys), user,
+    session = await open_user_session(global_reactor(), imap_config(mailserver, **keys), user,
                                       Secret(mailserver.users[user].encode()))
     assert session.alive
     return session
@@ -116,9 +123,10 @@ async def logged_out(*sessions):
         await session.logout()
         assert not session.alive
     await deferLater(reactor, 0.05)
+    # the reactor's timers are DelayedCalls: IDelayedCall does not name their func
     left = [c for c in reactor.getDelayedCalls()
-            if c.active() and (getattr(c.func, "__module__", None) or "").startswith(
-                "mailsocketd.mail.")]
+            if c.active() and (getattr(cast(DelayedCall, c).func, "__module__", None) or ""
+                               ).startswith("mailsocketd.mail.")]
     assert left == [], left
 
 
@@ -142,7 +150,7 @@ async def test_login_over_starttls_and_imaps_then_check(mailserver):
 @pytest_twisted.ensureDeferred
 async def test_wrong_password_is_auth_failed_without_the_password(mailserver):
     password = "Wr0ng-" + uuid.uuid4().hex
-    error = await failure_of(open_user_session(reactor, imap_config(mailserver), "alice",
+    error = await failure_of(open_user_session(global_reactor(), imap_config(mailserver), "alice",
                                                Secret(password.encode())))
     assert isinstance(error, AuthFailed)
     assert str(error) == ("login refused for user alice: NO [AUTHENTICATIONFAILED] "
@@ -166,7 +174,7 @@ async def test_no_starttls_means_no_login_unless_allowed(mailserver_notls):
 async def test_a_server_certificate_from_another_ca_is_refused(mailserver):
     server = f"tls:127.0.0.1:{mailserver.imaps_port}"
     config = replace(imap_config(mailserver, server=server), ca_file=None)  # system CAs
-    error = await failure_of(open_user_session(reactor, config, "alice", Secret(b"pw")))
+    error = await failure_of(open_user_session(global_reactor(), config, "alice", Secret(b"pw")))
     assert isinstance(error, MailError)
     assert str(error) == "cannot reach the mail server: TLS failure: certificate verify failed"
 
@@ -308,7 +316,9 @@ async def test_delete_without_uidplus_moves_to_trash(mailserver, missing):
         with admin(mailserver) as conn:
             conn.create("Trash")  # fails harmlessly when it exists
             _, data = conn.status("Trash", "(MESSAGES)")
-        return int(re.search(rb"MESSAGES (\d+)", data[0]).group(1))
+        found = re.search(rb"MESSAGES (\d+)", data[0])
+        assert found is not None, data
+        return int(found.group(1))
 
     in_trash = await in_thread(trash_count)
     session = await login(mailserver)
@@ -377,7 +387,7 @@ async def test_a_watched_mailbox_deleted_by_another_client_ends_the_watch_and_sa
     box = box_name("doomed")
     await in_thread(mailserver.populate, "bob", 1, box)
     session = await login(mailserver, user="bob")
-    ends = []
+    ends: list[str] = []
     await session.watch(box, News(), ends.append)
     await eventually(lambda: session.watcher.idling, what="IDLE")
 
@@ -414,7 +424,7 @@ async def test_two_users_at_once(mailserver):
 async def test_dovecot_killed_mid_session(mailserver):
     idle_session = await login(mailserver)
     quiet_session = await login(mailserver, user="bob")
-    reasons = {"idle": [], "quiet": []}
+    reasons: dict[str, list[str]] = {"idle": [], "quiet": []}
     idle_session.on_lost = reasons["idle"].append
     quiet_session.on_lost = reasons["quiet"].append
     await idle_session.watch("INBOX", News())

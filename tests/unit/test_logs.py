@@ -6,9 +6,11 @@ import io
 import json
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
+from logrig import LogEvents
 from twisted.internet.task import Clock
 from twisted.logger import (
     Logger,
@@ -32,11 +34,12 @@ class FakeReactor(Clock):
         self.running = True
         self.triggers: list[tuple[str, str, Callable[[], None]]] = []
 
-    def addSystemEventTrigger(self, phase: str, event: str, f: Callable[[], None]) -> None:
-        self.triggers.append((phase, event, f))
+    def addSystemEventTrigger(self, phase: str, eventType: str, callable: Callable[..., Any],
+                              *args: object, **kw: object) -> None:
+        self.triggers.append((phase, eventType, partial(callable, *args, **kw)))
 
-    def callFromThread(self, f: Callable[..., Any], *args: object) -> None:
-        f(*args)
+    def callFromThread(self, callable: Callable[..., Any], *args: object, **kw: object) -> None:
+        callable(*args, **kw)
 
 
 class CountingFile(io.StringIO):
@@ -54,10 +57,10 @@ class CountingFile(io.StringIO):
 
 
 def logged(action: Callable[[Logger], None]) -> dict[str, Any]:
-    events: list[dict[str, Any]] = []
-    publisher = LogPublisher(events.append)
+    observer = LogEvents()
+    publisher = LogPublisher(observer)
     action(Logger(namespace="mailsocketd.test", observer=publisher))
-    return events[0]
+    return observer.events[0]
 
 
 EVENTS = [
@@ -88,10 +91,10 @@ def test_the_timestamp_follows_the_clock() -> None:
 
 
 def test_lean_events_read_like_logger_events() -> None:
-    captured: list[dict[str, Any]] = []
-    Events("mailsocketd.test", captured.append).info(
+    captured = LogEvents()
+    Events("mailsocketd.test", captured).info(
         "connection_closed", "connection closed: {x} 127.0.0.1:4000", peer="127.0.0.1:4000")
-    lean = captured[0]
+    lean = captured.events[0]
     assert ClassicText()(lean) == (
         f"{formatTime(lean['log_time'])} [mailsocketd.test#info] "
         "connection closed: {x} 127.0.0.1:4000\n")
@@ -147,9 +150,10 @@ def test_events_that_render_to_nothing_are_not_written() -> None:
 
 
 def test_levels_name_the_system() -> None:
-    captured: list[dict[str, Any]] = []
-    Events("ns", captured.append).warn("line_too_long", "too long")
-    assert captured[0]["log_level"] is LogLevel.warn and captured[0]["log_system"] == "ns#warn"
+    captured = LogEvents()
+    Events("ns", captured).warn("line_too_long", "too long")
+    event = captured.events[0]
+    assert event["log_level"] is LogLevel.warn and event["log_system"] == "ns#warn"
 
 
 def test_an_event_logged_in_the_middle_of_a_write_is_kept_for_the_next() -> None:

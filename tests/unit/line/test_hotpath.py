@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from linerig import HalfClosingTransport, Rig, User, take
+from logrig import LogEvents, global_log_events
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.logger import (
@@ -15,7 +16,6 @@ from twisted.logger import (
     eventAsJSON,
     eventAsText,
     formatEvent,
-    globalLogPublisher,
 )
 
 from mailsocketd.line.commands import Arg, Command
@@ -38,6 +38,7 @@ class RecordingTransport(HalfClosingTransport):
         self.calls.append(("write", data))
         super().write(data)
         if self.high_water is not None and len(self.value()) > self.high_water:
+            assert self.producer is not None  # the protocol registers itself on connecting
             self.producer.pauseProducing()
 
     def loseWriteConnection(self) -> None:
@@ -190,13 +191,9 @@ def test_the_time_reply_is_shared_within_a_second_and_renewed_after():
 
 
 def events_of(rig: Rig, data: bytes) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with global_log_events() as events:
         proto, _ = rig.connect()
         proto.dataReceived(data)
-    finally:
-        globalLogPublisher.removeObserver(events.append)
     return [e for e in events if e.get("event") == "command"]
 
 
@@ -223,15 +220,15 @@ class Owner:
 
 
 def test_the_lean_event_reads_like_the_logger_event_in_text_and_json():
-    captured: list[dict[str, Any]] = []
+    captured = LogEvents()
     peer, command, outcome = "127.0.0.1:4000", "ti{me}", "error: no {such}"
     logger_event = captured_from_global(lambda: Owner().log.info(
         "{peer} {command}: {outcome}", peer=peer, command=command, outcome=outcome,
         event="command"))
     namespace = f"{Owner.__module__}.{Owner.__name__}"
-    Events(namespace, captured.append).info("command", f"{peer} {command}: {outcome}",
-                                            peer=peer, command=command, outcome=outcome)
-    lean = captured[0]
+    Events(namespace, captured).info("command", f"{peer} {command}: {outcome}",
+                                     peer=peer, command=command, outcome=outcome)
+    lean = captured.events[0]
     lean["log_time"] = logger_event["log_time"]
     assert eventAsText(lean) == eventAsText(logger_event)
     parsed = json.loads(eventAsJSON(lean))
@@ -242,10 +239,6 @@ def test_the_lean_event_reads_like_the_logger_event_in_text_and_json():
 
 
 def captured_from_global(action: Any) -> dict[str, Any]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
+    with global_log_events() as events:
         action()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
     return events[-1]

@@ -8,16 +8,17 @@ import weakref
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from linerig import START, Rig, User, lose, take
+from linerig import START, HalfClosingTransport, Rig, User, lose, take
 from twisted.internet.defer import Deferred
 
 from mailsocketd.line.commands import Arg, Command
+from mailsocketd.line.protocol import LineProtocol
 from mailsocketd.line.replies import CommandError, Reply
 
 
-def closing(transport) -> bool:
+def closing(transport: HalfClosingTransport) -> bool:
     """The server has begun to close: shut its side (TCP) or the whole connection."""
-    return transport.disconnecting or transport.write_closed
+    return bool(transport.disconnecting) or transport.write_closed
 
 
 TIME_RE = re.compile(rb"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}\r\n$")
@@ -272,6 +273,7 @@ def test_client_that_does_not_read_stops_being_served():
     rig = Rig()
     proto, tr = rig.connect()
     assert tr.producer is proto  # the protocol hears when output backs up
+    assert isinstance(proto, LineProtocol)  # for mypy: the line above made it "Any | None"
     proto.pauseProducing()  # what the transport does when its buffer is full
     assert tr.producerState == "paused"  # we stop reading the socket
     proto.dataReceived(b"time\r\n" * 10)
@@ -400,7 +402,8 @@ def _replies(stream: bytes, cuts: list[int]) -> bytes:
             proto.dataReceived(stream[last:cut])
             last = cut
     # No time passes between packets: the stream is a stream, whatever its packets.
-    return tr.value().replace(rig.server.time_text().encode(), b"<T>")
+    replies: bytes = tr.value()
+    return replies.replace(rig.server.time_text().encode(), b"<T>")
 
 
 @settings(max_examples=300, deadline=None)

@@ -7,11 +7,14 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IProcessProtocol, IProcessTransport
 from twisted.internet.task import Clock, deferLater
 
 from mailsocketd.mail.process import ProcessResult, ProcessStartError, run_process
@@ -144,6 +147,8 @@ async def test_a_program_that_cannot_start_fails_clearly(tmp_path):
 
 
 class FakeTransport:
+    """The part of IProcessTransport that run_process uses, each call recorded."""
+
     def __init__(self, log):
         self.log = log
 
@@ -162,13 +167,18 @@ class FakeReactor(Clock):
 
     def __init__(self):
         super().__init__()
-        self.log = []
-        self.protocol = None
+        self.log: list[tuple[object, ...]] = []
+        self.protocol: IProcessProtocol | None = None
 
-    def spawnProcess(self, protocol, executable, args, env=None, **kw):
+    def spawnProcess(self, processProtocol: IProcessProtocol, executable: bytes | str,
+                     args: Sequence[bytes | str], *, env: Mapping[str, str] | None = None,
+                     **kw: Any) -> IProcessTransport:
         self.log.append(("spawn", executable, args, env))
-        self.protocol = protocol
-        protocol.makeConnection(FakeTransport(self.log))
+        self.protocol = processProtocol
+        # partial on purpose: only the calls run_process makes, so that any other one fails
+        transport = cast(IProcessTransport, FakeTransport(self.log))
+        processProtocol.makeConnection(transport)
+        return transport
 
 
 def test_stdin_is_written_once_then_closed_and_no_timer_outlives_the_program():
@@ -176,12 +186,13 @@ def test_stdin_is_written_once_then_closed_and_no_timer_outlives_the_program():
     from twisted.python.failure import Failure
 
     fake = FakeReactor()
-    results = []
+    results: list[object] = []
     run_process(fake, ["/bin/helper", "a"], {"X": "1"}, 5.0, stdin=b"data").addBoth(
         results.append)
     assert fake.log == [("spawn", "/bin/helper", ["/bin/helper", "a"], {"X": "1"}),
                         ("write", b"data"), ("closeStdin",)]
     assert len(fake.getDelayedCalls()) == 1
+    assert fake.protocol is not None
     fake.protocol.processEnded(Failure(ProcessDone(0)))
     assert fake.getDelayedCalls() == []
     assert results == [ProcessResult(0, None, timeout=5.0)]

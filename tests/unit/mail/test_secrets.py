@@ -31,7 +31,7 @@ def password_file(tmp_path, content=SECRET + "\n", mode=0o600, name="work.pw"):
 
 def fetched(source, environ=None):
     d = fetch_password(source, reactor, environ if environ is not None else {})
-    results = []
+    results: list[object] = []
     d.addBoth(results.append)
     assert results, "file and env sources answer at once"
     return results[0]

@@ -9,7 +9,7 @@ lines; and the bridge's stopService logging every user out within the grace peri
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from linerig import Rig, lose, take
@@ -21,7 +21,7 @@ from twisted.logger import capturedLogs
 from userrig import CAPS, UserRig, imap_config
 
 from mailsocketd.line.config import LineConfig
-from mailsocketd.line.mail.commands import MailBridge, MailUser, as_user_error
+from mailsocketd.line.mail.commands import BridgeReactor, MailBridge, MailUser, as_user_error
 from mailsocketd.line.replies import CommandError
 from mailsocketd.mail.errors import MailError
 from mailsocketd.mail.secrets import Secret
@@ -72,7 +72,10 @@ def bridge_rig(imap: ImapConfig | None = IMAP, **line: Any
     clock = Clock()
     servers = Servers(clock)
     config = LineConfig(**line)
-    bridge = MailBridge(None, config, imap, None, clock=clock, opener=servers.open)
+    # No reactor: the clock and the scripted servers' opener stand in for all it would do here
+    # (no message is rendered in its thread pool, no [smtp] to send with).
+    bridge = MailBridge(cast(BridgeReactor, None), config, imap, None, clock=clock,
+                        opener=servers.open)
     rig = Rig(bridge.commands(), clock=clock, **line)
     bridge.sessions = rig.server.sessions
     return rig, bridge, servers

@@ -6,15 +6,16 @@ import base64
 import datetime
 
 import pytest
-from mailrig import account, write_password
+from mailrig import MailReactorClock, account, write_password
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from mailsocketd.check_command import choose_account, main, run_check
 from mailsocketd.mail.accounts.check import (
     Limits,
+    Outcome,
     ProbeResult,
     failed,
     perf_label,
@@ -244,18 +245,26 @@ class ProbeRig:
     """run_check on a MemoryReactorClock; the test plays the (plain TCP) server."""
 
     def __init__(self, tmp_path, **overrides):
-        self.reactor = MemoryReactorClock()
+        self.reactor = MailReactorClock()
         source = PasswordSource("file", file=write_password(tmp_path, DISTINCTIVE))
         self.account = account(server="tcp:127.0.0.1:143", password=source, **overrides)
-        self.outcomes = []
+        self.outcomes: list[Outcome | Failure] = []
         run_check(self.reactor, self.account, Limits(timeout=10)).addBoth(self.outcomes.append)
         self.reactor.advance(0)
         (host, port, factory, _, _), = self.reactor.tcpClients
         assert (host, port) == ("127.0.0.1", 143)
         self.transport = StringTransport()
-        self.protocol = factory.buildProtocol(None)
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        self.protocol = protocol
         self.protocol.makeConnection(self.transport)
         self.wire = b""
+
+    def outcome(self) -> Outcome:
+        """The one outcome (run_check never fails: a Failure here is the test's failure)."""
+        (outcome,) = self.outcomes
+        assert isinstance(outcome, Outcome), outcome
+        return outcome
 
     def server(self, *lines):
         self.protocol.dataReceived(b"".join(line.encode() + b"\r\n" for line in lines))
@@ -273,7 +282,7 @@ def test_no_starttls_sends_no_password_and_no_login_socket_free(tmp_path):
     with capturedLogs() as events:
         rig.server("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] no TLS here")
         rig.sent()
-    (outcome,) = rig.outcomes
+    outcome = rig.outcome()
     assert outcome.code == 2
     assert outcome.line.startswith("IMAP CRITICAL - work: the server offers no STARTTLS: "
                                    "refusing to send the password in clear")
@@ -294,7 +303,7 @@ def test_a_refused_password_is_not_in_the_plugin_line_or_the_log(tmp_path):
         rig.server(f"0001 NO [AUTHENTICATIONFAILED] Authentication failed for {'x' * 50}|")
     plain = base64.b64encode(b"\0alice\0" + DISTINCTIVE.encode())
     assert answer == plain + b"\r\n"  # the distinctive password is the one that was used
-    (outcome,) = rig.outcomes
+    outcome = rig.outcome()
     assert outcome.code == 2
     assert outcome.line.startswith("IMAP CRITICAL - work: login refused for user alice: NO "
                                    "[AUTHENTICATIONFAILED] Authentication failed for xxx")

@@ -294,7 +294,7 @@ def test_a_mailbox_that_does_not_exist_is_its_own_error():
 
 
 def _failure(d):
-    results = []
+    results: list[object] = []
     d.addBoth(results.append)
     return results[0]
 

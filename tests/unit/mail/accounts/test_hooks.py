@@ -3,8 +3,12 @@ a minimal environment (no password variable), and nothing left scheduled after s
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
 from mailrig import account
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IProcessProtocol, IProcessTransport
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -13,8 +17,10 @@ from mailsocketd.mail.imap.client import MailboxCounts
 
 
 class ProcessTransport:
+    """The part of IProcessTransport that the hook (run_process) uses."""
+
     def __init__(self):
-        self.signals = []
+        self.signals: list[str] = []
 
     def closeStdin(self):
         pass
@@ -28,12 +34,18 @@ class ProcessReactor(Clock):
 
     def __init__(self):
         super().__init__()
-        self.spawned = []
+        self.spawned: list[tuple[IProcessProtocol, bytes | str, Sequence[bytes | str],
+                                 Mapping[str, str] | None, ProcessTransport]] = []
 
-    def spawnProcess(self, protocol, executable, args, env=None, **kw):
+    def spawnProcess(self, processProtocol: IProcessProtocol, executable: bytes | str,
+                     args: Sequence[bytes | str], *, env: Mapping[str, str] | None = None,
+                     **kw: Any) -> IProcessTransport:
         transport = ProcessTransport()
-        protocol.makeConnection(transport)
-        self.spawned.append((protocol, executable, args, env, transport))
+        # partial on purpose: only the calls run_process makes, so that any other one fails
+        as_process = cast(IProcessTransport, transport)
+        processProtocol.makeConnection(as_process)
+        self.spawned.append((processProtocol, executable, args, env, transport))
+        return as_process
 
     def end(self, index, code=0):
         protocol = self.spawned[index][0]

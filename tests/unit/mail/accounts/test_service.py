@@ -5,45 +5,52 @@ from __future__ import annotations
 
 import base64
 import time
+from typing import cast
 
-from mailrig import Rig, account
-from twisted.internet.defer import fail, succeed
+from mailrig import MailReactorClock, Rig, account
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailsocketd.mail.accounts.backoff import Backoff
 from mailsocketd.mail.accounts.service import AccountsService, AccountWatcher
+from mailsocketd.mail.imap.client import ImapClient
 
 ENV = {"PW": "pw"}
 
 
+@implementer(IStreamClientEndpoint)
 class ScriptedEndpoint:
     """Each connect() either fails (refused) or yields a Rig the test plays the server on."""
 
     def __init__(self, clock):
         self.clock = clock
-        self.watcher = None
+        self.watcher: AccountWatcher | None = None
         self.refuse = False
-        self.rigs = []
+        self.rigs: list[Rig] = []
 
-    def connect(self, factory):
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        assert self.watcher is not None  # set by watcher() below
         self.watcher.attempting()
         if self.refuse:
             failure = Failure(ConnectionRefusedError())
             self.watcher.note_failure(failure)
             return fail(failure)
-        client = factory.buildProtocol(None)
+        client = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 993))
+        assert client is not None
         rig = Rig(clock=self.clock)
-        rig.client = client
+        # ClientService's proxy of the watcher's ImapClient, which forwards everything to it
+        rig.client = cast(ImapClient, client)
         self.rigs.append(rig.connect())
         return succeed(client)
 
 
 def watcher(exact=True, **overrides):
-    clock = Clock()
+    clock = MailReactorClock()
     clock.advance(time.time())
     endpoint = ScriptedEndpoint(clock)
     w = AccountWatcher(account(**overrides), clock, environ=ENV, endpoint=endpoint)
@@ -203,7 +210,7 @@ def test_stop_while_backing_off_cancels_the_retry():
 
 
 def test_accounts_service_lists_every_account_in_order():
-    clock = Clock()
+    clock = MailReactorClock()
     service = AccountsService([account(name="work"), account(name="home")], clock, ENV)
     lines = service.status_lines()
     assert [line.split(":")[0] for line in lines] == ["account work INBOX",
@@ -212,7 +219,7 @@ def test_accounts_service_lists_every_account_in_order():
 
 
 def test_accounts_service_start_and_stop_on_a_memory_reactor():
-    reactor = MemoryReactorClock()
+    reactor = MailReactorClock()
     service = AccountsService([account(server="tls:127.0.0.1:993")], reactor, ENV)
     service.startService()
     assert len(reactor.tcpClients) == 1

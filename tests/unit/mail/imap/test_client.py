@@ -6,6 +6,7 @@ import pytest
 from mailrig import Rig
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import LogLevel, capturedLogs
+from twisted.python.failure import Failure
 
 from mailsocketd.mail.errors import CheckTimeout, ProtocolViolation, ServerClosed, ServerRefused
 from mailsocketd.mail.imap.client import ImapClient, MailboxCounts
@@ -18,7 +19,7 @@ def connected(**kw):
 
 
 def result_of(d):
-    results = []
+    results: list[object] = []
     d.addBoth(results.append)
     assert results, "the Deferred has not fired"
     return results[0]
@@ -80,7 +81,7 @@ def test_tagged_reply_without_text_is_fine():
 
 def test_idle_started_changes_and_done():
     rig = connected()
-    changes = []
+    changes: list[str] = []
     rig.client.on_change = changes.append
     started, finished = rig.client.idle()
     rig.expect(b"IDLE")
@@ -190,7 +191,7 @@ def test_overall_deadline_caps_each_step():
 
 def test_connection_lost_fails_everything_pending():
     rig = connected()
-    seen = []
+    seen: list[Failure] = []
     rig.client.lost_callbacks.append(seen.append)
     d = ensureDeferred(_two_commands(rig.client))
     rig.transport.loseConnection()
@@ -206,7 +207,7 @@ async def _two_commands(client):
 @pytest.mark.parametrize("line", ["* 3 EXISTS", "* OK [ALERT] hi"])
 def test_unsolicited_lines_without_a_command(line):
     rig = connected()
-    changes = []
+    changes: list[str] = []
     rig.client.on_change = changes.append
     rig.server(line)
     assert not rig.transport.closed

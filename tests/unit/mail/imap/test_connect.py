@@ -3,16 +3,21 @@ file read at each attempt, verified TLS for tls: servers, and the client each ca
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from checkrig import make_unrelated_ca
-from mailrig import account, write_password
+from mailrig import MailReactorClock, account, write_password
 from twisted.internet._sslverify import ClientTLSOptions
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.error import TimeoutError as TCPTimeout
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from userrig import error_of, imap_config
+from zope.interface import implementer
 
 from mailsocketd.check_command import run_check
 from mailsocketd.mail.accounts.check import Limits
@@ -36,7 +41,7 @@ def factory(clock):
 
 
 def outcome(d):
-    results = []
+    results: list[object] = []
     d.addBoth(results.append)
     return results
 
@@ -62,7 +67,7 @@ class NeverEndpoint:
 
 
 def test_a_connection_that_never_comes_times_out_and_is_cancelled(monkeypatch):
-    clock = Clock()
+    clock = MailReactorClock()  # connects nowhere: server_endpoint is the test's
     never = NeverEndpoint()
     monkeypatch.setattr(connect_module, "server_endpoint", lambda *args: never)
     results = outcome(ensureDeferred(connect(clock, TCP_SERVER, TlsPolicy(), factory(clock), 5)))
@@ -94,6 +99,7 @@ def test_a_connection_in_time_gives_the_built_client_and_leaves_no_timer():
         connect(reactor, TCP_SERVER, TlsPolicy(), factory(reactor), 5)))
     reactor.advance(0)
     protocol = reactor.tcpClients[0][2].buildProtocol(None)
+    assert protocol is not None
     protocol.makeConnection(StringTransport())
     (client,) = results
     assert isinstance(client, ImapClient) and client.label == "test"
@@ -105,8 +111,9 @@ def test_attempts_and_failures_are_reported_and_a_tcp_timeout_is_a_check_timeout
     errors = iter([ConnectionRefusedError(), TCPTimeout()])
     failing = Failing(errors)
     monkeypatch.setattr(connect_module, "server_endpoint", lambda *args: failing)
-    clock = Clock()
-    attempts, failures = [], []
+    clock = MailReactorClock()  # connects nowhere: server_endpoint is the test's
+    attempts: list[int] = []
+    failures: list[Failure] = []
     endpoint = ImapEndpoint(clock, TCP_SERVER, TlsPolicy(), 7,
                             on_attempt=lambda: attempts.append(1), on_failure=failures.append)
     first = error_of(endpoint.connect(factory(clock)))
@@ -154,7 +161,7 @@ def test_the_ca_file_is_read_again_at_each_attempt(tmp_path):
 
 def test_the_factory_passes_deadline_and_callback_to_each_client():
     clock = Clock()
-    connected = []
+    connected: list[ImapClient] = []
     made = ImapClientFactory(lambda: ImapClient(clock, 12.0, "x"), deadline=99.0,
                              on_connected=connected.append)
     first, second = made.buildProtocol(None), made.buildProtocol(None)
@@ -164,20 +171,23 @@ def test_the_factory_passes_deadline_and_callback_to_each_client():
     assert connected == [first]
 
 
+@implementer(IStreamClientEndpoint)
 class Recording:
     """An endpoint that keeps the factory it is given and never connects."""
 
     def __init__(self):
-        self.factories = []
+        # Any: the test looks into what they build (ClientService's private proxy)
+        self.factories: list[Any] = []
 
-    def connect(self, protocol_factory):
+    def connect(self, protocol_factory: IProtocolFactory) -> Deferred[IProtocol]:
         self.factories.append(protocol_factory)
         return Deferred()
 
 
 def test_an_account_watcher_builds_plain_clients_that_report_to_it():
     endpoint = Recording()
-    watcher = AccountWatcher(account(timeout=17), Clock(), environ={}, endpoint=endpoint)
+    watcher = AccountWatcher(account(timeout=17), MailReactorClock(), environ={},
+                             endpoint=endpoint)
     watcher.startService()
     client = endpoint.factories[0].buildProtocol(None)._protocol  # ClientService's proxy
     watcher.stopService()
@@ -187,14 +197,19 @@ def test_an_account_watcher_builds_plain_clients_that_report_to_it():
     assert client.on_connected == watcher.connected
 
 
+def wrapped(protocol: object) -> Any:
+    """The client inside the protocol HostnameEndpoint connects: its wrapper is Twisted-private
+    (endpoints._WrappingProtocol), untyped here."""
+    return cast(Any, protocol)._wrappedProtocol
+
+
 def test_the_check_builds_clients_bounded_by_its_deadline(tmp_path):
-    reactor = MemoryReactorClock()
+    reactor = MailReactorClock()
     reactor.advance(1000)
     source = PasswordSource("file", file=write_password(tmp_path))
     run_check(reactor, account(server="tcp:127.0.0.1:143", password=source), Limits(timeout=8))
     reactor.advance(0)
-    protocol = reactor.tcpClients[0][2].buildProtocol(None)
-    client = protocol._wrappedProtocol
+    client = wrapped(reactor.tcpClients[0][2].buildProtocol(None))
     assert type(client) is ImapClient
     assert (client.label, client.command_timeout, client.deadline) == ("work", 8, 1008)
     assert client.on_connected is None
@@ -206,7 +221,7 @@ def test_a_user_session_builds_a_user_client_sized_by_the_imap_limits():
                        list_max=3000)
     ensureDeferred(open_user_session(reactor, imap, "alice", Secret(b"pw")))
     reactor.advance(0)
-    client = reactor.tcpClients[0][2].buildProtocol(None)._wrappedProtocol
+    client = wrapped(reactor.tcpClients[0][2].buildProtocol(None))
     assert type(client) is UserImapClient
     assert (client.label, client.command_timeout, client.deadline) == ("user alice", 9, None)
     assert client.MAX_LITERAL == 8 << 20

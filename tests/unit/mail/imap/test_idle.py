@@ -82,7 +82,7 @@ def answer_done(rig):
 
 
 def result_of(d):
-    results = []
+    results: list[object] = []
     d.addBoth(results.append)
     assert results, "the Deferred has not fired"
     return results[0]

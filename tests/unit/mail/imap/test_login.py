@@ -39,7 +39,7 @@ def start(acct, transport=TLSTransport):
 
 
 def outcome(d):
-    results = []
+    results: list[object] = []
     d.addBoth(results.append)
     assert results, "log_in has not finished"
     return results[0]
@@ -165,8 +165,8 @@ def test_choose_mechanism(offered, encrypted, chosen):
 
 
 def test_a_lost_connection_cancels_a_pending_password_command():
-    cancelled = []
-    pending = Deferred(cancelled.append)
+    cancelled: list[Deferred[Secret]] = []
+    pending: Deferred[Secret] = Deferred(cancelled.append)
     rig = Rig(TLSTransport).connect()
     acct = account()
     d = ensureDeferred(log_in(rig.client, acct.address, acct.tls, acct.user, lambda: pending))

@@ -7,18 +7,26 @@ import base64
 import os
 import sys
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import pytest_twisted
-from mailrig import StartTLSTransport, TLSTransport
+from mailrig import (
+    MailReactorClock,
+    StartTLSTransport,
+    TLSTransport,
+    Transport,
+    global_reactor,
+)
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import IRealm, Portal
-from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.mail import imap4, smtp
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import implementer
 
@@ -28,14 +36,15 @@ from mailsocketd.mail.smtp.config import SmtpConfig
 from mailsocketd.mail.smtp.submit import (
     RecipientsRefused,
     SendError,
-    is_loopback,
     smtp_data,
     submit,
     submit_smtp,
 )
 from mailsocketd.mail.text.compose import build_message, parse_typed
 from mailsocketd.mail.tls import choose_mechanism
+from mailsocketd.net import is_loopback
 
+PEER = IPv4Address("TCP", "mail.example.test", 587)  # whom the client connects to (unused)
 PASSWORD = b"c0rrect-h0rse"
 PLAIN = base64.b64encode(b"alice\0alice\0" + PASSWORD)
 MESSAGE = b"From: alice@example.test\r\nTo: bob@example.test\r\n\r\nhello\r\n.\r\n.dot\r\n"
@@ -46,25 +55,27 @@ def config(server="tcp:mail.example.test:587", **keys):
                       timeout=30.0, from_domain="example.test", **keys)
 
 
+@implementer(IStreamClientEndpoint)
 class Endpoint:
     """Connects the factory's protocol to a scripted transport (or fails to connect)."""
 
-    def __init__(self, clock, transport_class=StartTLSTransport, connected=None):
+    def __init__(self, clock, transport_class=StartTLSTransport,
+                 connected: Deferred[IProtocol] | None = None):
         self.clock = clock
         self.transport_class = transport_class
         self.connected = connected
-        self.protocol = None
-        self.transport = None
+        self.protocol: Any = None  # once connected: the protocol the factory built
+        self.transport: Transport | None = None
         self.attempts = 0
 
-    def connect(self, factory):
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         self.attempts += 1
         if self.connected is not None:
             return self.connected
-        self.protocol = factory.buildProtocol(None)
-        self.transport = self.transport_class(self.clock)
-        self.transport.protocol = self.protocol
-        self.protocol.makeConnection(self.transport)
+        self.protocol = factory.buildProtocol(PEER)
+        self.transport = transport = self.transport_class(self.clock)
+        transport.protocol = self.protocol
+        self.protocol.makeConnection(transport)
         return succeed(self.protocol)
 
 
@@ -76,7 +87,7 @@ class Rig:
         self.clock = Clock()
         self.smtp = smtp or config()
         self.endpoint = Endpoint(self.clock, transport_class, connected)
-        self.results = []
+        self.results: list[object] = []
         self.d = ensureDeferred(submit_smtp(
             self.endpoint, self.clock, self.smtp, user="alice", password=Secret(PASSWORD),
             sender="alice@example.test", recipients=list(recipients), message=message))
@@ -380,10 +391,10 @@ def test_too_large_a_message_is_refused_before_connecting(monkeypatch):
     endpoint_made = []
     monkeypatch.setattr("mailsocketd.mail.smtp.submit.smtp_endpoint",
                         lambda *args: endpoint_made.append(args))
-    d = ensureDeferred(submit(Clock(), smtp, user="alice", password=Secret(PASSWORD),
+    d = ensureDeferred(submit(MailReactorClock(), smtp, user="alice", password=Secret(PASSWORD),
                               sender="alice@example.test", recipients=["b@x.org"],
                               message=b"x" * 1025))
-    failures = []
+    failures: list[Failure] = []
     d.addErrback(failures.append)
     assert str(failures[0].value) == "message too large: 1025 bytes (the limit is 1024)"
     assert endpoint_made == []
@@ -395,9 +406,9 @@ def test_too_large_a_message_is_refused_before_connecting(monkeypatch):
     ("al ice@example.test", ["b@x.org"], "cannot send as 'al ice@example.test': space"),
 ])
 def test_the_envelope_is_checked_before_anything_happens(sender, recipients, problem):
-    d = ensureDeferred(submit(Clock(), config(), user="alice", password=Secret(PASSWORD),
+    d = ensureDeferred(submit(MailReactorClock(), config(), user="alice", password=Secret(PASSWORD),
                               sender=sender, recipients=recipients, message=MESSAGE))
-    failures = []
+    failures: list[Failure] = []
     d.addErrback(failures.append)
     assert str(failures[0].value).startswith(problem)
 
@@ -467,20 +478,23 @@ def twisted_server(delivery, password=PASSWORD):
     checker = InMemoryUsernamePasswordDatabaseDontUse(alice=password)
     # no STARTTLS: iosim's TLS is make-believe, so this runs as a loopback server in clear
     server = smtp.ESMTP({b"LOGIN": smtp.LOGINCredentials, b"PLAIN": imap4.PLAINCredentials})
-    server.portal = Portal(Realm(delivery), [checker])
+    # Twisted's annotations say "portal = None" and "timeout: int"; these are its documented use
+    server.portal = Portal(Realm(delivery), [checker])  # type: ignore[assignment]
     server.host = b"mx.example.test"
-    server.timeout = None
+    server.timeout = None  # type: ignore[assignment]
     return server
 
 
+@implementer(IStreamClientEndpoint)
 class IOSimEndpoint:
     def __init__(self, server, clock):
         self.server = server
         self.clock = clock
-        self.pump = None
+        self.pump: iosim.IOPump | None = None
 
-    def connect(self, factory):
-        client = factory.buildProtocol(None)
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        client = factory.buildProtocol(PEER)
+        assert client is not None
         peer = IPv4Address("TCP", "127.0.0.1", 40000)
         self.pump = iosim.connect(
             self.server, iosim.FakeTransport(self.server, isServer=True, peerAddress=peer),
@@ -491,7 +505,7 @@ class IOSimEndpoint:
 def iosim_submit(server, message, recipients=("bob@example.test",)):
     clock = Clock()
     endpoint = IOSimEndpoint(server, clock)
-    results = []
+    results: list[object] = []
     d = ensureDeferred(submit_smtp(endpoint, clock, config("tcp:127.0.0.1:2525"), user="alice",
                                    password=Secret(PASSWORD), sender="alice@example.test",
                                    recipients=list(recipients), message=message))
@@ -499,6 +513,7 @@ def iosim_submit(server, message, recipients=("bob@example.test",)):
     for _ in range(200):
         if results:
             break
+        assert endpoint.pump is not None
         endpoint.pump.flush()
     assert results, "the exchange did not finish"
     return results[0]
@@ -509,7 +524,7 @@ def test_a_message_with_a_dot_at_every_chunk_edge_reaches_a_real_server_intact()
     lines = ["Subject: edges", ""] + ["x" * 200] * 300 + ["."] * 3 + ["", "end"]
     _, message = build_message(parse_typed(("bob@example.test",), lines),
                                sender="alice@example.test", now=0, domain="example.test")
-    box = []
+    box: list[object] = []
     delivery = Delivery(box)
     assert iosim_submit(twisted_server(delivery), message) is None
     assert delivery.recipients == ["bob@example.test"]
@@ -525,7 +540,7 @@ def test_a_message_with_a_dot_at_every_chunk_edge_reaches_a_real_server_intact()
 
 
 def test_a_real_server_refusing_one_recipient_and_a_wrong_password():
-    box = []
+    box: list[object] = []
     result = iosim_submit(twisted_server(Delivery(box, refuse={"nobody@example.test"})),
                           MESSAGE, recipients=("nobody@example.test", "bob@example.test"))
     assert isinstance(result.value, RecipientsRefused)
@@ -573,7 +588,7 @@ def call(tmp_path):
 
 
 async def run_sendmail(smtp, message=MESSAGE, recipients=("bob@example.test", "-x@y.org")):
-    await submit(reactor, smtp, user="alice", password=Secret(PASSWORD),
+    await submit(global_reactor(), smtp, user="alice", password=Secret(PASSWORD),
                  sender="alice@example.test", recipients=list(recipients), message=message)
 
 

@@ -278,7 +278,7 @@ def test_list_count_is_bounded_by_list_max():
 
 def test_a_malformed_fetch_reply_drops_the_connection():
     rig, session = logged_in(inbox=None)
-    lost_reasons = []
+    lost_reasons: list[str] = []
     session.on_lost = lost_reasons.append
     d = run(session.list_messages("INBOX", 1))
     rig.select()
@@ -516,7 +516,7 @@ def test_idle_is_renewed_every_keepalive_seconds():
 
 def test_no_reply_to_done_loses_the_session():
     rig, session, _ = watching(timeout=10)
-    reasons = []
+    reasons: list[str] = []
     session.on_lost = reasons.append
     rig.select(b"EXAMINE")
     rig.idle()
@@ -531,7 +531,7 @@ def test_no_reply_to_done_loses_the_session():
 
 def test_a_heartbeat_done_without_reply_loses_the_session():
     rig, session, _ = watching(keepalive=600, timeout=10)
-    reasons = []
+    reasons: list[str] = []
     session.on_lost = reasons.append
     rig.select(b"EXAMINE")
     rig.idle()
@@ -653,7 +653,8 @@ def test_watch_again_switches_mailbox():
 
 def test_a_watch_that_ends_by_itself_says_why_and_watches_nothing():
     rig, session = logged_in(caps="IMAP4rev1 IDLE UIDPLUS", inbox=None)
-    news, ends = [], []
+    news: list[str] = []
+    ends: list[str] = []
     d = run(session.watch("Work", lambda box, counts: news.append(box), ends.append))
     rig.status_of("Work", uidnext=4)
     assert result_of(d).uidnext == 4
@@ -669,7 +670,7 @@ def test_a_watch_that_ends_by_itself_says_why_and_watches_nothing():
 
 def test_connection_lost_mid_command_fails_it_once_and_later_calls_fail_fast():
     rig, session = logged_in(inbox=None)
-    reasons = []
+    reasons: list[str] = []
     session.on_lost = reasons.append
     d = run(session.check())
     rig.expect(b"STATUS")
@@ -686,7 +687,7 @@ def test_connection_lost_mid_command_fails_it_once_and_later_calls_fail_fast():
 
 def test_connection_lost_while_idling_is_reported_once_with_the_bye_text():
     rig, session, _ = watching()
-    reasons = []
+    reasons: list[str] = []
     session.on_lost = reasons.append
     rig.select(b"EXAMINE")
     rig.idle()
@@ -698,7 +699,7 @@ def test_connection_lost_while_idling_is_reported_once_with_the_bye_text():
 
 def test_logout_is_polite_idempotent_and_not_a_loss():
     rig, session, _ = watching()
-    reasons = []
+    reasons: list[str] = []
     session.on_lost = reasons.append
     rig.select(b"EXAMINE")
     rig.idle()

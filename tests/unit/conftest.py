@@ -1,8 +1,14 @@
-"""Shared by every test: a bare ``pytest`` runs the unit tests and says how to run the rest.
+"""Run-wide hooks: a bare ``pytest`` runs the unit tests and says how to run the rest.
 
 ``testpaths`` (pyproject.toml) is ``tests/unit``: those need no servers and pass from a fresh
 venv with the test extra.  The integration tests start a real Dovecot and Postfix, which need
 Debian packages installed as root; ``bash scripts/test.sh`` installs them and runs everything.
+
+Here rather than in tests/conftest.py: mypy checks all of tests/ with tests/ and
+tests/integration as package bases (pyproject.toml [tool.mypy]), where a tests/conftest.py and
+tests/integration/conftest.py would both be module ``conftest``.  These hooks are run-wide all
+the same, and this file is loaded by every run that collects a unit test: the only runs that
+need the hint.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-INTEGRATION = Path(__file__).resolve().parent / "integration"
+INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
 HOW = ("unit tests only: the integration tests (a real Dovecot and Postfix on loopback) run with "
        "'bash scripts/test.sh' (as root: it installs them), or 'pytest tests/integration' once "
        "the Debian packages are installed")
