@@ -157,6 +157,7 @@ def test_garbage_and_unknown_tags_drop_the_connection():
     rig.server("+ nobody asked")
     rig.expect(b"NOOP")
     lost(rig)
+    assert "malformed response" in str(failure_of(d, ProtocolViolation))
 
 
 def test_greeting_bye_is_a_refusal():
