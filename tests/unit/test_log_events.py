@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import mailsocketd
-
-PACKAGE = Path(mailsocketd.__file__).resolve().parent
-DOCS = PACKAGE.parent / "docs"
+# The checkout's files, not the installed copy (CI installs the package into a venv).
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "mailsocketd"
+DOCS = ROOT / "docs"
 EMITTED = re.compile(r"""\bevent=["']([a-z_]+)["']|_events\.(?:info|warn|error)\(\s*["']([a-z_]+)""")
 
 
