@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mailsocketd.line.config import DEFAULT_LISTEN, LineConfig, parse_line
+from mailsocketd.logs import KEEP_FILES
 from mailsocketd.mail.accounts.config import AccountConfig, parse_accounts
 from mailsocketd.mail.smtp.config import SmtpConfig, parse_smtp
 from mailsocketd.mail.users.config import ImapConfig, parse_imap
@@ -27,6 +28,7 @@ class LogConfig:
 
     format: str = "text"
     commands: bool = False  # per-command events: costly at line rate (docs/configuration.md)
+    keep_files: int = KEEP_FILES  # old --logfile files kept beside the current one
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ def parse_log(table: Table) -> LogConfig:
     log = LogConfig(
         format=table.choice("format", d.format, ("text", "json")),
         commands=table.boolean("commands", d.commands),
+        keep_files=table.integer("keep_files", d.keep_files, 1, 1000),
     )
     table.finish()
     return log

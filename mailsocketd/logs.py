@@ -6,8 +6,9 @@ same lines (twistd's classic text, or JSON with ``[log] format = "json"``) but f
 timestamp once a second and gathers the events of 50 ms into one write and one flush.  The
 plugin points twistd's ``--logger`` at :func:`text_observer` or :func:`json_observer` unless
 ``--logger`` or ``--syslog`` is given; they write where twistd would have written: the
-``--logfile`` (rotated every 1,000,000 bytes, and on SIGUSR1), standard output with ``-n`` and
-no ``--logfile`` (or ``--logfile -``), else ``twistd.log``.
+``--logfile`` (rotated every 1,000,000 bytes, and on SIGUSR1; ``[log] keep_files`` old files
+kept, older ones deleted), standard output with ``-n`` and no ``--logfile`` (or ``--logfile
+-``), else ``twistd.log``.
 
 :class:`Events` emits events whose message is already rendered (connections, commands): an
 event whose format holds no braces is its own text, so no observer has to format it.
@@ -35,14 +36,16 @@ from twisted.python import threadable
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
+KEEP_FILES = 10  # old log files kept by default ([log] keep_files)
 # Set by the plugin's option parsing before twistd calls one of the observer factories.
-_target: dict[str, object] = {"logfile": None, "nodaemon": True}
+_target: dict[str, object] = {"logfile": None, "nodaemon": True, "keep_files": KEEP_FILES}
 
 
-def configure_target(logfile: str | None, nodaemon: bool) -> None:
-    """Remember where twistd was told to log."""
+def configure_target(logfile: str | None, nodaemon: bool, keep_files: int = KEEP_FILES) -> None:
+    """Remember where twistd was told to log, and how many old log files to keep."""
     _target["logfile"] = logfile
     _target["nodaemon"] = nodaemon
+    _target["keep_files"] = keep_files
 
 
 class _Reactor(Protocol):
@@ -150,7 +153,9 @@ def _open_target(reactor: _Reactor) -> IO[str]:
     if logfile == "-" or (not logfile and _target["nodaemon"]):
         return sys.stdout
     path = str(logfile) if logfile else "twistd.log"
-    handle = LogFile.fromFullPath(path)
+    # At each rotation (size or SIGUSR1) the old files move up one number (name.1 is the
+    # newest); those past keep_files are deleted, so the log's disk use is bounded.
+    handle = LogFile.fromFullPath(path, maxRotatedFiles=_target["keep_files"])
     _rotate_on_sigusr1(handle, reactor)
     text: IO[str] = handle  # LogFile takes text
     return text

@@ -6,6 +6,7 @@ Shared by the daemon's own settings (``mailsocketd.config``) and the mail side's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -38,6 +39,10 @@ class Table:
 
     def has(self, name: str) -> bool:
         return name in self._raw
+
+    def names(self) -> list[str]:
+        """Every key of this table, in order (for a table whose keys are data, not settings)."""
+        return list(self._raw)
 
     def _get(self, name: str, default: T, check: Callable[[Any], bool], want: str) -> Any:
         self._seen.add(name)
@@ -73,9 +78,10 @@ class Table:
 
     def number(self, name: str, default: float, minimum: float = 0.0,
                maximum: float | None = None) -> float:
-        def ok(v: Any) -> bool:
-            return (isinstance(v, int | float) and not isinstance(v, bool) and v >= minimum
-                    and (maximum is None or v <= maximum))
+        """A finite number (an integer or a float; not inf, not nan) within the bounds."""
+        def ok(v: Any) -> bool:  # inf and nan are no numbers of seconds or bytes
+            return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    and v >= minimum and (maximum is None or v <= maximum))
         want = f"a number >= {minimum:g}" + (f" and <= {maximum:g}" if maximum is not None else "")
         return float(self._get(name, default, ok, want))
 

@@ -26,6 +26,8 @@ from mailsocketd.line.replies import error
 from mailsocketd.line.server import LineServer
 from mailsocketd.logs import configure_target
 from mailsocketd.mail.accounts.service import AccountsService
+from mailsocketd.mail.errors import MailError
+from mailsocketd.mail.tls import load_trust_root
 from mailsocketd.system import raise_open_file_limit
 
 SHUTDOWN = error("server shutting down", close=True)
@@ -127,6 +129,8 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         for key, description in _endpoints(self.config):
             check_endpoint(key, description)
+        for key, path in _ca_files(self.config):
+            check_ca_file(key, path)
         self._choose_log_observer()
 
     def _choose_log_observer(self) -> None:
@@ -134,7 +138,8 @@ class Options(usage.Options):
         parent = getattr(self, "parent", None)
         if parent is None or parent.get("logger") is not None or parent.get("syslog"):
             return
-        configure_target(parent.get("logfile"), bool(parent.get("nodaemon")))
+        configure_target(parent.get("logfile"), bool(parent.get("nodaemon")),
+                         self.config.log.keep_files)
         kind = "json" if self.config.log.format == "json" else "text"
         parent["logger"] = f"mailsocketd.logs.{kind}_observer"
 
@@ -155,6 +160,23 @@ def check_endpoint(key: str, description: str) -> None:
         if description.startswith("systemd:"):
             hint = " (no socket was passed by systemd: LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES)"
         raise usage.UsageError(f"{key}: bad endpoint {description!r}: {e!r}{hint}") from None
+
+
+def _ca_files(config: Config) -> list[tuple[str, str]]:
+    given = [("imap.ca_file", config.imap.ca_file if config.imap else None),
+             ("smtp.ca_file", config.smtp.ca_file if config.smtp else None)]
+    given += [(f"accounts.{a.name}.ca_file", a.ca_file) for a in config.accounts]
+    return [(key, path) for key, path in given if path is not None]
+
+
+def check_ca_file(key: str, path: str) -> None:
+    """Refuse a CA file that cannot be used (missing, unreadable, empty, not PEM), naming the
+    key: found at start-up by the operator, not at a user's login (who must not see the
+    server's paths).  The file is read again at each connection, so a renewed one is used."""
+    try:
+        load_trust_root(path)
+    except MailError as e:
+        raise usage.UsageError(f"{key}: {str(e).removeprefix('ca_file ')}") from None
 
 
 class CloseClientsOnStop(Service):

@@ -125,6 +125,9 @@ class Command:
     summary: str
     args: tuple[Arg, ...] = ()
     needs_login: bool = False
+    # Its reply asks for input up to a lone '.' (send): refused, the input is read and dropped
+    # (refused_input), since the client may be typing it already.
+    reads_input: bool = False
     syntax: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -207,7 +210,7 @@ class ServerView(Protocol):
     @property
     def commands(self) -> Mapping[str, Command]: ...
     def time_reply(self) -> Reply: ...
-    def status_lines(self) -> list[str]: ...
+    def status_lines(self, session: Session | None = None) -> list[str]: ...
 
 
 QUIT = Reply("quit", close=True)
@@ -240,7 +243,7 @@ class CoreCommands:
         return multiline(f"{len(lines)} commands", lines)
 
     def status(self, session: Session) -> Reply:
-        return multiline("status", self.server.status_lines())
+        return multiline("status", self.server.status_lines(session))
 
 
 def core_commands(server: ServerView) -> list[Command]:

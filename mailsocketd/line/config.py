@@ -29,6 +29,11 @@ class LineConfig:
     allow_cleartext_login: bool = False  # `login` on a non-loopback listener without TLS
     login_failures: int = 5  # failed logins from one address before it is locked out
     login_lockout: float = 300.0  # seconds an address stays locked out
+    login_user_failures: int = 20  # failed logins for one user name, from anywhere; 0: no limit
+    login_user_lockout: float = 3600.0  # the window of login_user_failures
+    mail_sessions_per_user: int = 8  # IMAP sessions of one user (Dovecot allows 10 per user+IP)
+    mail_sessions: int = 500  # IMAP sessions of all users together
+    status_users: tuple[str, ...] = ()  # logged-in users shown account lines remotely; "*": all
 
 
 def parse_line(table: Table) -> LineConfig:
@@ -47,6 +52,14 @@ def parse_line(table: Table) -> LineConfig:
         allow_cleartext_login=table.boolean("allow_cleartext_login", d.allow_cleartext_login),
         login_failures=table.integer("login_failures", d.login_failures, 1, 1000),
         login_lockout=table.number("login_lockout", d.login_lockout, 0.0, 86400.0),
+        login_user_failures=table.integer("login_user_failures", d.login_user_failures, 0,
+                                          100_000),
+        login_user_lockout=table.number("login_user_lockout", d.login_user_lockout, 0.0,
+                                        7 * 86400.0),
+        mail_sessions_per_user=table.integer("mail_sessions_per_user",
+                                             d.mail_sessions_per_user, 1, 10_000),
+        mail_sessions=table.integer("mail_sessions", d.mail_sessions, 1, 1_000_000),
+        status_users=table.string_list("status_users", d.status_users),
     )
     table.finish()
     return line

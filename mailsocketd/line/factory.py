@@ -4,6 +4,8 @@ for idle ones."""
 
 from __future__ import annotations
 
+import socket
+import struct
 from typing import cast
 
 from twisted.internet.defer import Deferred
@@ -14,6 +16,21 @@ from mailsocketd.line.protocol import LineProtocol, StreamTransport, describe_pe
 from mailsocketd.line.replies import Reply, error
 from mailsocketd.line.server import LineServer
 from mailsocketd.line.session import Session
+
+
+def peer_uid(transport: object) -> int | None:
+    """The user id of a UNIX socket's peer (SO_PEERCRED, Linux), or None where unknown: the
+    login throttle counts UNIX clients by it, not all as one."""
+    sock = getattr(transport, "socket", None)
+    option = getattr(socket, "SO_PEERCRED", None)
+    if not isinstance(sock, socket.socket) or option is None:
+        return None
+    try:
+        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option,
+                                                              struct.calcsize("3i")))
+    except (OSError, struct.error):
+        return None
+    return int(uid)
 
 
 class RefusedProtocol(Protocol):
@@ -69,6 +86,8 @@ class LineFactory(Factory):
 
     def opened(self, proto: LineProtocol) -> None:
         self.clients.add(proto)
+        if proto.session.host == "unix":
+            proto.session.uid = peer_uid(proto.transport)
         if self._idle_check is None and self._idle_limit > 0:
             self._idle_check = self.clock.callLater(self._idle_limit, self._close_idle)
 
@@ -92,7 +111,10 @@ class LineFactory(Factory):
             since = proto.last_activity
             if now - since >= limit:
                 proto.idle_timeout()
-            elif earliest is None or since < earliest:
+                if proto.closing:
+                    continue
+                since = proto.last_activity  # kept open (it waits for pushed lines)
+            if earliest is None or since < earliest:
                 earliest = since
         if earliest is not None:
             self._idle_check = self.clock.callLater(max(earliest + limit - now, 1.0),

@@ -20,6 +20,7 @@ write.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from typing import Protocol as TypingProtocol
 from typing import cast
@@ -45,6 +46,9 @@ INPUT_BACKLOG = 65536
 # Replies gathered while one packet is served, beyond which they are written at once (so that
 # a full transport can still stop us).
 OUTBOX_LIMIT = 16384
+# TCP keepalive of a watching client once it is quiet for the idle limit: probes after 60 s
+# of silence, every 15 s, 4 unanswered ones end the connection (a dead client found in 2 min).
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 60, 15, 4
 # Connection events, in the namespace the class's Logger would use.
 _events = Events(f"{__name__}.LineProtocol")
 
@@ -76,6 +80,33 @@ def describe_peer(address: IAddress | None) -> tuple[str, str]:
         host = address.host
         return (f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"), host
     return "unix", "unix"
+
+
+def keep_alive(transport: object) -> bool:
+    """Turn on TCP keepalive for a quiet client that waits for pushed lines: a dead one (its
+    host gone, a NAT that forgot it) is found within KEEPALIVE_IDLE + KEEPALIVE_INTERVAL *
+    KEEPALIVE_COUNT seconds and its connection closed.  TLS wraps the TCP transport, so the
+    socket is looked for underneath; a UNIX socket needs none (False: nothing was done)."""
+    for _ in range(3):  # TCP: its own socket; TLS: its TCP transport's
+        sock = getattr(transport, "socket", None)
+        if isinstance(sock, socket.socket):
+            break
+        transport = getattr(transport, "transport", None)
+    else:
+        return False
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+                            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                            ("TCP_KEEPCNT", KEEPALIVE_COUNT)):
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:
+        return False
+    return True
 
 
 def holds_output(transport: object) -> bool:
@@ -452,7 +483,14 @@ class LineProtocol(Protocol):
         return self._closing
 
     def idle_timeout(self) -> None:
-        """Quiet for longer than the limit (the factory watches): say so and close."""
+        """Quiet for longer than the limit (the factory watches): say so and close.  A client
+        that waits for pushed lines (``watch on``) is not idle: it is kept, its quiet time
+        starts again, and TCP keepalive is turned on to find out if it is dead."""
+        awaits_push = self.session.awaits_push
+        if awaits_push is not None and awaits_push(self.session):
+            self.last_activity = self.clock.seconds()
+            keep_alive(self.transport)
+            return
         timeout = self._idle_limit
         self.log.info("{peer}: idle for {timeout:g} s; closing", peer=self.session.peer,
                       timeout=timeout, event="idle_timeout")

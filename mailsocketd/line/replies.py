@@ -37,7 +37,9 @@ class CommandError(UserError):
 class InputReader(Protocol):
     """Takes the lines a client types after a reply that asks for input (``send``'s body).
 
-    The protocol hands it every line (dot-stuffing undone, line end removed) up to a line
+    That reply may be an ``error:`` too: a command refused after the client may already be
+    typing its input takes that input all the same, to drop it, so that none of it runs as
+    commands.  The protocol hands it every line (dot-stuffing undone, line end removed) up to a line
     holding only ``.``, then calls ``finish`` for the reply; ``abandon`` if the client goes away
     first.  The reader enforces its own size limit and reports it from ``finish``.
     """
@@ -97,3 +99,27 @@ def printable(text: str, limit: int = _ECHO_LIMIT) -> str:
     """``text`` made safe to echo back: control and format characters (such as a right-to-left
     override) replaced by ``?``, length capped."""
     return clean(text, replacement="?", limit=limit)
+
+
+class DiscardInput:
+    """The InputReader of a command refused after the client may already be typing its input
+    (``send``): reads the lines up to the lone ``.``, so that none runs as a command, and drops
+    them.  ``finish`` says again why nothing was done."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def line(self, data: bytes) -> None:
+        pass
+
+    def finish(self) -> Reply:
+        return error(f"not sent: {self.reason}")
+
+    def abandon(self) -> None:
+        pass
+
+
+def refused_input(reason: str) -> Reply:
+    """The ``error:`` reply to a command that reads input, refused: its input is consumed."""
+    return Reply(f"error: {reason}; the message up to the lone '.' is discarded",
+                 reader=DiscardInput(reason))

@@ -19,12 +19,15 @@ from mailsocketd import __version__
 from mailsocketd.errors import INTERNAL_ERROR_TEXT, UserError
 from mailsocketd.line.commands import Command, Result, command_table, core_commands
 from mailsocketd.line.config import LineConfig
-from mailsocketd.line.replies import InputReader, Reply, error, printable
+from mailsocketd.line.replies import InputReader, Reply, error, printable, refused_input
 from mailsocketd.line.session import Session
 from mailsocketd.logs import Events
+from mailsocketd.net import is_local
 from mailsocketd.timefmt import format_time
 
-StatusSource = Callable[[], list[str]]
+# A status source's lines for one viewer: "local" (a loopback or UNIX socket client, or the
+# daemon itself), "user" (a remote client logged in as one of [line] status_users), "public".
+StatusSource = Callable[[str], list[str]]
 
 INTERNAL_ERROR = error(INTERNAL_ERROR_TEXT)
 NOT_UTF8 = error("request is not valid UTF-8")
@@ -142,7 +145,8 @@ class LineServer:
         no arguments at all); failures become replies (see _failed)."""
         try:
             if command.needs_login and session.user is None:
-                result: Result = LOGIN_FIRST
+                result: Result = refused_input("login first") if command.reads_input \
+                    else LOGIN_FIRST
             elif text is None:
                 result = command.handler(session)
             else:
@@ -176,6 +180,9 @@ class LineServer:
         and only ``internal error`` shown."""
         value = failure.value
         if isinstance(value, UserError):
+            command = self.commands.get(name)
+            if command is not None and command.reads_input and not value.close:
+                return refused_input(str(value))
             return error(str(value), value.close)
         self.log.failure("command {command!r} from {peer} failed", failure, command=name,
                          peer=session.peer)
@@ -191,8 +198,20 @@ class LineServer:
 
     # -- status ------------------------------------------------------------------------
 
-    def status_lines(self) -> list[str]:
-        """What ``status`` shows: the daemon's numbers, then each status source's lines."""
+    def status_viewer(self, session: Session | None) -> str:
+        """Who asks ``status`` (see StatusSource): what the sources may show them."""
+        if session is None or is_local(session.host):
+            return "local"
+        allowed = {name.casefold() for name in self.config.status_users}
+        user = session.user
+        if user is not None and ("*" in allowed or user.name.casefold() in allowed):
+            return "user"
+        return "public"
+
+    def status_lines(self, session: Session | None = None) -> list[str]:
+        """What ``status`` shows ``session``: the daemon's numbers, then each status source's
+        lines for its viewer (None: everything, as to a local client)."""
+        viewer = self.status_viewer(session)
         now = self.clock.seconds()
         lines = [
             f"version: mailsocketd {__version__}",
@@ -204,7 +223,7 @@ class LineServer:
         ]
         for source in self.status_sources:
             try:
-                lines.extend(source())
+                lines.extend(source(viewer))
             except Exception:
                 self.log.failure("a status source failed")
                 lines.append("(a status source failed; see the log)")

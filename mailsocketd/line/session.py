@@ -32,8 +32,13 @@ class Session:
     peer: str
     host: str
     secure: bool = False
+    uid: int | None = None  # a UNIX socket client's user id (SO_PEERCRED), when known
     user: User | None = None
     push: Callable[[str], None] = field(default=no_push, repr=False)
+    # Set by a command that pushes lines (``watch on``): while it says so, the client waits
+    # for them, and a quiet connection is not idle (the idle limit keeps it, TCP keepalive
+    # watches it).  Asked only when the idle limit is reached.
+    awaits_push: Callable[[Session], bool] | None = field(default=None, repr=False)
     commands: int = 0
     closed: bool = False  # the connection has gone; whatever was in flight for it must end
     # Run once, with the session, when the connection closes.

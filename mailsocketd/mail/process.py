@@ -6,11 +6,24 @@ and standard error are kept only up to a cap each (standard error not at all unl
 might echo what the program was given), and the program is killed when it outlives its
 timeout, so a stuck helper can neither hang the daemon nor fill its memory.  This is the
 daemon's one way of running a program.
+
+Each program runs in a process group of its own (started through ``setsid``, as
+``reactor.spawnProcess`` has no ``start_new_session``), so that what it starts goes with it:
+
+* it is finished when the program exits, not when its output pipes close: a child it left
+  behind (``sleep 400 &``) holding them no longer holds up the result (what the program wrote
+  before it exited is kept);
+* then whatever is left of its group is killed: a helper that means to leave something running
+  must start it in a session of its own (``setsid``), which takes it out of our hands;
+* on timeout, on cancel and when the daemon stops, the whole group is killed (SIGKILL).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,9 +34,29 @@ from twisted.internet.interfaces import IDelayedCall, IProcessProtocol, IProcess
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-__all__ = ["ProcessReactor", "ProcessResult", "ProcessStartError", "run_process"]
+__all__ = ["PASSED_ENVIRONMENT", "ProcessReactor", "ProcessResult", "ProcessStartError",
+           "run_process", "scrubbed_environment"]
 
 DEFAULT_MAX_OUTPUT = 65536
+EXIT_GRACE = 1.0  # seconds the pipes may stay open after the program exited (an escaped child)
+# util-linux setsid(1) calls setsid() and execs the program: same pid, so exit status and
+# signals are the program's own, and its pid is its process group.  Without it (not Linux),
+# programs run in the daemon's group and only the program itself is killed.
+SETSID = shutil.which("setsid") or ("/usr/bin/setsid" if os.path.exists("/usr/bin/setsid")
+                                    else None)
+# What a helper (new-mail hook, sendmail) gets of the daemon's environment: harmless variables
+# and the session-bus ones desktop notifiers need.  Never the rest: it may hold a password
+# (``password_env``).
+PASSED_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
+                      "DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR",
+                      "DBUS_SESSION_BUS_ADDRESS")
+
+
+def scrubbed_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The PASSED_ENVIRONMENT part of ``base``, with a default PATH when it has none."""
+    env = {k: base[k] for k in PASSED_ENVIRONMENT if k in base}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
 
 
 class ProcessReactor(Protocol):
@@ -100,6 +133,9 @@ class _Collector(ProcessProtocol):
         self.done: Deferred[ProcessResult] = Deferred(self._cancel)
         self.timed_out = False
         self.timer: IDelayedCall | None = None
+        self.group: int | None = None  # the program's process group, when it has its own
+        self.clock: ProcessReactor | None = None
+        self._exited: Failure | None = None
 
     def connectionMade(self) -> None:
         stdin, self._stdin = self._stdin, b""  # not kept: it may be a whole message
@@ -115,9 +151,16 @@ class _Collector(ProcessProtocol):
         self._stderr.add(data)
 
     def _kill(self) -> None:
+        """SIGKILL the program and everything in its process group."""
+        self._kill_group()
         with contextlib.suppress(Exception):  # it ended meanwhile: processEnded follows
-            if self.transport is not None:
+            if self.transport is not None and self._exited is None:
                 self.transport.signalProcess("KILL")
+
+    def _kill_group(self) -> None:
+        if self.group is not None:
+            with contextlib.suppress(OSError):  # nothing left in it
+                os.killpg(self.group, signal.SIGKILL)
 
     def time_out(self) -> None:
         """The timeout: end the program the hard way."""
@@ -131,14 +174,33 @@ class _Collector(ProcessProtocol):
         self.timer = None
 
     def _cancel(self, done: Deferred[ProcessResult]) -> None:
-        """Cancelling the result kills the program and forgets it."""
+        """Cancelling the result kills the program's group and forgets it."""
         self._stop_timer()
         self._kill()
+        if self._exited is not None:  # a child out of the group may hold the pipes
+            self._close_pipes()
+
+    def processExited(self, reason: Failure) -> None:
+        """The program exited: kill what it left in its group (pipe holders among them), and
+        give the pipes EXIT_GRACE to close (a child that left the group may hold them)."""
+        self._exited = reason
+        self._stop_timer()
+        self._kill_group()
+        if not self.done.called and self.clock is not None:
+            self.timer = self.clock.callLater(EXIT_GRACE, self._close_pipes)
+
+    def _close_pipes(self) -> None:
+        """Stop waiting for the pipes: close our ends; processEnded follows."""
+        self.timer = None
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def processEnded(self, reason: Failure) -> None:
         self._stop_timer()
         if self.done.called:  # cancelled
             return
+        if self._exited is not None:
+            reason = self._exited
         code: int | None = 0
         sig: int | None = None
         if isinstance(reason.value, ProcessTerminated):
@@ -154,14 +216,33 @@ def run_process(reactor: ProcessReactor, argv: Sequence[str], env: Mapping[str, 
     """Run ``argv`` (no shell) with ``env`` and ``stdin`` on its standard input; fire with its
     ProcessResult, holding at most ``max_output`` bytes of stdout and ``max_stderr`` of stderr.
 
-    The program is killed (SIGKILL) after ``timeout`` seconds.  Fails with ProcessStartError
-    when the program cannot be started.  Cancelling the result kills the program.
+    It runs in a process group of its own (see the module doc): the result comes when it
+    exits, and what it left in its group is killed then.  The group is killed (SIGKILL) after
+    ``timeout`` seconds or when the result is cancelled.  Fails with ProcessStartError when the
+    program cannot be started.
     """
     collector = _Collector(stdin, max_output, max_stderr, timeout)
+    collector.clock = reactor
     try:
-        reactor.spawnProcess(collector, argv[0], list(argv), env=dict(env))
+        program = _executable(argv[0], env)  # argv[0] itself is passed on as configured
+        if SETSID is None:
+            reactor.spawnProcess(collector, program, list(argv), env=dict(env))
+        else:  # setsid(1) finds argv[0] in env's PATH, as _executable just did
+            reactor.spawnProcess(collector, SETSID, [SETSID, "--", *argv], env=dict(env))
+            collector.group = getattr(collector.transport, "pid", None)
     except OSError as e:
         return fail(ProcessStartError(f"cannot run {argv[0]}: {e.strerror or e}"))
     if not collector.done.called:
         collector.timer = reactor.callLater(timeout, collector.time_out)
     return collector.done
+
+
+def _executable(program: str, env: Mapping[str, str]) -> str:
+    """The file ``program`` names (searched in ``env``'s PATH when it has no ``/``); OSError
+    when it cannot be run (setsid would only report that as its own exit status)."""
+    path = program if "/" in program else shutil.which(program, path=env.get("PATH", ""))
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(2, os.strerror(2))
+    if not os.access(path, os.X_OK):
+        raise PermissionError(13, os.strerror(13))
+    return path

@@ -32,8 +32,8 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFrom
 from mailsocketd.mail.address import ServerAddress
 from mailsocketd.mail.errors import MailError
 
-__all__ = ["ConnectReactor", "ReactorClock", "TlsPolicy", "choose_mechanism", "load_trust_root",
-           "mechanism_order", "server_endpoint", "tls_options"]
+__all__ = ["CaFileError", "ConnectReactor", "ReactorClock", "TlsPolicy", "choose_mechanism",
+           "load_trust_root", "mechanism_order", "server_endpoint", "tls_options"]
 
 PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
 MAX_CA_FILE = 1 << 20
@@ -73,6 +73,11 @@ class TlsPolicy:
         return tls_options(host, self.ca_file)
 
 
+class CaFileError(MailError):
+    """A ``ca_file`` that cannot be used (missing, unreadable, empty, not PEM): the operator's
+    to fix.  Its text names the file, so it is for the log and status, not for line users."""
+
+
 def load_trust_root(ca_file: str) -> Any:
     """The certificates of a PEM file as a trust root (an IOpenSSLTrustRoot, an interface
     Twisted exports only from a private module); MailError naming the file if unusable."""
@@ -80,14 +85,14 @@ def load_trust_root(ca_file: str) -> Any:
         with open(ca_file, "rb") as f:
             data = f.read(MAX_CA_FILE)
     except OSError as e:
-        raise MailError(f"ca_file {ca_file}: cannot read: {e.strerror}") from None
+        raise CaFileError(f"ca_file {ca_file}: cannot read: {e.strerror}") from None
     blocks = [PEM_BEGIN + part for part in data.split(PEM_BEGIN)[1:]]
     try:
         certificates = [Certificate.loadPEM(block) for block in blocks]
     except Exception:  # pyOpenSSL raises its own error types
-        raise MailError(f"ca_file {ca_file}: not a PEM certificate file") from None
+        raise CaFileError(f"ca_file {ca_file}: not a PEM certificate file") from None
     if not certificates:
-        raise MailError(f"ca_file {ca_file}: no certificate in it")
+        raise CaFileError(f"ca_file {ca_file}: no certificate in it")
     return trustRootFromCertificates(certificates)
 
 

@@ -273,6 +273,8 @@ auth_mechanisms = plain login
 # alice@$MAIL_DOMAIN (an LMTP recipient) and alice are the same user
 auth_username_format = %Ln
 auth_failure_delay = 0
+# mailsocketd forwards its line clients' addresses with ID (x-originating-ip): believed from here
+login_trusted_networks = 127.0.0.0/8
 mail_location = maildir:~/Maildir
 mail_fsync = never
 mail_max_userip_connections = 1000

@@ -29,7 +29,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.protocol import ServerFactory
 from twisted.internet.task import deferLater
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import capturedLogs, formatEvent, globalLogPublisher
 from twisted.protocols import portforward
 from twisted.protocols.basic import LineReceiver
 
@@ -423,3 +423,70 @@ async def test_a_hostile_server_is_dropped_with_a_logged_error(tmp_path, attack,
     logged = [e for e in events.events if e.get("event") == "protocol_error"]
     assert logged and logged[0]["error"] == message
     assert factory.statuses >= 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_account_watching_mailboxes_with_brackets_and_backslashes_settles(
+        mailserver, tmp_path):
+    """STATUS replies naming ``a[b`` (an atom, as Dovecot sends it) broke the parser: the
+    account never settled (issue 11, item 14)."""
+    tag = uuid.uuid4().hex[:6]
+    boxes = [f"a[b{tag}", f"x]y{tag}", f"[Gmail{tag}]", f"back\\slash{tag}"]
+
+    def create():
+        for box in boxes:
+            mailserver._doveadm("mailbox", "create", "-u", "alice", box)
+
+    await threads.deferToThread(create)
+    account = imaps_account(mailserver, tmp_path, mailboxes=boxes)
+    async with Watching(account) as w:
+        await eventually(lambda: all(counts_of(w, box) is not None for box in boxes),
+                         what="the first check of every mailbox")
+        assert [counts_of(w, box).messages for box in boxes] == [0, 0, 0, 0]
+        await eventually(lambda: state_of(w) == "idling", what="idling")
+        assert all(line.endswith(" error=-") for line in w.state.status_lines())
+
+
+def _ended(pid):
+    """No such process, or a zombie (reparented, not ours to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest_twisted.ensureDeferred
+async def test_helpers_that_leave_children_behind_neither_stall_nor_leak(mailserver, tmp_path):
+    """A password_command and a hook that each leave a 30 s child holding their output: the
+    login goes on at once, each new-mail run ends when the hook exits (not 30 or 60 s later),
+    and the children are killed with their process groups (issue 11, item 15)."""
+    await threads.deferToThread(mailserver.clear_mailbox, "bob")
+    pids = tmp_path / "pids"
+    runs = tmp_path / "runs"
+
+    def leaving_a_child(then):
+        return [sys.executable, "-c",
+                "import subprocess, sys\n"
+                "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+                f"open({str(pids)!r}, 'a').write(str(c.pid) + chr(10))\n" + then]
+
+    password = leaving_a_child(f"print({mailserver.users['bob']!r})")
+    hook = leaving_a_child(f"open({str(runs)!r}, 'a').write('run' + chr(10))")
+    account = imaps_account(mailserver, tmp_path, user="bob", password_command=password,
+                            on_new_mail=hook, on_new_mail_delay=0.2)
+    with capturedLogs() as events:
+        async with Watching(account) as w:
+            await eventually(lambda: state_of(w) == "idling", timeout=5, what="idling")
+            for n in (1, 2):
+                await threads.deferToThread(mailserver.deliver, "bob", f"child {n}")
+                await eventually(lambda n=n: runs.exists() and
+                                 len(runs.read_text().splitlines()) == n, timeout=5,
+                                 what=f"hook run {n}")
+                await eventually(lambda: not w.hook._running, timeout=5, what="its end")
+    outcomes = [e["outcome"] for e in events if e.get("event") == "hook"]
+    assert outcomes == ["exited with status 0"] * 2
+    children = [int(p) for p in pids.read_text().split()]
+    assert len(children) == 3  # the password command's and two hook runs'
+    await eventually(lambda: all(_ended(pid) for pid in children), timeout=5,
+                     what="the children's end")

@@ -384,3 +384,70 @@ def test_open_file_limit_is_raised(tmp_path):
         out = proc.communicate(timeout=15)[0].decode()
     assert int(soft) == hard > 256
     assert f"open-file limit raised from 256 to {hard}" in out
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ("[imap]\nserver = 'tls:127.0.0.1:993'\n", "imap.ca_file"),
+    ("[smtp]\nserver = 'tls:127.0.0.1:465'\n", "smtp.ca_file"),
+])
+def test_a_ca_file_that_cannot_be_used_stops_twistd(tmp_path, table, key):
+    """Issue 11 item 16: a missing or empty ca_file started silently, and a user's login
+    showed its path.  Now twistd stops at start-up with a line naming the key."""
+    empty = tmp_path / "empty.pem"
+    empty.write_bytes(b"")
+    for path, problem in ((tmp_path / "missing.pem", "cannot read: No such file or directory"),
+                          (empty, "no certificate in it")):
+        config = tmp_path / "m.toml"
+        config.write_text(f"{table}ca_file = '{path}'\n")
+        result = subprocess.run(
+            twistd_command(["--config", str(config), "--listen",
+                            f"tcp:{free_port()}:interface=127.0.0.1"]),
+            capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        assert result.returncode != 0
+        assert f"{key}: {path}: {problem}" in result.stdout + result.stderr
+
+
+def test_idle_timeout_inf_stops_twistd(tmp_path):
+    """Issue 11 item 16: ``idle_timeout = inf`` was accepted."""
+    config = tmp_path / "m.toml"
+    config.write_text("[line]\nidle_timeout = inf\n")
+    for args in (["--config", str(config)], ["--idle-timeout", "inf"]):
+        listen = ["--listen", f"tcp:{free_port()}:interface=127.0.0.1"]
+        result = subprocess.run(twistd_command(args + listen), capture_output=True, text=True,
+                                timeout=30, cwd=tmp_path)
+        assert result.returncode != 0
+        assert "line.idle_timeout: expected a number >= 0, got float inf" in (
+            result.stdout + result.stderr)
+
+
+def test_logfile_keeps_keep_files_old_files(tmp_path):
+    """Issue 11 item 18: with --logfile, old log files were never removed.  Each rotation
+    (SIGUSR1 here, or every 1,000,000 bytes) now deletes those past ``[log] keep_files``."""
+    port = free_port()
+    logfile, config = tmp_path / "m.log", tmp_path / "m.toml"
+    config.write_text("[log]\nkeep_files = 2\n")
+    for n in range(1, 6):  # old files of an earlier run, past the limit
+        (tmp_path / f"m.log.{n}").write_text(f"old {n}\n")
+    cmd = [TWISTD, "-n", f"--logfile={logfile}", "--pidfile=", "mailsocketd", "--config",
+           str(config), "--log-commands", "--listen", f"tcp:{port}:interface=127.0.0.1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, proc, 30)
+        for n in range(4):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(f"rotation{n}\r\nquit\r\n".encode())
+                read_until_close(s)
+            time.sleep(0.3)  # the log is written every 50 ms
+            proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 10
+            while f"rotation{n}" not in (tmp_path / "m.log.1").read_text(errors="replace"):
+                assert time.monotonic() < deadline, "SIGUSR1 did not rotate the log"
+                time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("m.log"))
+    assert names == ["m.log", "m.log.1", "m.log.2"], names
+    assert "rotation3" in (tmp_path / "m.log.1").read_text()
+    assert "rotation2" in (tmp_path / "m.log.2").read_text()

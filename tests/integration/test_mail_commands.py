@@ -13,6 +13,7 @@ import imaplib
 import re
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -104,9 +105,11 @@ def logged_in(daemon: Daemon, user: str, server: MailServer) -> LineClient:
 
 def test_mail_commands_need_login(maild: Daemon) -> None:
     with LineClient.connect(maild.port) as c:
-        for command in ("check", "list", "read 1", "delete 1", "send bob@example.test",
-                        "watch on", "mailboxes"):
+        for command in ("check", "list", "read 1", "delete 1", "watch on", "mailboxes"):
             assert c.ask(command) == "error: login first", command
+        assert c.ask("send bob@example.test") == (  # and its message is read, and dropped
+            "error: login first; the message up to the lone '.' is discarded")
+        assert c.ask(".") == "error: not sent: login first"
         assert re.match(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d$", c.ask("time"))
 
 
@@ -178,6 +181,7 @@ def test_mailboxes_and_bad_arguments(maild: Daemon, mailserver: MailServer) -> N
         assert c.ask("check No-Such-Box").startswith("error: ")
         assert c.ask("watch sideways") == "error: usage: watch on|off [MAILBOX]"
         assert c.ask("send not-an-address").startswith("error: ")
+        assert c.ask(".").startswith("error: not sent: ")  # the refused send's message ends
         assert c.ask("logout") == "ok logged out"
         assert c.ask("check") == "error: login first"
 
@@ -351,9 +355,11 @@ def test_dovecot_killed_mid_session(maild: Daemon, mailserver: MailServer) -> No
         assert c.ask("check").startswith("ok INBOX ")
         try:
             mailserver.kill_dovecot()
-            lost = c.raw_line(timeout=15)
-            assert lost.startswith("error: mail session lost ("), lost
+            lost = c.raw_line(timeout=15)  # pushed (issue 11 item 19): a `* ` line
+            assert lost.startswith("* mail session lost ("), lost
             assert lost.endswith("; login again")
+            again = c.ask("check")
+            assert again.startswith("error: the mail session was lost ("), again
             assert c.ask("check") == "error: login first"
             refused = c.ask("login alice pw")
             assert refused.startswith("error: ") and "refused" in refused, refused
@@ -392,3 +398,334 @@ def test_tls_listener_for_remote_users(mailserver: MailServer, tmp_path) -> None
             assert c.ask("quit") == "quit"
     finally:
         daemon.stop()
+
+
+# -- issue 11 items 6 and 8: the lock-out holds under concurrency; Dovecot sees the client ---
+
+def client_from(daemon: Daemon, source: str) -> LineClient:
+    """A line client connecting from ``source``, another loopback address than the daemon's
+    own (127.0.0.1), so that Dovecot's log tells which address it was given."""
+    sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=15,
+                                    source_address=(source, 0))
+    return LineClient(sock, timeout=30)
+
+
+def fresh_loopback() -> str:
+    return f"127.{uuid.uuid4().int % 200 + 20}.{uuid.uuid4().int % 250 + 1}.7"
+
+
+def dovecot_lines(server: MailServer, rip: str) -> list[str]:
+    return [line for line in server.dovecot_log.read_text(errors="replace").splitlines()
+            if f"rip={rip}," in line]
+
+
+def test_dovecot_sees_the_line_clients_address_through_id(maild: Daemon,
+                                                          mailserver: MailServer) -> None:
+    source = fresh_loopback()
+    with client_from(maild, source) as c:
+        assert c.ask("login alice pw") == "ok logged in as alice"
+        assert c.ask("check").startswith("ok INBOX ")
+        who = mailserver._doveadm("who", "-1", "alice")
+        assert source in who, who
+    logins = [line for line in dovecot_lines(mailserver, source) if "Login: user=<alice>" in line]
+    assert len(logins) == 1, mailserver.log_tail()
+
+
+def test_wrong_logins_sent_at_once_reach_dovecot_at_most_login_failures_times(
+        mailserver: MailServer, tmp_path) -> None:
+    daemon = start_daemon(tmp_path, config_toml=mail_config(mailserver, login_failures=5))
+    source = fresh_loopback()
+    try:
+        clients = [client_from(daemon, source) for _ in range(30)]
+        for c in clients:
+            c.send("login alice wrong-password")
+        replies = sorted(c.line(timeout=60) for c in clients)
+        for c in clients:
+            c.close()
+        failed = [r for r in replies if r == "error: login failed: wrong user name or password"]
+        assert len(failed) == 5, replies
+        assert all(r.startswith("error: too many ") for r in replies if r not in failed), replies
+        with client_from(daemon, source) as c:  # the 31st, with the right password
+            refused = c.ask("login alice pw")
+            assert refused.startswith("error: too many failed logins from your address"), refused
+    finally:
+        daemon.stop()
+    tried = [line for line in dovecot_lines(mailserver, source) if "auth failed" in line]
+    assert len(tried) == 5, tried  # and Dovecot saw them come from the client's address
+
+
+def test_sessions_per_user_are_capped_below_dovecots_limit(maild: Daemon,
+                                                           mailserver: MailServer) -> None:
+    clients = [LineClient.connect(maild.port) for _ in range(9)]
+    try:
+        for c in clients[:8]:  # the default cap, mail_sessions_per_user = 8
+            assert c.ask("login bob pw") == "ok logged in as bob"
+        assert clients[8].ask("login bob pw") == (
+            "error: too many mail sessions for this user (8 at most); log out of another first")
+        assert clients[0].ask("logout") == "ok logged out"
+        assert clients[8].ask("login bob pw") == "ok logged in as bob"
+    finally:
+        for c in clients:
+            c.close()
+
+
+# -- issue 11: a refused send, recipient words, a big send -------------------------------------
+
+DISCARDED = "; the message up to the lone '.' is discarded"
+
+
+def test_a_refused_send_never_runs_its_message_as_commands(maild: Daemon, mailserver: MailServer,
+                                                           tmp_path) -> None:
+    """Item 4: in one write, a refused send and a message holding 'delete UID' and 'logout'
+    (bad recipient; no [smtp]; not logged in): nothing typed after the send runs."""
+    box = fresh_mailbox(mailserver, "alice", message("keep me", "k\n"))
+    config = mail_config(mailserver).split("[smtp]")[0]  # a second daemon, without [smtp]
+    nosmtp = start_daemon(tmp_path, config_toml=config)
+    try:
+        for daemon, send, reason in [
+                (maild, "send bob@example..test",
+                 "bad recipient 'bob@example..test': not a plain local@domain address"),
+                (nosmtp, "send bob@example.test",
+                 "sending is not configured on this server (no [smtp])")]:
+            with logged_in(daemon, "alice", mailserver) as c:
+                uid = uids_of(c.ask_multi(f"list {box}").body)[0]
+                c.sock.sendall(f"{send}\r\nSubject: todo\r\n\r\ndelete {uid}\r\nlogout\r\n"
+                               "quit\r\n.\r\n".encode())
+                assert c.line() == f"error: {reason}{DISCARDED}"
+                assert c.line() == f"error: not sent: {reason}"
+                assert c.ask(f"check {box}").startswith(f"ok {box} messages=1 ")  # logged in
+            assert mailserver.message_count("alice", box) == 1  # nothing deleted
+        with LineClient.connect(nosmtp.port) as c:  # not logged in: the same
+            c.sock.sendall(b"send bob@example.test\r\nlogin alice pw\r\n.\r\ncheck\r\n")
+            assert c.line() == f"error: login first{DISCARDED}"
+            assert c.line() == "error: not sent: login first"
+            assert c.line() == "error: login first"  # the login line was message text
+    finally:
+        nosmtp.stop()
+
+
+def test_recipients_separated_by_spaces_each_get_the_message(maild: Daemon,
+                                                             mailserver: MailServer) -> None:
+    """Item 5: 'send a@x b@y' reached nobody ('a@xb@y'), 'send bob @example.test' reached
+    bob@example.test."""
+    subject = "both " + uuid.uuid4().hex[:8]
+    with logged_in(maild, "alice", mailserver) as c:
+        assert c.ask("send bob @example.test") == (
+            f"error: bad recipient 'bob': missing @domain{DISCARDED}")
+        assert c.ask(".") == "error: not sent: bad recipient 'bob': missing @domain"
+        assert c.ask("send alice@example.test bob@example.test").startswith("ok ready")
+        for line in (f"Subject: {subject}", "", "to both", "."):
+            c.send(line)
+        assert c.line().startswith("ok sent <")
+    for user in ("alice", "bob"):
+        conn = imap(mailserver, user)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                conn.select("INBOX")
+                found = conn.search(None, "SUBJECT", f'"{subject}"')[1][0].split()
+                if found or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert len(found) == 1, user
+        finally:
+            conn.logout()
+
+
+def _rss(pid: int, field: str) -> int:
+    """A /proc/PID/status memory field (VmRSS, VmHWM) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_a_big_send_holds_little_memory_and_never_stalls_other_clients(
+        mailserver: MailServer, tmp_path) -> None:
+    """Item 9, measured on the real daemon: 8 MB typed in 2-byte lines (the worst case for an
+    object per line).  Today: a peak of about 30 times the typed size, and the other clients
+    frozen for seconds at the '.' (measured here: 58 times, 2.5 s).  Bounds, generous for a
+    shared machine: the daemon's peak memory grows by at most 3 times the typed size
+    (measured: 2.1; the buffer and the message, once), and another client's ``time`` is
+    answered within 50 ms at the median and 300 ms at the worst, throughout (measured: about
+    6 ms and 60 ms)."""
+    import threading
+
+    config = mail_config(mailserver, smtp_port=free_port())  # submission fails at once: the
+    daemon = start_daemon(tmp_path, config_toml=config)     # typing and composing are measured
+    lines = 2_000_000
+    typed = lines * len(b"ab\r\n")  # 8 MB
+    waits: list[float] = []
+    done = threading.Event()
+
+    def ask_time() -> None:
+        with LineClient.connect(daemon.port) as other:
+            while not done.is_set():
+                started = time.monotonic()
+                assert re.match(r"^\d{4}/", other.ask("time"))
+                waits.append(time.monotonic() - started)
+                time.sleep(0.01)
+
+    try:
+        with logged_in(daemon, "alice", mailserver) as c:
+            assert c.ask("time")
+            before = _rss(daemon.proc.pid, "VmRSS")
+            with open(f"/proc/{daemon.proc.pid}/clear_refs", "w") as f:
+                f.write("5")  # the peak (VmHWM) starts again from now
+            asker = threading.Thread(target=ask_time)
+            asker.start()
+            try:
+                assert c.ask("send bob@example.test").startswith("ok ready")
+                c.sock.sendall(b"ab\r\n" * lines + b".\r\n")
+                outcome = c.line(timeout=60)
+                time.sleep(0.3)  # and a few more asks after it
+            finally:
+                done.set()
+                asker.join(30)
+            assert outcome.startswith("error: not sent: "), outcome  # no SMTP server there
+            grown = _rss(daemon.proc.pid, "VmHWM") - before
+    finally:
+        daemon.stop()
+    waits.sort()
+    assert len(waits) > 20
+    median, worst = waits[len(waits) // 2], waits[-1]
+    print(f"peak memory grew {grown / typed:.2f} x the typed size; time: median "
+          f"{median * 1000:.1f} ms, worst {worst * 1000:.1f} ms over {len(waits)} asks")
+    assert grown <= 3 * typed, f"peak memory grew by {grown / typed:.1f} x the typed size"
+    assert median < 0.05 and worst < 0.3, f"median {median:.3f} s, worst {worst:.3f} s"
+
+
+# -- issue 11 items 10, 11 and 12: list off the reactor, watch is not idle, clean names ---
+
+def heavy_header_message(n: int) -> bytes:
+    """A message whose From lists 140 addresses: about 2 KB (the HEADER.FIELDS ``list``
+    fetches) that the general address parser takes about 1 ms to summarize."""
+    senders = ", ".join(f"u{j}@x{n}.example.org" for j in range(90))
+    return (f"Subject: heavy {n}\r\nDate: {formatdate(localtime=True)}\r\n"
+            f"To: alice@example.test\r\nFrom: {senders}\r\n\r\nbody {n}\r\n").encode()
+
+
+def time_latencies(port: int, stop: threading.Event, out: list[float]) -> None:
+    """Ask ``time`` on a connection of its own until ``stop``; every round trip in ``out``."""
+    with LineClient.connect(port) as c:
+        while not stop.is_set():
+            started = time.perf_counter()
+            assert re.match(r"^\d{4}/", c.ask("time"))
+            out.append(time.perf_counter() - started)
+            time.sleep(0.005)
+
+
+def test_list_of_heavy_headers_does_not_hold_up_other_clients(maild: Daemon,
+                                                             mailserver: MailServer) -> None:
+    """Issue 11 item 10: ``list 500`` of heavy headers held other clients' ``time`` up to
+    0.28 s (summarized on the reactor thread; here about 0.5 s).  Summarized in the thread
+    pool, as ``read`` renders, the reactor answers ``time`` meanwhile."""
+    box = fresh_mailbox(mailserver, "alice", *(heavy_header_message(n) for n in range(500)))
+    with logged_in(maild, "alice", mailserver) as c:
+        assert len(c.ask_multi(f"list 500 {box}").body) == 500  # warm: the mailbox selected
+        stop, latencies = threading.Event(), list[float]()
+        prober = threading.Thread(target=time_latencies, args=(maild.port, stop, latencies))
+        prober.start()
+        try:
+            time.sleep(0.2)
+            for _ in range(3):
+                started = time.perf_counter()
+                listing = c.ask_multi(f"list 500 {box}")
+                took = time.perf_counter() - started
+                assert len(listing.body) == 500 and "heavy 499" in listing.body[0]
+        finally:
+            stop.set()
+            prober.join(10)
+    assert len(latencies) > 20, latencies
+    worst = max(latencies)
+    # Generous: before the fix the worst was the whole summarizing, 0.3 to 0.6 s here.
+    assert worst < 0.15, f"time took {worst:.3f} s during list 500 (list took {took:.3f} s)"
+
+
+def test_watch_is_not_ended_by_the_idle_timeout(mailserver: MailServer, tmp_path) -> None:
+    """Issue 11 item 11: with ``idle_timeout = 5`` a watcher got mail pushed at 3.6 s and was
+    closed at 6.0 s.  A watching client is kept however long it is quiet (TCP keepalive
+    watches it); after ``watch off`` the idle timeout applies again."""
+    mailserver.clear_mailbox("bob")
+    daemon = start_daemon(tmp_path, config_toml=mail_config(mailserver, idle_timeout=5))
+    try:
+        with logged_in(daemon, "bob", mailserver) as bob:
+            assert bob.ask("watch on").startswith("ok watching INBOX ")
+            time.sleep(3.6)
+            mailserver.deliver("bob", "while watching", wait=True)
+            pushed, _ = bob.wait_push("* new mail: INBOX", timeout=10)
+            assert pushed.startswith("* new mail: INBOX messages=1 ")
+            time.sleep(9)  # quiet for almost twice the limit past the push: still there
+            with pytest.raises(TimeoutError):
+                bob.raw_line(timeout=0.1)  # nothing came: no idle-timeout line, no close
+            assert re.match(r"^\d{4}/", bob.ask("time"))
+            assert bob.ask("watch off") == "ok not watching"
+            started = time.monotonic()
+            assert bob.raw_line(timeout=15) == "error: idle timeout (5 s), closing"
+            assert 4 < time.monotonic() - started < 10
+    finally:
+        daemon.stop()
+    assert "Traceback" not in daemon.log()
+
+
+def test_mailbox_names_with_bidi_and_c1_characters_are_shown_cleaned(
+        maild: Daemon, mailserver: MailServer) -> None:
+    """Issue 11 item 12: a mailbox named ``&AJs-2J`` (U+009B, CSI) was printed raw by
+    ``mailboxes``; ``check \\u202egpj.exe`` echoed U+202E, and so did the ``list`` head line,
+    ``watch`` and ``* new mail:``.  Every one goes through the one cleaner: ``?``."""
+    tag = uuid.uuid4().hex[:6]
+    csi_box, rlo_box = f"T-{tag}&AJs-2J", f"T-{tag}&IC4-gpj.exe"  # as IMAP spells them
+    conn = imap(mailserver, "alice")
+    try:
+        for box in (csi_box, rlo_box):
+            assert conn.create(box)[0] == "OK", box
+        assert conn.append(rlo_box, "", imaplib.Time2Internaldate(time.time()),
+                           message("mirrored", "m\n"))[0] == "OK"
+    finally:
+        conn.logout()
+    typed = f"T-{tag}\u202egpj.exe"
+    shown = f"T-{tag}?gpj.exe"
+    with logged_in(maild, "alice", mailserver) as c:
+        boxes = c.ask_multi("mailboxes")
+        assert f"messages=0 unseen=0 T-{tag}?2J" in boxes.body, boxes.body
+        assert f"messages=1 unseen=1 {shown}" in boxes.body, boxes.body
+        assert c.ask(f"check {typed}").startswith(f"ok {shown} messages=1 unseen=1 recent=")
+        listing = c.ask_multi(f"list 5 {typed}")
+        head = LIST_HEAD.match(listing.head)
+        assert head and head.group(3) == shown, listing.head
+        uid = uids_of(listing.body)[0]
+        assert c.ask_multi(f"read {uid}").head.startswith(f"ok message {uid} in {shown} (")
+        assert c.ask(f"watch on {typed}").startswith(
+            f"ok watching {shown} messages=1 unseen=0 recent=")
+        conn = imap(mailserver, "alice")
+        try:
+            conn.append(rlo_box, "", imaplib.Time2Internaldate(time.time()),
+                        message("second", "s\n"))
+        finally:
+            conn.logout()
+        pushed, _ = c.wait_push("* new mail: ", timeout=10)
+        assert pushed == f"* new mail: {shown} messages=2 unseen=1", pushed
+        assert c.ask("watch off") == "ok not watching"
+        everything = " ".join([*boxes.lines, *listing.lines, pushed])
+        assert "\u202e" not in everything and "\x9b" not in everything
+
+
+def test_read_counts_every_attachment(maild: Daemon, mailserver: MailServer) -> None:
+    """Issue 11 item 17: ``read`` of a message with 20,000 attachments said ``... and 900
+    more`` (counted among the first 1,000 parts only).  All are counted."""
+    parts = "".join(f"--b\r\nContent-Type: image/png\r\nContent-Disposition: attachment; "
+                    f'filename="p{n}.png"\r\n\r\nx\r\n' for n in range(20_000))
+    raw = ("From: many@example.org\r\nTo: alice@example.test\r\nSubject: many parts\r\n"
+           f"Date: {formatdate(localtime=True)}\r\nMIME-Version: 1.0\r\n"
+           'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+           "--b\r\nContent-Type: text/plain\r\n\r\nSee the attachments.\r\n"
+           f"{parts}--b--\r\n").encode()
+    assert len(raw) < 4 << 20  # read fetches it whole (imap.read_limit)
+    box = fresh_mailbox(mailserver, "alice", raw)
+    with logged_in(maild, "alice", mailserver) as c:
+        uid = uids_of(c.ask_multi(f"list 1 {box}").body)[0]
+        read = c.ask_multi(f"read {uid} {box}")
+        assert "See the attachments." in read.body
+        assert "  100. p99.png (image/png, 1 B)" in read.body
+        assert read.body[-1] == "  ... and 19900 more", read.body[-3:]

@@ -3,7 +3,8 @@
 Every message is composed with ``compose`` and submitted with ``send.submit`` in this reactor,
 exactly as the line service's ``send`` does; arrival is checked with imaplib (in a thread)
 by Message-ID.  The sendmail path runs Postfix's own /usr/sbin/sendmail pointed at the test
-instance's configuration with MAIL_CONFIG (which Postfix honours for root).
+instance's configuration with MAIL_CONFIG (which Postfix honours for root), set by a
+wrapper script: sendmail gets the scrubbed environment, never the test's own.
 """
 
 from __future__ import annotations
@@ -228,12 +229,21 @@ async def test_a_loopback_server_without_tls_gets_auth_in_clear(mailserver_notls
                    log_in_with="wrong")
 
 
+def sendmail_wrapper(tmp_path, config_dir):
+    """Postfix's sendmail for the test instance: sendmail gets the scrubbed environment (no
+    MAIL_CONFIG of ours), so a wrapper sets it, as an operator's wrapper would."""
+    wrapper = tmp_path / "sendmail"
+    wrapper.write_text(f'#!/bin/sh\nMAIL_CONFIG="{config_dir}" exec {SENDMAIL} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 @pytest_twisted.ensureDeferred
-async def test_postfix_sendmail_delivers(mailserver, monkeypatch):
-    monkeypatch.setenv("MAIL_CONFIG", str(mailserver.dir / "postfix" / "etc"))
+async def test_postfix_sendmail_delivers(mailserver, tmp_path):
+    sendmail = sendmail_wrapper(tmp_path, mailserver.dir / "postfix" / "etc")
     draft, message_id, message = compose(("bob@example.test",),
                                          ["Subject: via sendmail", "", *BODY])
-    await send(smtp_config(sendmail=SENDMAIL), draft, message)
+    await send(smtp_config(sendmail=sendmail), draft, message)
     raw = await arrived(mailserver, "bob", message_id)
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert msg["Subject"] == "via sendmail"
@@ -242,10 +252,11 @@ async def test_postfix_sendmail_delivers(mailserver, monkeypatch):
 
 
 @pytest_twisted.ensureDeferred
-async def test_sendmail_refusing_is_reported(mailserver, monkeypatch, tmp_path):
-    monkeypatch.setenv("MAIL_CONFIG", str(tmp_path / "no-such-config"))
+async def test_sendmail_refusing_is_reported(mailserver, tmp_path):
+    sendmail = sendmail_wrapper(tmp_path, tmp_path / "no-such-config")
     draft, _, message = compose(("bob@example.test",), ["hi"])
     with pytest.raises(SendError) as e:
-        await send(smtp_config(sendmail=SENDMAIL), draft, message)
-    assert str(e.value).startswith(f"{SENDMAIL} exited with status ")
+        await send(smtp_config(sendmail=sendmail), draft, message)
+    assert str(e.value).startswith(f"{sendmail} exited with status ")
+    assert "no-such-config" in str(e.value)
     assert "sendmail: fatal:" in str(e.value)

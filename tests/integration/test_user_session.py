@@ -10,9 +10,11 @@ its own mailbox ("T-..."), or clears the INBOX it watches.
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import re
 import socket
+import subprocess
 import time
 import uuid
 from dataclasses import replace
@@ -29,6 +31,7 @@ from twisted.internet.task import deferLater
 from mailsocketd.mail.address import parse_server
 from mailsocketd.mail.errors import AuthFailed, CleartextRefused, MailError
 from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.text.summary import arrival_date, summarize, summary_line
 from mailsocketd.mail.users.config import ImapConfig
 from mailsocketd.mail.users.session import (
     LOST,
@@ -443,3 +446,65 @@ async def test_dovecot_killed_mid_session(mailserver):
         await in_thread(mailserver.start_dovecot)
     await logged_out(idle_session, quiet_session)  # quietly nothing: they are gone
     assert len(reasons["idle"]) == 1 and len(reasons["quiet"]) == 1
+
+
+# -- mailbox names and dates as servers send them (issue 11, items 14 and 21) ---------------------
+
+def odd_names(tag):
+    """Names whose brackets, backslash and quotes broke the parser ('.' is Dovecot's separator
+    here, so "[Gmail].Sent Mail" is Gmail's "[Gmail]/Sent Mail")."""
+    return [f"a[b{tag}", f"x]y{tag}", "[Gmail]", "[Gmail].Sent Mail", f"back\\slash{tag}",
+            f'say "hi"{tag}']
+
+
+def create_with_one_message(mailserver, names, user="alice"):
+    """Create each mailbox (doveadm, so no IMAP client of ours quotes them) with one message."""
+    for name in names:
+        with contextlib.suppress(Exception):
+            mailserver._doveadm("mailbox", "delete", "-s", "-r", "-u", user, name)
+    for name in names:
+        mailserver._doveadm("mailbox", "create", "-u", user, name)
+        subprocess.run(["/usr/bin/doveadm", "-c", str(mailserver.dovecot_conf), "save", "-u",
+                        user, "-m", name], input=b"Subject: in " + name.encode() + b"\r\n\r\nx\r\n",
+                       check=True, timeout=30, capture_output=True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_mailbox_names_with_brackets_backslashes_and_quotes(mailserver):
+    names = odd_names(uuid.uuid4().hex[:6])
+    await in_thread(create_with_one_message, mailserver, names)
+    session = await login(mailserver)
+    found = dict(await session.mailboxes())
+    assert session.alive
+    for name in names:
+        assert found[name] is not None and found[name].messages == 1, (name, found.get(name))
+        assert (await session.check(name)).messages == 1
+        listing = await session.list_messages(name, 5)
+        assert len(listing.messages) == 1
+        assert f"in {name}".encode() in listing.messages[0].header
+    await logged_out(session)
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_shows_the_arrival_date_of_a_message_without_a_date_header(mailserver):
+    box = box_name("nodate")
+    arrived = "25-Nov-2026 14:03:07 +0100"
+
+    def append():
+        with admin(mailserver) as conn:
+            conn.create(f'"{box}"')
+            conn.append(f'"{box}"', None, f'"{arrived}"',
+                        b"From: a@example.test\r\nSubject: no date\r\n\r\nbody\r\n")
+
+    await in_thread(append)
+    session = await login(mailserver)
+    listing = await session.list_messages(box, 5)
+    (message,) = listing.messages
+    # the same moment (Dovecot keeps it in UTC: "25-Nov-2026 13:03:07 +0000")
+    assert arrival_date(message.arrived) == arrival_date(arrived) != ""
+    assert b"Date:" not in message.header
+    summary = summarize(message.uid, message.header, message.flags, message.size,
+                        message.arrived)
+    assert summary.date == arrival_date(arrived)
+    assert "(no date)" not in summary_line(summary)
+    await logged_out(session)

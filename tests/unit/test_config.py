@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailsocketd.config import DEFAULT_LISTEN, ConfigError, LineConfig, load_config
+from mailsocketd.table import Table
 
 
 def write(tmp_path, text):
@@ -18,6 +19,7 @@ def test_defaults_without_a_file():
     assert config.line == LineConfig()
     assert config.line.listen == (DEFAULT_LISTEN,)
     assert config.log.format == "text" and config.log.commands is False
+    assert config.log.keep_files == 10
     assert config.accounts == ()
 
 
@@ -50,6 +52,11 @@ format = "json"
     ("[lines]\n", "lines: unknown key"),
     ("[log]\nformat = 'xml'\n", "log.format: expected one of 'text', 'json', got str 'xml'"),
     ("line = 3\n", "line: expected a table, got int 3"),
+    # Issue 11 item 16: inf was taken (and nan with no bounds would be); no setting means it.
+    ("[line]\nidle_timeout = inf\n", "line.idle_timeout: expected a number >= 0, got float inf"),
+    ("[line]\nidle_timeout = nan\n", "line.idle_timeout: expected a number >= 0, got float nan"),
+    ("[imap]\nserver = 'tls:h'\ntimeout = -inf\n", "imap.timeout: expected a number >= 1"),
+    ("[log]\nkeep_files = 0\n", "log.keep_files: expected an integer >= 1 and <= 1000, got int 0"),
 ])
 def test_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
@@ -67,3 +74,17 @@ def test_unreadable_and_malformed_files(tmp_path):
 def test_bad_override_names_the_key():
     with pytest.raises(ConfigError, match=r"^line.max_connections: expected an integer >= 1"):
         load_config(None, {"line.max_connections": 0})
+
+
+def test_every_number_setting_refuses_infinity():
+    """Issue 11 item 16: Table.number is the one reader of number settings, and refuses inf."""
+    for value in (float("inf"), float("-inf"), float("nan")):
+        with pytest.raises(ConfigError, match="expected a number"):
+            Table({"n": value}, "t").number("n", 1.0, 0.0)
+        with pytest.raises(ConfigError, match="expected a number"):
+            Table({"n": value}, "t").number("n", 1.0, 0.0, 10.0)
+    assert Table({"n": 1e300}, "t").number("n", 1.0) == 1e300  # big, but a number
+
+
+def test_log_keep_files(tmp_path):
+    assert load_config(write(tmp_path, "[log]\nkeep_files = 3\n")).log.keep_files == 3

@@ -25,22 +25,23 @@ from twisted.python.failure import Failure
 
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.imap.client import MailboxCounts
-from mailsocketd.mail.process import ProcessReactor, ProcessResult, run_process
+from mailsocketd.mail.process import (
+    ProcessReactor,
+    ProcessResult,
+    run_process,
+    scrubbed_environment,
+)
 
-__all__ = ["HOOK_TIMEOUT", "PASSED_ENVIRONMENT", "NewMailHook", "hook_environment"]
+__all__ = ["HOOK_TIMEOUT", "NewMailHook", "hook_environment"]
 
 HOOK_TIMEOUT = 60.0
 MAX_WAIT = 30.0  # a steady trickle of mail still runs the hook at least this often
-PASSED_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
-                      "DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR",
-                      "DBUS_SESSION_BUS_ADDRESS")
 
 
 def hook_environment(account: str, mailbox: str, counts: MailboxCounts, new: int,
                      base: Mapping[str, str]) -> dict[str, str]:
-    """The hook's environment: a few harmless variables of ours plus the facts."""
-    env = {k: base[k] for k in PASSED_ENVIRONMENT if k in base}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    """The hook's environment: the scrubbed one every helper gets, plus the facts."""
+    env = scrubbed_environment(base)
     env.update({
         "MAILSOCKETD_ACCOUNT": account,
         "MAILSOCKETD_MAILBOX": mailbox,

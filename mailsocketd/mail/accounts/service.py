@@ -167,6 +167,12 @@ class AccountsService(MultiService):
         for watcher in self.watchers:
             watcher.setServiceParent(self)  # type: ignore[no-untyped-call]
 
-    def status_lines(self) -> list[str]:
-        """One line per account and mailbox, in configuration order."""
-        return [line for watcher in self.watchers for line in watcher.state.status_lines()]
+    def status_lines(self, viewer: str = "local") -> list[str]:
+        """One line per account and mailbox, in configuration order, for a ``viewer`` of
+        ``status``: "local" sees everything, "user" (a remote user the configuration allows)
+        no error texts (they may name files or quote servers), "public" no account at all."""
+        if viewer == "public":
+            return []
+        detailed = viewer == "local"
+        return [line for watcher in self.watchers
+                for line in watcher.state.status_lines(detailed)]

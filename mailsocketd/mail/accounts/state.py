@@ -131,18 +131,23 @@ class AccountState:
         self.log.warn("{account} {mailbox}: check failed: {error}", account=self.account.name,
                       mailbox=mailbox, error=record.error, event="check_failed")
 
-    def status_lines(self) -> list[str]:
-        """One line per mailbox for the line service's ``status``."""
-        return [self._status_line(record) for record in self.mailboxes.values()]
+    def status_lines(self, detailed: bool = True) -> list[str]:
+        """One line per mailbox for the line service's ``status``; without ``detailed`` an
+        error is only ``error=yes``: its text may hold file paths or a server's words, which
+        only local clients (and the log) are shown."""
+        return [self._status_line(record, detailed) for record in self.mailboxes.values()]
 
-    def _status_line(self, record: MailboxRecord) -> str:
+    def _status_line(self, record: MailboxRecord, detailed: bool = True) -> str:
         counts = record.counts
+        error = self.error or record.error
+        if error and not detailed:
+            error = "yes"
         fields = [
             f"state={self.state}",
             f"messages={counts.messages if counts else '-'}",
             f"unseen={counts.unseen if counts else '-'}",
             "last_check=" + (format_time(record.last_check) if record.last_check else "-"),
             f"latency={record.latency:.3f}s" if record.latency is not None else "latency=-",
-            f"error={self.error or record.error or '-'}",
+            f"error={error or '-'}",
         ]
         return f"account {self.account.name} {record.name}: " + " ".join(fields)

@@ -19,6 +19,7 @@ in ``mailsocketd/twisted_private.py``, which the canary test checks on the insta
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from mailsocketd.mail.imap.parse import FastCommand
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.tls import ReactorClock
 
-__all__ = ["LOGOUT_TIMEOUT", "MAX_UID", "ImapClient", "MailboxCounts", "command"]
+__all__ = ["LOGOUT_TIMEOUT", "MAX_UID", "ImapClient", "MailboxCounts", "command", "mailbox_arg"]
 
 T = TypeVar("T")
 MAX_UID = 2**32 - 1  # UIDs, UIDVALIDITY, counts: 32-bit unsigned (RFC 3501 9, nz-number)
@@ -59,6 +60,22 @@ def command(name: bytes, args: bytes | None = None,
     if continuation is None:
         return FastCommand(name, args)  # type: ignore[no-untyped-call]
     return FastCommand(name, args, (), continuation)  # type: ignore[no-untyped-call]
+
+
+# What an atom may not hold (RFC 3501 / 9051 atom-specials, "]" excepted: a mailbox is an
+# astring, whose characters include it); a mailbox name holding one is sent quoted.
+_NOT_ATOM = re.compile(rb'[\x00-\x20\x7f-\xff(){%*"\\]')
+
+
+def mailbox_arg(mailbox: str) -> bytes:
+    """A mailbox name as a command argument: modified UTF-7 (RFC 3501 5.1.3), as an atom when
+    it is one, else a quoted string with ``\\`` and ``"`` escaped (``back\\slash`` is sent
+    ``"back\\\\slash"``; Twisted's ``_prepareMailboxName`` sends it bare, which the server refuses).
+    """
+    name = mailbox.encode("imap4-utf-7")
+    if name and not _NOT_ATOM.search(name):
+        return name
+    return b'"' + name.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def _status_items(reply: tuple[list[list[Any]], bytes]) -> dict[str, Any]:
@@ -115,6 +132,7 @@ class ImapClient(imap4.IMAP4Client):
         self.lost_reason: Failure | None = None
         self._waiting: dict[Deferred[Any], Deferred[Any]] = {}
         self._response_size = 0
+        self._literal_left = 0
 
     # -- connection life ---------------------------------------------------------------------
 
@@ -214,7 +232,21 @@ class ImapClient(imap4.IMAP4Client):
                 f"server announced a {octets}-byte literal (limit {self.MAX_LITERAL})"))
             return
         self._response_size += octets
+        self._literal_left = octets
         super()._setupForLiteral(rest, octets)  # type: ignore[no-untyped-call]
+
+    def rawDataReceived(self, data: bytes) -> Any:
+        """A literal's bytes.  Twisted strips the CRLF that follows a literal when it arrives
+        in the same read (``passon.lstrip``), so a response ending in a literal (a LIST name
+        sent as one) swallowed the next response line.  Give it the literal alone; the rest
+        goes back to line mode, untouched."""
+        left = self._literal_left
+        if len(data) <= left:
+            self._literal_left -= len(data)
+            return super().rawDataReceived(data)  # type: ignore[no-untyped-call]
+        self._literal_left = 0
+        super().rawDataReceived(data[:left])  # type: ignore[no-untyped-call]
+        return self.dataReceived(data[left:])  # queued: LineReceiver is mid-dataReceived
 
     def dispatchCommand(self, tag: bytes, rest: bytes) -> None:
         """Like IMAP4Client's, but a malformed response is a logged ProtocolViolation."""
@@ -365,7 +397,7 @@ class ImapClient(imap4.IMAP4Client):
 
     def status_counts(self, mailbox: str) -> Deferred[MailboxCounts]:
         """One STATUS round trip: MESSAGES UNSEEN RECENT UIDNEXT UIDVALIDITY."""
-        args = imap4._prepareMailboxName(mailbox) + b" (" + _STATUS_ARGS + b")"
+        args = mailbox_arg(mailbox) + b" (" + _STATUS_ARGS + b")"
         answered = self.run(command(b"STATUS", args)).addCallback(_status_items)
         return answered.addCallback(self._counts, mailbox)
 
@@ -381,8 +413,7 @@ class ImapClient(imap4.IMAP4Client):
 
     def examine(self, mailbox: str) -> Deferred[Any]:
         """EXAMINE (read-only select, leaves \\Recent alone) the mailbox to IDLE on."""
-        name = imap4._prepareMailboxName(mailbox)
-        return self.run(command(b"EXAMINE", name), "the reply to EXAMINE")
+        return self.run(command(b"EXAMINE", mailbox_arg(mailbox)), "the reply to EXAMINE")
 
     def log_out(self, timeout: float) -> Deferred[Any]:
         """LOGOUT; the connection is closed when the server has answered."""

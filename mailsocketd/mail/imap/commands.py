@@ -12,12 +12,13 @@ HEADER_LIMIT bytes each (a ``list``); anything larger still drops the connection
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from twisted.internet.defer import CancelledError, succeed
-from twisted.mail import imap4
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.address import ServerAddress
@@ -26,17 +27,18 @@ from mailsocketd.mail.errors import (
     MailError,
     ProtocolViolation,
     ServerClosed,
+    ServerRefused,
     describe_failure,
     failure_kind,
 )
-from mailsocketd.mail.imap.client import MAX_UID, ImapClient, command
+from mailsocketd.mail.imap.client import MAX_UID, ImapClient, command, mailbox_arg
 from mailsocketd.mail.imap.login import log_in
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.tls import ReactorClock, TlsPolicy
 
 __all__ = ["HEADER_FIELDS", "HEADER_LIMIT", "FetchedMessage", "ListedMessage", "MailboxEntry",
-           "Selected", "UserImapClient", "log_in_user", "loss_line", "mailbox_key", "uid_set",
-           "unreachable"]
+           "Selected", "UserImapClient", "id_arguments", "log_in_user", "loss_line",
+           "mailbox_key", "uid_set", "unreachable"]
 
 HEADER_FIELDS = b"DATE FROM SUBJECT CONTENT-TYPE"  # Content-Type: the charset of raw 8-bit headers
 HEADER_LIMIT = 2048  # bytes of the HEADER_FIELDS block fetched per listed message
@@ -47,12 +49,14 @@ SELECTING = (b"SELECT", b"EXAMINE")
 
 @dataclass(frozen=True)
 class ListedMessage:
-    """One line of ``list``: UID, flags, size and the raw Date/From/Subject header block."""
+    """One line of ``list``: UID, flags, size, the raw Date/From/Subject header block and the
+    server's INTERNALDATE (arrival date, ``25-Nov-2026 14:03:07 +0100``; "" if not sent)."""
 
     uid: int
     flags: frozenset[str]
     size: int
     header: bytes
+    arrived: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,11 @@ def _flags(value: Any) -> frozenset[str]:
     return frozenset(f.decode("utf-8", "replace") for f in value if isinstance(f, bytes))
 
 
+def _text(value: Any) -> str:
+    """A short string item (INTERNALDATE) as text; "" for NIL or anything not a string."""
+    return value.decode("ascii", "replace")[:64] if isinstance(value, bytes) else ""
+
+
 def _body(value: Any) -> bytes:
     return value if isinstance(value, bytes) else b""  # NIL: an empty body
 
@@ -178,7 +187,7 @@ def parse_headers(lines: list[list[Any]], first: int, last: int) -> list[ListedM
             listed.append(ListedMessage(
                 _number(values["UID"], "UID"), _flags(values.get("FLAGS")),
                 _number(values.get("RFC822.SIZE", b"0"), "RFC822.SIZE"),
-                _body(values["BODY"])))
+                _body(values["BODY"]), _text(values.get("INTERNALDATE"))))
     return listed
 
 
@@ -254,7 +263,7 @@ class UserImapClient(ImapClient):
         """SELECT (read-write) or EXAMINE (read-only): EXISTS, UIDVALIDITY, UIDNEXT."""
         verb = b"EXAMINE" if readonly else b"SELECT"
         self.exists = None
-        lines, last = await self.run(command(verb, imap4._prepareMailboxName(mailbox)))
+        lines, last = await self.run(command(verb, mailbox_arg(mailbox)))
         selected = self._parse(parse_selected, lines, last, mailbox, readonly)
         self.exists = selected.exists
         return selected
@@ -273,10 +282,10 @@ class UserImapClient(ImapClient):
         return entries
 
     async def fetch_headers(self, first: int, last: int) -> list[ListedMessage]:
-        """One FETCH of the messages ``first:last``: UID, flags, size, Date/From/Subject;
-        newest (highest number) first."""
-        items = (b"(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (" + HEADER_FIELDS +
-                 b")]<0." + str(HEADER_LIMIT).encode() + b">)")
+        """One FETCH of the messages ``first:last``: UID, flags, size, arrival date,
+        Date/From/Subject; newest (highest number) first."""
+        items = (b"(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS ("
+                 + HEADER_FIELDS + b")]<0." + str(HEADER_LIMIT).encode() + b">)")
         lines = await self._reply(b"FETCH", f"{first}:{last} ".encode() + items)
         return self._parse(parse_headers, lines, first, last)
 
@@ -305,8 +314,7 @@ class UserImapClient(ImapClient):
 
     async def uid_transfer(self, verb: bytes, uids: Sequence[int], target: str) -> None:
         """``UID MOVE`` or ``UID COPY`` the messages to ``target``."""
-        await self._reply(b"UID " + verb, uid_set(uids) + b" " +
-                          imap4._prepareMailboxName(target))
+        await self._reply(b"UID " + verb, uid_set(uids) + b" " + mailbox_arg(target))
 
 
 def unreachable(error: BaseException, timeout: float) -> MailError:
@@ -318,13 +326,47 @@ def unreachable(error: BaseException, timeout: float) -> MailError:
     return MailError(f"cannot reach the mail server: {describe_failure(Failure(error))}")
 
 
+def id_arguments(client_ip: str) -> bytes | None:
+    """The ID (RFC 2971) arguments that tell the IMAP server the line client's address
+    (``x-originating-ip``, which Dovecot takes from ``login_trusted_networks``); None for
+    anything that is not an IP address."""
+    try:
+        address = ipaddress.ip_address(client_ip.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return b'("x-originating-ip" "' + str(mapped or address).encode("ascii") + b'")'
+
+
+async def send_id(client: UserImapClient, client_ip: str) -> None:
+    """ID with the line client's address, if the server offers ID; a refusal is no error
+    (the login goes on, the server then sees only the daemon's address)."""
+    arguments = id_arguments(client_ip)
+    caps = await client.capabilities(cached=True)
+    if arguments is None or b"ID" not in caps:
+        return
+    with contextlib.suppress(ServerRefused):
+        await client.run(command(b"ID", arguments))
+
+
 async def log_in_user(client: UserImapClient, address: ServerAddress, tls: TlsPolicy,
-                      user: str, password: Secret, *, timeout: float) -> frozenset[bytes]:
-    """STARTTLS (verified) or refuse cleartext, authenticate: the capabilities after login.
-    The whole login takes at most ``timeout``; on failure the connection is dropped."""
+                      user: str, password: Secret, *, timeout: float,
+                      client_ip: str | None = None) -> frozenset[bytes]:
+    """STARTTLS (verified) or refuse cleartext, ID (``client_ip``, see ``send_id``),
+    authenticate: the capabilities after login.  The whole login takes at most ``timeout``;
+    on failure the connection is dropped."""
+
+    async def identify_then_password() -> Secret:
+        # log_in asks for the password after TLS and right before authenticating: where
+        # Dovecot must see the ID for the login (and its penalties) to count for client_ip.
+        if client_ip is not None:
+            await send_id(client, client_ip)
+        return password
+
     client.deadline = client.clock.seconds() + timeout
     try:
-        caps = await log_in(client, address, tls, user, lambda: succeed(password))
+        caps = await log_in(client, address, tls, user,
+                            lambda: Deferred.fromCoroutine(identify_then_password()))
     except Exception as e:
         client.drop(MailError("login failed"))
         raise unreachable(e, timeout) from None

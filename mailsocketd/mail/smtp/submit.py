@@ -15,15 +15,16 @@ the gaps of that path filled in here:
   are rebuilt from the server's cleaned reply text, never from Twisted's exception text.
 * A refused recipient is never silent: RecipientsRefused names each, and who did get it.
 
-sendmail gets ``-i -f SENDER -- RECIPIENTS`` and the message on stdin; a non-zero exit is a
-SendError with the first line it wrote to stderr, and one that outlives ``timeout`` is killed
+sendmail gets ``-i -f SENDER -- RECIPIENTS``, the message on stdin and the scrubbed
+environment hooks get (``mail.process.scrubbed_environment``: never a ``password_env``
+secret); a non-zero exit is a SendError with the first line it wrote to stderr, and one that
+outlives ``timeout`` is killed
 (``mail.process.run_process``, the daemon's one way of running a program).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from io import BytesIO
 from typing import Any, cast
@@ -42,7 +43,12 @@ from twisted.python.failure import Failure
 
 from mailsocketd.mail.address import ServerAddress
 from mailsocketd.mail.errors import MailError, clean_text, describe_failure
-from mailsocketd.mail.process import ProcessReactor, ProcessStartError, run_process
+from mailsocketd.mail.process import (
+    ProcessReactor,
+    ProcessStartError,
+    run_process,
+    scrubbed_environment,
+)
 from mailsocketd.mail.reactor import MailReactor
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.smtp.config import SmtpConfig
@@ -58,7 +64,6 @@ MAX_REPLY_LINES = 100  # lines of one multi-line reply (an EHLO answer has about
 MAX_REPLY_LINE = 4096  # RFC 5321 allows 512
 MAX_STDERR = 4096  # bytes of sendmail's stderr kept for the error message
 SUCCESS = range(200, 300)
-LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 class SendError(MailError):
@@ -269,16 +274,25 @@ class _SubmissionFactory(tsmtp.ESMTPSenderFactory):
             self._protocol.hang_up()
 
 
-def _lines(message: bytes) -> list[bytes]:
-    """The message's lines, whatever their ends (CRLF, LF or a bare CR)."""
-    lines = LINE_END.split(message)
-    return lines[:-1] if lines and not lines[-1] else lines
+def _line_ends(message: bytes, eol: bytes) -> bytes:
+    """The message with every line end (CRLF, LF or a bare CR) made ``eol``, and one at its
+    end.  Never a list of lines (an object per line: many times the message, built in the
+    reactor's thread): whole-buffer C operations, none at all for a message already so."""
+    crlf = message.count(b"\r\n")
+    if eol == b"\r\n" and message.count(b"\r") == crlf == message.count(b"\n"):
+        data = message  # as build_message makes it: shared, not copied
+    else:
+        data = message.replace(b"\r\n", b"\n") if crlf else message
+        data = data.replace(b"\r", b"\n")
+        if eol != b"\n":
+            data = data.replace(b"\n", eol)
+    return data if not data or data.endswith(eol) else data + eol
 
 
 def smtp_data(message: bytes) -> bytes:
     """The DATA payload: CRLF line ends throughout, leading dots doubled, CRLF at the end."""
-    return b"".join(b"." + line + b"\r\n" if line.startswith(b".") else line + b"\r\n"
-                    for line in _lines(message))
+    data = _line_ends(message, b"\r\n").replace(b"\r\n.", b"\r\n..")
+    return b"." + data if data.startswith(b".") else data
 
 
 async def submit_smtp(endpoint: IStreamClientEndpoint, clock: IReactorTime, smtp: SmtpConfig, *,
@@ -320,8 +334,8 @@ async def submit_sendmail(reactor: ProcessReactor, smtp: SmtpConfig, *, sender: 
     program = smtp.sendmail or "sendmail"
     argv = [program, "-i", "-f", sender, "--", *recipients]
     try:
-        result = await run_process(reactor, argv, os.environ, smtp.timeout,
-                                   stdin=b"".join(line + b"\n" for line in _lines(message)),
+        result = await run_process(reactor, argv, scrubbed_environment(os.environ), smtp.timeout,
+                                   stdin=_line_ends(message, b"\n"),
                                    max_output=0, max_stderr=MAX_STDERR)
     except ProcessStartError as e:
         raise SendError(str(e)) from None

@@ -5,6 +5,11 @@ so that nothing typed can smuggle a header or an SMTP command, and every refusal
 ``DraftError`` line naming the offending text.  Building is careful about the wire: CRLF line
 ends, headers folded, the body in the lightest transfer encoding that keeps every line under
 the 998-character limit, and lines starting with ``From `` protected from mbox mangling.
+
+Every header is written here, not by the email package: typed header text is literal text
+(a ``=?...?=`` in a Subject is sent encoded, so it reads back as typed and can never decode to
+a line break, whatever the interpreter's patch level: CVE-2024-6923), and the sender is never
+a domain the user typed (``sender_address``).
 """
 
 from __future__ import annotations
@@ -12,11 +17,9 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email import quoprimime
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import formatdate
 
 from mailsocketd.clean import clean, escaped
@@ -30,6 +33,7 @@ __all__ = [
     "build_message",
     "parse_recipients",
     "parse_typed",
+    "parse_typed_text",
     "sender_address",
 ]
 
@@ -38,11 +42,24 @@ MAX_ADDRESS_LENGTH = 254  # RFC 5321's path limit less the angle brackets
 SHOWN_LIMIT = 80  # characters of a bad address quoted back in an error
 SEVEN_BIT_LINE = 78  # longest body line sent unencoded (RFC 5322's "SHOULD")
 QP_LINE = 74  # leaves room for turning a leading "F" into "=46"
-HEADER_NAMES = ("subject", "cc", "bcc")
+HEADER_NAMES = ("subject", "to", "cc", "bcc")
+# Header names a user may mean to set but cannot: typed in the header block they are refused,
+# never sent as body text (a Reply-To or From that silently went nowhere).
+REFUSED_HEADERS = frozenset({
+    "from", "sender", "reply-to", "return-path", "date", "message-id", "in-reply-to",
+    "references", "mime-version", "content-type", "content-transfer-encoding",
+    "content-disposition", "resent-from", "resent-to", "resent-cc", "resent-bcc",
+    "resent-sender", "resent-reply-to"})
 HEADER_LINE = re.compile(r"([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)\Z", re.DOTALL)
+HEADER_LINE_LIMIT = 78  # RFC 5322's "SHOULD" for a header line
+HARD_LINE_LIMIT = 998  # RFC 5322's "MUST"
+ENCODED_WORD_START = "=?"  # RFC 2047: text holding this is sent encoded, so it stays literal
+ENCODED_PREFIX, ENCODED_SUFFIX = "=?utf-8?b?", "?="
 LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\Z")
 DOMAIN = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?\Z")
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
+RECIPIENT_SPACE = " \t"  # what separates recipients, besides commas
+RECIPIENT_SPACES = re.compile(r"[ \t]+")
 PLAIN_ASCII = re.compile(r"[\t\x20-\x7e]*\Z")
 
 
@@ -64,6 +81,8 @@ _ADDRESS_RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
     (lambda a: not a.isascii() or not a.isprintable(), "only plain ASCII addresses can be sent"),
     (lambda a: "@" not in a or a.endswith("@"), "missing @domain"),
     (lambda a: a.startswith("@"), "missing the part before @"),
+    # a reader's mail client (and Python's email package) decodes "=?...?=" even in an address
+    (lambda a: ENCODED_WORD_START in a, "'=?' (an RFC 2047 encoded word) in an address"),
 )
 
 
@@ -79,16 +98,23 @@ def address_problem(address: str) -> str | None:
 
 
 def parse_recipients(text: str) -> tuple[str, ...]:
-    """``"a@x.org,b@y.org"`` -> the addresses; DraftError naming the first bad one."""
-    if not text:
+    """``"a@x.org, b@y.org c@z.org"`` -> the addresses; DraftError naming the first bad one.
+
+    Addresses are separated by commas, spaces or tabs (any mix; ``bob @example.org`` is two
+    words, ``bob`` and ``@example.org``, never one address).  Nothing but the separators is
+    dropped: an empty item between two commas, or a comma at an end, is an error, and any other
+    character (a CR, say) stays in its word for ``address_problem`` to refuse.
+    """
+    if not text.strip(RECIPIENT_SPACE):
         raise DraftError("no recipient given")
-    addresses = tuple(text.split(","))
+    items = [item.strip(RECIPIENT_SPACE) for item in text.strip(RECIPIENT_SPACE).split(",")]
+    if not all(items):
+        raise DraftError(f"empty address in the recipient list '{_shown(text)}'")
+    addresses = tuple(word for item in items for word in RECIPIENT_SPACES.split(item))
     if len(addresses) > MAX_RECIPIENTS:
         raise DraftError(f"too many recipients: {len(addresses)} (at most {MAX_RECIPIENTS})")
     for address in addresses:
         problem = address_problem(address)
-        if problem == "empty address":
-            raise DraftError(f"empty address in the recipient list '{_shown(text)}'")
         if problem is not None:
             raise DraftError(f"bad recipient '{_shown(address)}': {problem}")
     return addresses
@@ -134,25 +160,35 @@ class Draft:
         return _unique((*self.to, *self.cc, *self.bcc))
 
 
-def _header_block(lines: Sequence[str]) -> list[tuple[str, str]] | None:
-    """``lines`` as (name, value) headers, or None when any line is not one of ours."""
+def _header_block(lines: Sequence[str]) -> tuple[list[tuple[str, str]], int]:
+    """The leading header lines as (name, value) pairs, and the index where the body starts.
+
+    Headers run up to the first line that is not a Subject/To/Cc/Bcc line (a line starting with
+    whitespace continues the header before it); that line starts the body, unless it is blank:
+    then it only separated the two.  A From, Reply-To... line there is a DraftError: it would
+    otherwise go out as body text while the user thinks it was sent as a header.
+    """
     headers: list[tuple[str, str]] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if not headers:
-                return None
+    for index, line in enumerate(lines):
+        if not line.strip():
+            return headers, index + 1
+        if line[:1] in (" ", "\t") and headers:
             name, value = headers[-1]
             headers[-1] = (name, f"{value} {line.strip()}".strip())
             continue
         match = HEADER_LINE.match(line)
-        if match is None or match.group(1).lower() not in HEADER_NAMES:
-            return None
-        headers.append((match.group(1).lower(), match.group(2).strip()))
-    return headers
+        name = match.group(1).lower() if match is not None else ""
+        if match is not None and name in REFUSED_HEADERS:
+            raise DraftError(f"a '{_shown(match.group(1))}:' line cannot be typed (only Subject,"
+                             " To, Cc and Bcc); to send it as text, start with a blank line")
+        if name not in HEADER_NAMES:
+            return headers, index
+        headers.append((name, match.group(2).strip() if match is not None else ""))
+    return headers, len(lines)
 
 
 def _header_addresses(name: str, value: str) -> tuple[str, ...]:
-    """A Cc/Bcc value (spaces after the commas allowed); an empty value means none."""
+    """A To/Cc/Bcc value (spaces after the commas allowed); an empty value means none."""
     if not value:
         return ()
     try:
@@ -164,37 +200,121 @@ def _header_addresses(name: str, value: str) -> tuple[str, ...]:
 def parse_typed(to: Sequence[str], lines: Sequence[str]) -> Draft:
     """The typed lines -> a Draft.
 
-    Lines before the first blank line are headers when EVERY one of them is ``Subject:``,
-    ``Cc:`` or ``Bcc:`` (any case; a line starting with whitespace continues the previous
-    one); otherwise everything typed is body, so a message that merely starts with
-    "Note: ..." is not eaten.  A bad Cc/Bcc address is a DraftError.
+    Leading ``Subject:``, ``To:``, ``Cc:`` and ``Bcc:`` lines (any case) are headers, as mail(1)
+    takes them: up to the first line that is not one, which starts the body (a blank line there
+    is dropped as the separator).  So a message that merely starts with "Note: ..." is not eaten,
+    a Cc typed without the blank line still gets the message, and a message starting with a
+    blank line is all body.  A bad address is a DraftError, and so is a From/Reply-To/... line
+    among the headers.  Header text is kept literally (``build_message`` encodes it).
     """
-    blank = next((i for i, line in enumerate(lines) if not line.strip()), len(lines))
-    headers = _header_block(lines[:blank])
-    if headers is None:
-        headers, body_lines = [], list(lines)
-    else:
-        body_lines = list(lines[blank + 1:])
+    headers, body_start = _header_block(lines)
     subject_parts: list[str] = []
-    cc: list[str] = []
-    bcc: list[str] = []
+    addresses: dict[str, list[str]] = {"to": list(to), "cc": [], "bcc": []}
     for name, value in headers:
         if name == "subject":
             subject_parts.append(value)
         else:
-            (cc if name == "cc" else bcc).extend(_header_addresses(name, value))
-    return Draft(to=tuple(to), cc=tuple(cc), bcc=tuple(bcc), subject=" ".join(subject_parts),
-                 body="\n".join(body_lines))
+            addresses[name].extend(_header_addresses(name, value))
+    return Draft(to=tuple(addresses["to"]), cc=tuple(addresses["cc"]),
+                 bcc=tuple(addresses["bcc"]), subject=" ".join(subject_parts),
+                 body="\n".join(lines[body_start:]))
 
 
-def sender_address(user: str, from_domain: str) -> str:
-    """The envelope and From address for a login name: ``alice`` -> ``alice@from_domain``."""
-    return user if "@" in user else f"{user}@{from_domain}"
+def parse_typed_text(to: Sequence[str], text: str) -> Draft:
+    """``parse_typed`` of the typed text as one string (a LF after each line), as ``send``
+    collects it: only the lines the headers take are split off, and the body is one slice, so
+    a big message never becomes a list of lines (an object per line: 13 times its size)."""
+    if not text:
+        return parse_typed(to, [])
+    end = len(text) - 1 if text.endswith("\n") else len(text)
+    lines: list[str] = []
+    starts: list[int] = []
+    pos, want = 0, 16
+    while True:
+        while len(lines) < want and pos <= end:
+            stop = text.find("\n", pos, end)
+            stop = end if stop < 0 else stop
+            starts.append(pos)
+            lines.append(text[pos:stop])
+            pos = stop + 1
+        _, body_start = _header_block(lines)
+        if pos > end or body_start < len(lines) or not lines[-1].strip():
+            break  # the header block ends within the lines split off
+        want *= 2
+    head = parse_typed(to, lines[:body_start])
+    body = text[starts[body_start]:end] if body_start < len(starts) else text[pos:end]
+    return Draft(to=head.to, cc=head.cc, bcc=head.bcc, subject=head.subject, body=body)
 
 
-def _protect_from(lines: list[str]) -> list[str]:
-    """QP lines starting with ``From `` get their F encoded, so no mbox turns them to >From."""
-    return ["=46" + line[1:] if line.startswith("From ") else line for line in lines]
+def sender_address(user: str, from_domain: str, senders: Mapping[str, str] | None = None
+                   ) -> str:
+    """The envelope and From address for a login name: the operator's mapping for exactly that
+    name (``[smtp.senders]``), else its local part at ``from_domain``.
+
+    ``alice`` and ``alice@anything.example`` both give ``alice@from_domain``: the domain a user
+    types at login is not something the operator vouched for (the IMAP server may map any
+    domain to the same account), so it never reaches From or the envelope.
+    """
+    if senders and user in senders:
+        return senders[user]
+    local = user.rpartition("@")[0] if "@" in user else user
+    return f"{local}@{from_domain}"
+
+
+# A body is never split into a list of lines (an object per line: many times its size, made
+# in one C call that holds the GIL): it is searched and encoded in slices of this many
+# characters, so that the reactor's thread gets the GIL between them.
+SLICE = 1 << 18
+NOT_SEVEN_BIT = re.compile(rf"[^\t\x20-\x7e\n]|^(?:From |[^\n]{{{SEVEN_BIT_LINE + 1}}})",
+                           re.MULTILINE)
+FROM_LINE = re.compile(r"^From ", re.MULTILINE)  # QP: its F is encoded, so no mbox adds a >
+ESCAPED_BYTES = bytes(b for b in range(256) if b >= 0x80 or (b < 0x20 and b not in (0x09, 0x0A)))
+
+
+def _seven_bit(body: str) -> bool:
+    """Every line short printable ASCII, none starting with ``From ``."""
+    for start in range(0, len(body), SLICE):  # slices overlap by a line's length
+        if NOT_SEVEN_BIT.search(body, start, start + SLICE + SEVEN_BIT_LINE + 1):
+            return False
+    return True
+
+
+PLAIN_CRLF = bytes(range(0x20, 0x7F)) + b"\t\r\n"
+LONG_LINE = re.compile(rb"^[^\r\n]{%d}" % (SEVEN_BIT_LINE + 1), re.MULTILINE)
+
+
+def _seven_bit_crlf(data: bytes | bytearray | memoryview) -> bool:
+    """``_seven_bit`` of a typed body in bytes with a CRLF after each line (and no other line
+    end), ending with one; in slices of whole lines, with C-speed checks."""
+    with memoryview(data) as view:
+        if len(view) < 2 or view[-2:].tobytes() != b"\r\n":
+            return False
+        start = 0
+        while start < len(view):
+            piece = bytes(view[start:start + SLICE])
+            end = piece.rfind(b"\n") + 1
+            if not end:
+                return False  # a line longer than a slice
+            piece = piece[:end]
+            crlf = piece.count(b"\r\n")
+            if (piece.translate(None, PLAIN_CRLF) or piece.count(b"\r") != crlf
+                    or piece.count(b"\n") != crlf or piece.startswith(b"From ")
+                    or b"\nFrom " in piece or LONG_LINE.search(piece)):
+                return False
+            start += end
+    return True
+
+
+def _line_slices(data: bytes) -> Iterator[bytes]:
+    """``data`` in pieces of about SLICE bytes, each but the last ending with a LF."""
+    start = 0
+    while start < len(data):
+        end = data.rfind(b"\n", start, start + SLICE)
+        if end < 0:
+            end = data.find(b"\n", start + SLICE)
+        end = len(data) - 1 if end < 0 else end
+        yield data[start:end + 1]
+        start = end + 1
 
 
 def encode_body(body: str) -> tuple[str, str]:
@@ -204,15 +324,16 @@ def encode_body(body: str) -> tuple[str, str]:
     quoted-printable when that is shorter than base64 (under a sixth of the bytes need
     escaping); base64 otherwise.  Bare CRs count as line breaks: SMTP allows no other kind.
     """
-    lines = LINE_BREAK.split(body)
-    if all(PLAIN_ASCII.match(line) and len(line) <= SEVEN_BIT_LINE
-           and not line.startswith("From ") for line in lines):
-        return "7bit", "\n".join(lines) + "\n"
-    data = "\n".join(lines).encode("utf-8")
-    escaped = sum(1 for b in data if b >= 0x80 or (b < 0x20 and b not in (0x09, 0x0A)))
+    if "\r" in body:
+        body = body.replace("\r\n", "\n").replace("\r", "\n")
+    if _seven_bit(body):
+        return "7bit", body + "\n"
+    data = body.encode("utf-8")
+    escaped = len(data) - len(data.translate(None, ESCAPED_BYTES))
     if escaped * 6 < len(data):
-        encoded = quoprimime.body_encode(data.decode("latin-1"), QP_LINE, eol="\n")
-        return "quoted-printable", "\n".join(_protect_from(encoded.split("\n"))) + "\n"
+        encoded = "".join(quoprimime.body_encode(piece.decode("latin-1"), QP_LINE, eol="\n")
+                          for piece in _line_slices(data))
+        return "quoted-printable", FROM_LINE.sub("=46rom ", encoded) + "\n"
     return "base64", base64.encodebytes(data + b"\n").decode("ascii")
 
 
@@ -221,29 +342,103 @@ def new_message_id(now: float, domain: str) -> str:
     return f"<{int(now)}.{secrets.token_hex(10)}@{domain}>"
 
 
-def build_message(draft: Draft, *, sender: str, now: float, domain: str) -> tuple[str, bytes]:
+def _folded(name: str, chunks: Sequence[str]) -> str:
+    """``Name: chunk chunk...`` folded before a chunk's leading space where a line would pass
+    HEADER_LINE_LIMIT (each chunk after the first starts with its whitespace)."""
+    lines = [f"{name}:"]
+    for chunk in chunks:
+        if len(lines[-1]) + len(chunk) > HEADER_LINE_LIMIT and len(lines[-1]) > len(name) + 1:
+            lines.append(chunk)
+        else:
+            lines[-1] += chunk
+    return "\r\n".join(lines)
+
+
+def _encoded_words(text: str, first_room: int) -> list[str]:
+    """``text`` as RFC 2047 UTF-8 base64 words, never splitting a character; the first fits in
+    ``first_room`` characters, the others in 75 (RFC 2047's limit)."""
+    words: list[str] = []
+    room = first_room
+    chunk = b""
+    for char in text:
+        data = char.encode("utf-8")
+        if chunk and len(ENCODED_PREFIX) + 4 * -(-(len(chunk) + len(data)) // 3) + len(
+                ENCODED_SUFFIX) > room:
+            words.append(ENCODED_PREFIX + base64.b64encode(chunk).decode("ascii")
+                         + ENCODED_SUFFIX)
+            chunk, room = b"", 75
+        chunk += data
+    words.append(ENCODED_PREFIX + base64.b64encode(chunk).decode("ascii") + ENCODED_SUFFIX)
+    return words
+
+
+def text_header(name: str, text: str) -> str:
+    """An unstructured header (Subject) holding ``text`` literally, CRLF between its lines.
+
+    Plain printable ASCII is written as it is, folded at spaces.  Anything else (non-ASCII, a
+    ``=?`` that a reader would decode as an encoded word, a word too long to fold) is encoded
+    whole as RFC 2047 words of our own making, so a reader sees exactly the typed characters:
+    the email package never sees the text, whatever the interpreter's patch level
+    (CVE-2024-6923).  Line breaks and controls must already be gone (``clean``).
+    """
+    chunks = [" " + chunk.lstrip(" ") if i == 0 else chunk
+              for i, chunk in enumerate(re.findall(r" *[^ ]+", text))]
+    plain = (text.isascii() and text.isprintable() and ENCODED_WORD_START not in text
+             and all(len(name) + 2 + len(chunk) <= HARD_LINE_LIMIT for chunk in chunks))
+    if plain:
+        return _folded(name, chunks)
+    words = _encoded_words(text, HEADER_LINE_LIMIT - len(name) - 2)
+    return _folded(name, [" " + word for word in words])
+
+
+def address_header(name: str, addresses: Sequence[str]) -> str:
+    """``Name: a@x, b@y`` folded after the commas; the addresses are checked plain ASCII."""
+    for address in addresses:
+        problem = address_problem(address)
+        if problem is not None:  # a Draft checked them: this is a programming error
+            raise DraftError(f"bad address '{_shown(address)}': {problem}")
+    return _folded(name, [f" {a}," for a in addresses[:-1]] + [f" {addresses[-1]}"])
+
+
+def build_message(draft: Draft, *, sender: str, now: float, domain: str,
+                  typed_body: bytes | bytearray | memoryview | None = None) -> tuple[str, bytes]:
     """(Message-ID, the message with CRLF line ends) ready for submission.
 
-    Bcc is never written into the message; it only reaches the envelope.  Date is RFC 5322 in
-    the local time zone; a non-ASCII Subject is RFC 2047 encoded; headers are folded.
+    ``typed_body``, in place of ``draft.body``: the body as typed, UTF-8 with a CRLF after
+    each line (``send``'s buffer).  One that can go 7bit is sent as it is, copied once, so a
+    big message is not copied step after step; any other is decoded and encoded as usual
+    (UnicodeDecodeError if it is not UTF-8).
+
+    Every header is written here, not by the email package: addresses are checked plain
+    ``local@domain``, the Subject is literal text (``text_header``), so nothing typed can add a
+    header or a body.  Bcc is never written into the message; it only reaches the envelope.
+    Date is RFC 5322 in the local time zone; headers are folded.
     """
     problem = address_problem(sender)
     if problem is not None:
         raise DraftError(f"cannot send as '{_shown(sender)}': {problem}")
     message_id = new_message_id(now, domain)
-    cte, payload = encode_body(draft.body)
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = sender
-    msg["To"] = ", ".join(draft.to) if draft.to else "undisclosed-recipients:;"
+    seven_bit = typed_body is not None and _seven_bit_crlf(typed_body)
+    if seven_bit:
+        cte, payload = "7bit", ""
+    elif typed_body is not None:
+        with memoryview(typed_body) as view:  # the last CRLF ends the last line: no new line
+            body = str(view[:-2] if view[-2:].tobytes() == b"\r\n" else view, "utf-8")
+        cte, payload = encode_body(body)
+        del body
+    else:
+        cte, payload = encode_body(draft.body)
+    headers = [address_header("From", [sender]),
+               address_header("To", draft.to) if draft.to else "To: undisclosed-recipients:;"]
     if draft.cc:
-        msg["Cc"] = ", ".join(draft.cc)
+        headers.append(address_header("Cc", draft.cc))
     subject = clean(draft.subject, replacement=" ", layout="fold")  # no line break in a header
     if subject:
-        msg["Subject"] = subject
-    msg["Date"] = formatdate(now, localtime=True)
-    msg["Message-ID"] = message_id
-    msg["MIME-Version"] = "1.0"
-    msg["Content-Type"] = 'text/plain; charset="utf-8"'
-    msg["Content-Transfer-Encoding"] = cte
-    msg.set_payload(payload)
-    return message_id, msg.as_bytes(policy=SMTP)
+        headers.append(text_header("Subject", subject))
+    headers += [f"Date: {formatdate(now, localtime=True)}", f"Message-ID: {message_id}",
+                "MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"',
+                f"Content-Transfer-Encoding: {cte}"]
+    head = ("\r\n".join(headers) + "\r\n\r\n").encode("ascii")
+    if seven_bit and typed_body is not None:
+        return message_id, head + typed_body
+    return message_id, head + payload.replace("\n", "\r\n").encode("ascii")  # copies: few

@@ -79,11 +79,13 @@ def _content_type(part: Message) -> tuple[str, dict[str, str]]:
 
 
 def _leaves(message: Message) -> list[Message]:
-    """Leaf parts in document order; attached messages count as leaves.  Iterative and bounded
-    in number, so no structure can exhaust the stack or keep us busy for long."""
+    """Leaf parts in document order; attached messages count as leaves.  Iterative, so no
+    structure can exhaust the stack; all of them, so that what is counted is counted in full
+    (their number is bounded by the fetched size, ``read_limit``; only the first MAX_PARTS are
+    looked at closely)."""
     leaves: list[Message] = []
     stack = [message]
-    while stack and len(leaves) < MAX_PARTS:
+    while stack:
         part = stack.pop()
         if part is not message and _content_type(part)[0].startswith("message/"):
             leaves.append(part)
@@ -335,9 +337,15 @@ def _decoded_size(part: Message) -> int:
     return len(_payload_bytes(part))
 
 
+def _is_attachment(part: Message, body: Message | None) -> bool:
+    return part is not body and (  # the cheaper test first: most attachments are not text
+        not _content_type(part)[0].startswith("text/") or _is_attachment_like(part))
+
+
 def _attachment_lines(leaves: list[Message], body: Message | None) -> list[str]:
-    attachments = [p for p in leaves if p is not body and (
-        _is_attachment_like(p) or _content_type(p)[0].split("/")[0] != "text")]
+    """The first MAX_ATTACHMENTS attachments, then how many more there are: all of them
+    counted, not only those among the first MAX_PARTS parts."""
+    attachments = [p for p in leaves[:MAX_PARTS] if _is_attachment(p, body)]
     if not attachments:
         return []
     lines = ["", "attachments:"]
@@ -345,8 +353,10 @@ def _attachment_lines(leaves: list[Message], body: Message | None) -> list[str]:
         name = fit(_filename(part), NAME_COLUMNS) or "(no name)"
         ctype = fit(_content_type(part)[0], NAME_COLUMNS)
         lines.append(f"  {number}. {name} ({ctype}, {human_size(_decoded_size(part))})")
-    if len(attachments) > MAX_ATTACHMENTS:
-        lines.append(f"  ... and {len(attachments) - MAX_ATTACHMENTS} more")
+    more = len(attachments) - MAX_ATTACHMENTS
+    more += sum(1 for p in leaves[MAX_PARTS:] if _is_attachment(p, body))
+    if more > 0:
+        lines.append(f"  ... and {more} more")
     return lines
 
 
@@ -368,7 +378,7 @@ def render_message(raw: bytes, *, text_limit: int, total_size: int | None = None
             lines.append(f"{name.title()}: {fit(shown or str(missing), HEADER_COLUMNS)}")
     lines.append("")
     leaves = _leaves(message)
-    body = _choose_body(leaves)
+    body = _choose_body(leaves[:MAX_PARTS])
     lines.extend(_body_lines(body, text_limit))
     lines.extend(_attachment_lines(leaves, body))
     if total_size is not None and total_size > len(raw):

@@ -28,7 +28,7 @@ from mailsocketd.mail.text.headers import (
     pad,
 )
 
-__all__ = ["Summary", "summarize", "summary_line"]
+__all__ = ["Summary", "arrival_date", "summarize", "summary_line"]
 
 SENDER_COLUMNS = 20
 DATE_COLUMNS = 16
@@ -46,9 +46,12 @@ class Summary:
     size: int
 
 
-def summarize(uid: int, header: bytes, flags: Iterable[str], size: int) -> Summary:
+def summarize(uid: int, header: bytes, flags: Iterable[str], size: int,
+              arrived: str = "") -> Summary:
     """A list entry from the raw header block of a message (as from ``BODY.PEEK[HEADER.FIELDS
-    (DATE FROM SUBJECT CONTENT-TYPE)]``) and its flags (``\\Seen`` ...)."""
+    (DATE FROM SUBJECT CONTENT-TYPE)]``) and its flags (``\\Seen`` ...).  ``arrived`` is the
+    server's INTERNALDATE (``25-Nov-2026 14:03:07 +0100``): the date shown when the message
+    has no Date header, or one that cannot be read."""
     fields = header_fields(header)
     sender, subject = fields.get("from"), fields.get("subject")
     # The body's charset is the fallback for raw 8-bit header bytes (and 7-bit ISO-2022-JP);
@@ -60,7 +63,8 @@ def summarize(uid: int, header: bytes, flags: Iterable[str], size: int) -> Summa
         charset = header_params(fields["content-type"])[1].get("charset")
     return Summary(
         uid=uid,
-        date=local_date(decode_header(fields["date"])) if "date" in fields else "",
+        date=(local_date(decode_header(fields["date"])) if "date" in fields else "")
+        or arrival_date(arrived),
         sender=first_sender(header_text(sender, charset)),
         subject=decode_header(subject, fallback_charset=charset),
         unseen=not any(flag.lower() == "\\seen" for flag in flags),
@@ -169,6 +173,32 @@ def local_date(raw: str) -> str:
     when = rfc5322_date(raw)
     if when is None:
         when = any_date(raw)
+    return _local(when)
+
+
+# INTERNALDATE (RFC 3501 date-time, RFC 9051 the same): " 5-Nov-2026 14:03:07 +0100"
+_INTERNAL_DATE = re.compile(
+    r" ?(\d{1,2})-(" + "|".join(_MONTHS) + r")-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)",
+    re.ASCII)
+
+
+def arrival_date(raw: str) -> str:
+    """The server's INTERNALDATE as ``YYYY-MM-DD HH:MM`` in local time; "" if unreadable."""
+    match = _INTERNAL_DATE.fullmatch(raw)
+    if match is None:
+        return ""
+    day, month, year, hour, minute, second, sign, zone_h, zone_m = match.groups()
+    offset = (int(zone_h) * 3600 + int(zone_m) * 60) * (-1 if sign == "-" else 1)
+    try:
+        when = datetime(int(year), _MONTH_NUMBER[month], int(day), int(hour), int(minute),
+                        int(second), tzinfo=_zone(offset))
+    except ValueError:
+        return ""
+    return _local(when)
+
+
+def _local(when: datetime | None) -> str:
+    """A moment as ``YYYY-MM-DD HH:MM`` in local time; "" for None or one out of range."""
     if when is None:
         return ""
     try:

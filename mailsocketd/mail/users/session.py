@@ -117,11 +117,11 @@ def refusal(mailbox: str, error: ServerRefused) -> MailboxError:
 
 
 async def open_user_session(reactor: ConnectReactor, imap: ImapConfig, user: str,
-                            password: Secret, *,
-                            clock: IReactorTime | None = None) -> UserSession:
-    """Connect, TLS per policy, log in; AuthFailed on wrong credentials (never naming the
-    password), MailError for everything else.  Connecting takes at most imap.timeout, and so
-    does the whole login."""
+                            password: Secret, *, clock: IReactorTime | None = None,
+                            client_ip: str | None = None) -> UserSession:
+    """Connect, TLS per policy, tell the server ``client_ip`` (ID, see ``send_id``), log in;
+    AuthFailed on wrong credentials (never naming the password), MailError for everything
+    else.  Connecting takes at most imap.timeout, and so does the whole login."""
     if not user or len(user) > 256 or any(not c.isprintable() or c.isspace() for c in user):
         raise AuthFailed("bad user name")
     if any(b in (0, 10, 13) for b in password.reveal()):
@@ -134,14 +134,16 @@ async def open_user_session(reactor: ConnectReactor, imap: ImapConfig, user: str
         client = await connect(reactor, imap.address, imap.tls, factory, imap.timeout)
     except Exception as e:
         raise unreachable(e, imap.timeout) from None
-    return await start_user_session(client, imap, user, password, clock=time)
+    return await start_user_session(client, imap, user, password, clock=time,
+                                    client_ip=client_ip)
 
 
 async def start_user_session(client: UserImapClient, imap: ImapConfig, user: str,
-                             password: Secret, *, clock: ReactorClock) -> UserSession:
+                             password: Secret, *, clock: ReactorClock,
+                             client_ip: str | None = None) -> UserSession:
     """Log in over a connected client and wrap it in a UserSession."""
     caps = await log_in_user(client, imap.address, imap.tls, user, password,
-                             timeout=imap.timeout)
+                             timeout=imap.timeout, client_ip=client_ip)
     log.info("user {user} logged in to the mail server", user=user, event="user_login")
     session = UserSession(client, imap, user, caps, clock)
     session.open_inbox()

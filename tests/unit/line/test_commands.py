@@ -12,7 +12,7 @@ import pytest
 from linerig import Rig, User, take
 
 from mailsocketd.line.commands import Arg, Command
-from mailsocketd.line.replies import Reply
+from mailsocketd.line.replies import CommandError, Reply
 from mailsocketd.line.session import Session
 
 LINE = Path(__file__).resolve().parents[3] / "mailsocketd" / "line"
@@ -210,3 +210,48 @@ def test_no_import_cycles_between_line_modules():
 
     cycles = [name for name in graph if reaches(name, name, {name})]
     assert cycles == []
+
+
+class Writer:
+    """A command that reads input up to a lone '.', refusing some of it."""
+
+    def __init__(self) -> None:
+        self.called = 0
+
+    def write(self, session: Session, to: str = "") -> Reply:
+        self.called += 1
+        if to == "nobody":
+            raise CommandError("bad recipient 'nobody'")
+        return Reply("ok go on")
+
+
+def writer_rig(writer: Writer) -> Rig:
+    return Rig([Command(name="write", handler=writer.write, needs_login=True, reads_input=True,
+                        args=(Arg("to", kind="rest", optional=True),), summary="write")])
+
+
+@pytest.mark.parametrize(("user", "to", "why"), [
+    (None, "bob", "login first"),
+    ("alice", "nobody", "bad recipient 'nobody'"),
+])
+def test_a_refused_command_that_reads_input_consumes_it(user, to, why):
+    """Its input is never run as commands (quit would close), whoever refused it: the table's
+    login gate or the handler."""
+    writer = Writer()
+    proto, tr = writer_rig(writer).connect()
+    proto.session.user = None if user is None else User(user)
+    proto.dataReceived(f"write {to}\r\nquit\r\ntime\r\n.\r\ntime\r\n".encode())
+    lines = take(tr).decode().split("\r\n")[:-1]
+    assert lines[0] == f"error: {why}; the message up to the lone '.' is discarded"
+    assert lines[1] == f"error: not sent: {why}"
+    assert len(lines) == 3 and lines[2].count("/") == 2  # the time after the '.', served
+    assert writer.called == (0 if user is None else 1)
+    assert not tr.disconnecting
+
+
+def test_without_reads_input_a_refusal_is_one_line():
+    proto, tr = Rig([Command(name="write", handler=Writer().write, needs_login=True,
+                             args=(Arg("to", kind="rest", optional=True),),
+                             summary="write")]).connect()
+    proto.dataReceived(b"write bob\r\nquit\r\n")
+    assert take(tr).decode().split("\r\n")[:-1] == ["error: login first", "quit"]

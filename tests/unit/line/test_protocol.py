@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
+import socket
 import weakref
 
 from hypothesis import given, settings
@@ -12,7 +13,13 @@ from linerig import START, HalfClosingTransport, Rig, User, lose, take
 from twisted.internet.defer import Deferred
 
 from mailsocketd.line.commands import Arg, Command
-from mailsocketd.line.protocol import LineProtocol
+from mailsocketd.line.protocol import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE,
+    KEEPALIVE_INTERVAL,
+    LineProtocol,
+    keep_alive,
+)
 from mailsocketd.line.replies import CommandError, Reply
 
 
@@ -267,6 +274,47 @@ def test_one_timer_watches_every_client_and_closes_only_the_quiet_ones():
     lose(late[0], late[1])
     lose(busy[0], busy[1])
     assert rig.clock.getDelayedCalls() == []
+
+
+def test_a_client_waiting_for_pushed_lines_is_not_idle():
+    """Issue 11 item 11: ``watch on`` was ended by the idle timeout.  A session that awaits
+    pushed lines is kept however long it is quiet (TCP keepalive watches it), is checked again
+    each idle period, and is closed by the limit once it no longer waits."""
+    rig = Rig(idle_timeout=30.0)
+    watching = {"on": True}
+    proto, tr = rig.connect(port=40001)
+    other, other_tr = rig.connect(port=40002)
+    proto.session.awaits_push = lambda session: watching["on"] and session is proto.session
+    for _ in range(10):  # 10 idle periods of silence, pushed lines meanwhile
+        rig.clock.advance(30)
+        proto.push("* new mail: INBOX messages=1 unseen=1")
+    assert closing(other_tr) and not closing(tr)  # the other quiet client was closed
+    assert take(tr) == b"* new mail: INBOX messages=1 unseen=1\r\n" * 10
+    lose(other, other_tr)
+    assert len(rig.clock.getDelayedCalls()) == 1  # the idle timer still watches it
+    watching["on"] = False  # watch off, or the mail session was lost
+    rig.clock.advance(30)
+    assert take(tr) == b"error: idle timeout (30 s), closing\r\n"
+    assert closing(tr)
+
+
+def test_keep_alive_turns_on_tcp_keepalive_of_the_socket_underneath():
+    class Tcp:
+        def __init__(self, sock: socket.socket) -> None:
+            self.socket = sock
+
+    class Tls:  # TLSMemoryBIOProtocol: the TCP transport is its .transport
+        def __init__(self, inner: object) -> None:
+            self.transport = inner
+
+    with socket.socket() as tcp, socket.socket(socket.AF_UNIX) as unix:
+        assert keep_alive(Tls(Tcp(tcp)))
+        assert tcp.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE
+        assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == KEEPALIVE_INTERVAL
+        assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == KEEPALIVE_COUNT
+        assert not keep_alive(Tcp(unix))  # a UNIX socket's dead peer is seen at once
+    assert not keep_alive(HalfClosingTransport())
 
 
 def test_client_that_does_not_read_stops_being_served():

@@ -17,7 +17,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IProcessProtocol, IProcessTransport
 from twisted.internet.task import Clock, deferLater
 
-from mailsocketd.mail.process import ProcessResult, ProcessStartError, run_process
+from mailsocketd.mail.process import SETSID, ProcessResult, ProcessStartError, run_process
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
 LIMIT = 10.0  # seconds any of these programs may take; each finishes (or is killed) far sooner
@@ -187,9 +187,11 @@ def test_stdin_is_written_once_then_closed_and_no_timer_outlives_the_program():
 
     fake = FakeReactor()
     results: list[object] = []
-    run_process(fake, ["/bin/helper", "a"], {"X": "1"}, 5.0, stdin=b"data").addBoth(
+    helper = sys.executable  # run_process checks that the program exists before it spawns
+    wrap = [SETSID, "--"] if SETSID else []
+    run_process(fake, [helper, "a"], {"X": "1"}, 5.0, stdin=b"data").addBoth(
         results.append)
-    assert fake.log == [("spawn", "/bin/helper", ["/bin/helper", "a"], {"X": "1"}),
+    assert fake.log == [("spawn", (wrap or [helper])[0], [*wrap, helper, "a"], {"X": "1"}),
                         ("write", b"data"), ("closeStdin",)]
     assert len(fake.getDelayedCalls()) == 1
     assert fake.protocol is not None
@@ -198,3 +200,83 @@ def test_stdin_is_written_once_then_closed_and_no_timer_outlives_the_program():
     assert results == [ProcessResult(0, None, timeout=5.0)]
     fake.advance(10)
     assert ("signal", "KILL") not in fake.log
+
+
+# -- helpers with children (issue 11, item 15) ----------------------------------------------------
+
+# A program that starts a child holding its stdout (it inherits it), prints the child's pid,
+# then does ``then``.  The child sleeps 30 s: a test that waited for the pipes would show it.
+def with_child(then: str = "", detach: bool = False) -> list[str]:
+    return [sys.executable, "-c",
+        "import os, subprocess, sys\n"
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], "
+        f"start_new_session={detach})\n"
+        "print(child.pid, flush=True)\n" + then]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (our test process is not its parent: it was reparented) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def dead(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        await deferLater(reactor, 0.05, lambda: None)
+    return True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_child_left_holding_the_output_neither_delays_the_result_nor_survives():
+    start = time.monotonic()
+    result = await run_process(reactor, with_child("print('done')"), ENV, LIMIT)
+    assert time.monotonic() - start < 3  # not the child's 30 s, nor the timeout
+    assert result.ok and not result.timed_out, result
+    child, done = result.stdout.split()
+    assert done == b"done"  # everything the program wrote before it exited is kept
+    assert await dead(int(child))  # the rest of its process group is killed when it exits
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_timeout_kills_the_whole_group():
+    start = time.monotonic()
+    result = await run_process(reactor, with_child("import time; time.sleep(60)"), ENV, 0.5)
+    assert time.monotonic() - start < 3  # not when the child, holding the output, ends
+    assert result.timed_out and result.signal == 9
+    assert await dead(int(result.stdout))
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelling_kills_the_whole_group(tmp_path):
+    """As the daemon's stop does (hooks, password commands)."""
+    pid_file = tmp_path / "child"
+    d = run_process(reactor, with_child(f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+                                        "import time; time.sleep(60)"), ENV, LIMIT)
+    deadline = time.monotonic() + LIMIT
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        await deferLater(reactor, 0.02, lambda: None)
+    d.cancel()
+    with pytest.raises(CancelledError):
+        await d
+    assert await dead(int(pid_file.read_text()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_child_that_leaves_the_group_holding_the_output_delays_the_result_by_a_second():
+    start = time.monotonic()
+    result = await run_process(reactor, with_child("print('done')", detach=True), ENV, LIMIT)
+    took = time.monotonic() - start
+    child, done = result.stdout.split()
+    os.kill(int(child), 9)  # started (indirectly) by this test: end it
+    assert result.ok and done == b"done"
+    assert took < 3  # EXIT_GRACE (1 s), not the child's 30 s

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from mailsocketd.mail.secrets import (
     MAX_SECRET_FILE,
@@ -129,3 +131,33 @@ async def test_a_command_writing_too_much_gives_its_first_line_only():
         sys.executable, "-c", f"print({SECRET!r}); print('x' * 100000)"))
     secret = await fetch_password(source, reactor, dict(os.environ))
     assert secret.reveal() == SECRET.encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_that_leaves_a_child_holding_its_output_still_gives_the_password(
+        tmp_path):
+    """It printed the password and exited: that is the answer, at once, and the child (which
+    would leak once per retry) is killed with the command's process group (issue 11, item 15)."""
+    pid_file = tmp_path / "child"
+    command = (sys.executable, "-c",
+               "import subprocess, sys\n"
+               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+               f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+               f"print({SECRET!r})")
+    start = time.monotonic()
+    secret = await run_password_command(command, reactor, dict(os.environ), timeout=5.0)
+    assert secret.reveal() == SECRET.encode()
+    assert time.monotonic() - start < 3  # not the 5 s timeout
+    deadline = time.monotonic() + 5
+    while not gone(int(pid_file.read_text())):
+        assert time.monotonic() < deadline, "the child outlived the command"
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+def gone(pid):
+    """Ended: no such process, or a zombie (reparented, not ours to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

@@ -9,20 +9,28 @@ lines; and the bridge's stopService logging every user out within the grace peri
 
 from __future__ import annotations
 
+import os
+import socket
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from linerig import Rig, lose, take
-from mailrig import STATUS_ITEMS
+from mailrig import STATUS_ITEMS, MailReactorClock, account
 from twisted.application.service import MultiService
+from twisted.internet.address import UNIXAddress
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from userrig import CAPS, UserRig, imap_config
 
 from mailsocketd.line.config import LineConfig
+from mailsocketd.line.factory import peer_uid
 from mailsocketd.line.mail.commands import BridgeReactor, MailBridge, MailUser, as_user_error
+from mailsocketd.line.mail.throttle import MAX_DELAY
 from mailsocketd.line.replies import CommandError
+from mailsocketd.mail.accounts.service import AccountsService
 from mailsocketd.mail.errors import MailError
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.users.config import ImapConfig
@@ -40,10 +48,13 @@ class Servers:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.rigs: list[UserRig] = []
+        self.client_ips: list[str | None] = []  # what each login was told to send with ID
 
-    async def open(self, imap: ImapConfig, user: str, password: Secret) -> UserSession:
+    async def open(self, imap: ImapConfig, user: str, password: Secret,
+                   client_ip: str | None = None) -> UserSession:
         rig = UserRig(imap, clock=self.clock).connect()
         self.rigs.append(rig)
+        self.client_ips.append(client_ip)
         return await start_user_session(rig.client, imap, user, password, clock=self.clock)
 
     @property
@@ -239,16 +250,44 @@ def test_a_watch_that_ends_by_itself_is_pushed_and_no_longer_counted():
     assert bridge.status_lines()[0].startswith("mail sessions: 1 logged in, 0 watching;")
 
 
-def test_a_lost_session_is_pushed_and_login_is_needed_again():
+def test_a_lost_session_is_a_pushed_line_and_the_next_mail_command_says_so():
+    """Issue 11 item 19: the notice is a ``* `` line (a script reading one reply per command
+    skips it); the next mail command answers ``error:``, then login is needed again."""
+    rig, bridge, servers = bridge_rig()
+    proto, tr, imap = logged_in(rig, servers)
+    imap.transport.loseConnection()
+    rig.clock.advance(0)
+    assert take(tr) == (b"* mail session lost (the mail server closed the connection); "
+                        b"login again\r\n")
+    assert bridge.status_lines()[0].startswith("mail sessions: 0 logged in")
+    proto.dataReceived(b"time\ncheck\ncheck\n")
+    lines = take(tr).split(b"\r\n")
+    assert lines[1:] == [b"error: the mail session was lost (the mail server closed the "
+                         b"connection); login again", b"error: login first", b""]
+    assert proto.session.user is None
+
+
+def test_a_lost_session_notice_between_a_command_and_its_reply_is_a_pushed_line():
+    rig, _, servers = bridge_rig()
+    proto, tr, imap = logged_in(rig, servers)
+    proto.dataReceived(b"check Work\n")
+    imap.expect(b"STATUS")
+    imap.transport.loseConnection()
+    rig.clock.advance(0)
+    lines = take(tr).split(b"\r\n")
+    assert lines[0] == b"* mail session lost (the mail server closed the connection); login again"
+    assert lines[1].startswith(b"error: ") and lines[2:] == [b""]
+
+
+def test_login_again_after_a_lost_session_needs_no_logout():
     rig, _, servers = bridge_rig()
     proto, tr, imap = logged_in(rig, servers)
     imap.transport.loseConnection()
     rig.clock.advance(0)
-    assert take(tr) == (b"error: mail session lost (the mail server closed the connection); "
-                        b"login again\r\n")
-    assert proto.session.user is None
-    proto.dataReceived(b"check\n")
-    assert take(tr) == b"error: login first\r\n"
+    take(tr)
+    proto.dataReceived(f"login bob {PASSWORD}\n".encode())
+    accept(servers.last, user=b"bob")
+    assert take(tr) == b"ok logged in as bob\r\n"
 
 
 def test_mail_server_failures_are_error_lines_not_internal_errors():
@@ -272,14 +311,16 @@ def test_arguments_are_checked_before_the_mail_server_is_asked():
     rig, _, servers = bridge_rig()
     proto, tr, imap = logged_in(rig, servers)
     proto.dataReceived(b"read 0\nread x1\ndelete 5 4294967296\nlist 0\nwatch maybe\n"
-                       b"send a@b.example\nlogout\ncheck\n")
+                       b"send a@b.example\n.\nlogout\ncheck\n")
     assert take(tr).decode().splitlines() == [
         "error: not a UID: '0' (UIDs are the numbers 'list' shows)",
         "error: not a UID: 'x1' (UIDs are the numbers 'list' shows)",
         "error: not a UID: '4294967296' (UIDs are the numbers 'list' shows)",
         "error: COUNT must be 1 to 500",
         "error: usage: watch on|off [MAILBOX]",
-        "error: sending is not configured on this server (no [smtp])",
+        "error: sending is not configured on this server (no [smtp]); the message up to the "
+        "lone '.' is discarded",
+        "error: not sent: sending is not configured on this server (no [smtp])",
         "ok logged out",
         "error: login first",
     ]
@@ -408,8 +449,7 @@ def test_daemon_shutdown_logs_users_out_while_clients_are_told():
 
 
 @pytest.mark.parametrize("command", [b"check", b"list", b"read 1", b"delete 1",
-                                     b"send bob@example.test", b"watch on", b"mailboxes",
-                                     b"logout"])
+                                     b"watch on", b"mailboxes", b"logout"])
 def test_mail_commands_need_login(command):
     rig, _, _ = bridge_rig()
     proto, tr = connect(rig)
@@ -429,3 +469,244 @@ def test_the_documented_help_is_the_real_help(doc):
     proto, tr = connect(rig)
     proto.dataReceived(b"help\n")
     assert take(tr).decode().split("\r\n")[:-1] == documented
+
+
+# -- issue 11 item 6: the lock-out counts logins under way, keyed by client and by user ------
+
+WRONG = b"login alice wrong\n"
+REFUSED_ADDRESS = b"error: too many logins from your address are waiting for the mail server"
+
+
+def test_logins_sent_at_once_on_many_connections_reach_the_server_at_most_limit_times():
+    rig, _, servers = bridge_rig(login_failures=5)
+    clients = [connect(rig, "127.0.0.1") for _ in range(59)]
+    for proto, _ in clients:
+        proto.dataReceived(WRONG)
+    assert len(servers.rigs) == 5  # the other 54 were refused before the IMAP round trip
+    for _, tr in clients[5:]:
+        assert take(tr).startswith(REFUSED_ADDRESS)
+    for imap in servers.rigs:
+        refuse(imap)
+    rig.clock.advance(MAX_DELAY)
+    last, tr = connect(rig, "127.0.0.1")
+    last.dataReceived(f"login alice {PASSWORD}\n".encode())  # the right password, the 60th
+    assert take(tr).startswith(b"error: too many failed logins from your address; try again")
+    assert len(servers.rigs) == 5
+
+
+def test_a_login_that_succeeds_frees_its_place_at_once():
+    rig, _, servers = bridge_rig(login_failures=2)
+    first, tr1 = connect(rig)
+    second, _ = connect(rig)
+    first.dataReceived(f"login alice {PASSWORD}\n".encode())
+    second.dataReceived(f"login bob {PASSWORD}\n".encode())
+    third, tr3 = connect(rig)
+    third.dataReceived(f"login carol {PASSWORD}\n".encode())
+    assert take(tr3).startswith(REFUSED_ADDRESS)
+    accept(servers.rigs[0])
+    assert take(tr1) == b"ok logged in as alice\r\n"
+    third.dataReceived(f"login carol {PASSWORD}\n".encode())
+    accept(servers.last, user=b"carol")
+    assert take(tr3) == b"ok logged in as carol\r\n"
+
+
+def test_ipv6_clients_of_one_slash_64_share_one_lockout():
+    rig, _, servers = bridge_rig(login_failures=2, allow_cleartext_login=True)
+    for host in ("2001:db8:1:2::a", "2001:db8:1:2::b"):
+        proto, tr = connect(rig, host)
+        proto.dataReceived(WRONG)
+        refuse(servers.last)
+        rig.clock.advance(MAX_DELAY)
+    asked = len(servers.rigs)
+    proto, tr = connect(rig, "2001:db8:1:2:ffff::1")
+    proto.dataReceived(f"login alice {PASSWORD}\n".encode())
+    assert take(tr).startswith(b"error: too many failed logins from your address")
+    assert len(servers.rigs) == asked
+    other, tr2 = connect(rig, "2001:db8:1:3::1")  # the next /64 is someone else
+    other.dataReceived(f"login alice {PASSWORD}\n".encode())
+    accept(servers.last)
+    assert take(tr2) == b"ok logged in as alice\r\n"
+
+
+def unix_client(rig: Rig, uid: int | None) -> tuple[Any, Any]:
+    proto: Any = rig.factory.buildProtocol(UNIXAddress(b"/run/mailsocketd.sock"))
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.session.uid = uid  # what SO_PEERCRED said (a StringTransport has no socket)
+    return proto, transport
+
+
+def test_unix_socket_clients_are_locked_out_by_their_peer_uid():
+    rig, _, servers = bridge_rig(login_failures=2)
+    for _ in range(2):
+        proto, tr = unix_client(rig, 1000)
+        proto.dataReceived(WRONG)
+        refuse(servers.last)
+        rig.clock.advance(MAX_DELAY)
+    assert servers.client_ips == [None, None]  # no IP address to tell the IMAP server
+    proto, tr = unix_client(rig, 1000)
+    proto.dataReceived(f"login alice {PASSWORD}\n".encode())
+    assert take(tr).startswith(b"error: too many failed logins from your address")
+    other, tr2 = unix_client(rig, 1001)  # another local user is not locked out with uid 1000
+    other.dataReceived(f"login alice {PASSWORD}\n".encode())
+    accept(servers.last)
+    assert take(tr2) == b"ok logged in as alice\r\n"
+
+
+def test_the_peer_uid_of_a_unix_socket_is_read_with_so_peercred():
+    left, right = socket.socketpair(socket.AF_UNIX)
+    try:
+        assert peer_uid(SimpleNamespace(socket=left)) == os.getuid()
+    finally:
+        left.close()
+        right.close()
+    assert peer_uid(StringTransport()) is None
+
+
+def test_failures_per_user_name_are_limited_across_addresses():
+    rig, _, servers = bridge_rig(login_failures=5, login_user_failures=3,
+                                      login_user_lockout=3600.0)
+    for n, name in enumerate(("alice", "ALICE", "alice@evil.example")):
+        proto, tr = connect(rig, f"127.0.0.{n + 2}")
+        proto.dataReceived(f"login {name} wrong\n".encode())
+        refuse(servers.last)
+        rig.clock.advance(MAX_DELAY)
+    asked = len(servers.rigs)
+    proto, tr = connect(rig, "127.0.0.9")  # a fresh address, the right password
+    proto.dataReceived(f"login alice {PASSWORD}\n".encode())
+    assert take(tr).startswith(b"error: too many failed logins for this user name; try again "
+                               b"in ")
+    assert len(servers.rigs) == asked
+    proto.dataReceived(f"login bob {PASSWORD}\n".encode())  # other users are not affected
+    accept(servers.last, user=b"bob")
+    assert take(tr) == b"ok logged in as bob\r\n"
+    rig.clock.advance(3600.0)
+    other, tr2 = connect(rig, "127.0.0.9")
+    other.dataReceived(f"login alice {PASSWORD}\n".encode())
+    accept(servers.last)
+    assert take(tr2) == b"ok logged in as alice\r\n"
+
+
+def test_the_per_user_limit_can_be_switched_off():
+    rig, _, servers = bridge_rig(login_failures=5, login_user_failures=0)
+    for n in range(4):
+        proto, tr = connect(rig, f"127.0.0.{n + 2}")
+        proto.dataReceived(WRONG)
+        refuse(servers.last)
+        rig.clock.advance(MAX_DELAY)
+    proto, tr = connect(rig, "127.0.0.9")
+    proto.dataReceived(f"login alice {PASSWORD}\n".encode())
+    accept(servers.last)
+    assert take(tr) == b"ok logged in as alice\r\n"
+
+
+# -- issue 11 item 8: IMAP sessions are capped; the client's address goes to the server ------
+
+def test_sessions_per_user_are_capped_counting_logins_under_way():
+    rig, _, servers = bridge_rig(mail_sessions_per_user=2)
+    logged_in(rig, servers)
+    pending, tr = connect(rig)
+    pending.dataReceived(f"login Alice {PASSWORD}\n".encode())  # under way, not answered
+    third, tr3 = connect(rig)
+    third.dataReceived(f"login alice {PASSWORD}\n".encode())
+    assert take(tr3) == (b"error: too many mail sessions for this user (2 at most); log out "
+                         b"of another first\r\n")
+    assert len(servers.rigs) == 2
+    third.dataReceived(f"login bob {PASSWORD}\n".encode())  # another user is not capped
+    accept(servers.last, user=b"bob")
+    assert take(tr3) == b"ok logged in as bob\r\n"
+    refuse(servers.rigs[1])  # the one under way fails: its place is free again
+    rig.clock.advance(MAX_DELAY)
+    pending.dataReceived(f"login alice {PASSWORD}\n".encode())
+    accept(servers.last)
+    assert take(tr).endswith(b"ok logged in as alice\r\n")
+
+
+def test_sessions_in_total_are_capped_and_a_logout_frees_a_place():
+    rig, _, servers = bridge_rig(mail_sessions=2)
+    first, _, _ = logged_in(rig, servers, "alice")
+    logged_in(rig, servers, "bob")
+    proto, tr = connect(rig)
+    proto.dataReceived(f"login carol {PASSWORD}\n".encode())
+    assert take(tr) == (b"error: too many mail sessions on this server (2 at most); try "
+                        b"again later\r\n")
+    first.dataReceived(b"logout\n")
+    proto.dataReceived(f"login carol {PASSWORD}\n".encode())
+    accept(servers.last, user=b"carol")
+    assert take(tr) == b"ok logged in as carol\r\n"
+
+
+def test_the_default_cap_is_below_dovecots_ten_sessions_per_user_and_address():
+    assert LineConfig().mail_sessions_per_user < 10
+
+
+def test_the_client_address_is_given_to_the_opener_for_the_imap_server():
+    rig, _, servers = bridge_rig(allow_cleartext_login=True)
+    proto, _ = connect(rig, "192.0.2.44")
+    proto.dataReceived(f"login alice {PASSWORD}\n".encode())
+    accept(servers.last)
+    assert servers.client_ips == ["192.0.2.44"]
+
+
+# -- issue 11 item 13: what `status` shows to whom -------------------------------------------
+
+SECRET_PATH = "/etc/mailsocketd/work.password"  # noqa: S105 - a path, no password
+
+
+def status_rig(**line: Any) -> tuple[Rig, Servers]:
+    """The line server with the mail bridge and one monitored account whose error names a
+    file, as tap.py wires them."""
+    rig, bridge, servers = bridge_rig(allow_cleartext_login=True, **line)
+    accounts = AccountsService([account(name="work")], MailReactorClock(), {})
+    accounts.watchers[0].state.connection_failed(
+        f"password_file {SECRET_PATH}: permission denied", "backing-off", 60.0)
+    rig.server.status_sources += [bridge.status_lines, accounts.status_lines]
+    return rig, servers
+
+
+def status_of(proto: Any, tr: Any) -> list[str]:
+    proto.dataReceived(b"status\n")
+    return take(tr).decode().split("\r\n")
+
+
+def test_local_clients_see_the_accounts_with_their_errors():
+    rig, _ = status_rig()
+    for proto, tr in (connect(rig, "127.0.0.1"), unix_client(rig, 1000)):
+        (line,) = [s for s in status_of(proto, tr) if s.startswith("account ")]
+        assert line.startswith("account work INBOX: state=backing-off ")
+        assert line.endswith(f"error=password_file {SECRET_PATH}: permission denied")
+
+
+def test_remote_clients_see_no_account_and_no_path():
+    rig, servers = status_rig(status_users=("alice",))
+    proto, tr = connect(rig, "192.0.2.1")
+    shown = status_of(proto, tr)
+    assert not [s for s in shown if s.startswith("account ") or SECRET_PATH in s]
+    assert [s for s in shown if s.startswith("mail sessions: ")]  # the daemon's numbers stay
+    proto.dataReceived(f"login bob {PASSWORD}\n".encode())  # logged in, but not allowed
+    accept(servers.last, user=b"bob")
+    take(tr)
+    assert not [s for s in status_of(proto, tr) if s.startswith("account ")]
+
+
+def test_an_allowed_remote_user_sees_the_accounts_but_no_error_text():
+    rig, servers = status_rig(status_users=("Alice",))
+    proto, tr = connect(rig, "192.0.2.1")
+    proto.dataReceived(f"login alice {PASSWORD}\n".encode())
+    accept(servers.last)
+    take(tr)
+    shown = status_of(proto, tr)
+    (line,) = [s for s in shown if s.startswith("account ")]
+    assert line.startswith("account work INBOX: state=backing-off ")
+    assert line.endswith(" error=yes")
+    assert not [s for s in shown if SECRET_PATH in s]
+
+
+def test_status_users_star_allows_every_logged_in_user():
+    rig, servers = status_rig(status_users=("*",))
+    proto, tr = connect(rig, "192.0.2.1")
+    assert not [s for s in status_of(proto, tr) if s.startswith("account ")]
+    proto.dataReceived(f"login bob {PASSWORD}\n".encode())
+    accept(servers.last, user=b"bob")
+    take(tr)
+    assert [s for s in status_of(proto, tr) if s.endswith(" error=yes")]

@@ -3,17 +3,26 @@ a minimal environment (no password variable), and nothing left scheduled after s
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from mailrig import account
+import pytest_twisted
+from mailrig import account, global_reactor
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IProcessProtocol, IProcessTransport
-from twisted.internet.task import Clock
+from twisted.internet.interfaces import IProcessProtocol, IProcessTransport, IReactorTime
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.accounts.hooks import NewMailHook
 from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.process import SETSID
+
+NOTIFY = sys.executable  # a program that exists: run_process checks before it spawns
+WRAP = [SETSID, "--"] if SETSID else []  # each helper starts through setsid(1): a group of its own
 
 
 class ProcessTransport:
@@ -59,7 +68,7 @@ def counts(messages, unseen=1, uidnext=None):
 
 def hook(delay=2.0, **environ):
     reactor = ProcessReactor()
-    acct = account(on_new_mail=("/usr/local/bin/notify", "--quiet"), on_new_mail_delay=delay)
+    acct = account(on_new_mail=(NOTIFY, "--quiet"), on_new_mail_delay=delay)
     return NewMailHook(acct, reactor, environ), reactor
 
 
@@ -72,8 +81,8 @@ def test_a_burst_of_50_runs_the_hook_once():
     reactor.advance(2)
     assert len(reactor.spawned) == 1
     _, executable, args, env, _ = reactor.spawned[0]
-    assert executable == "/usr/local/bin/notify"
-    assert args == ["/usr/local/bin/notify", "--quiet", "work", "INBOX", "50", "50", "50"]
+    assert executable == (WRAP or [NOTIFY])[0]
+    assert args == [*WRAP, NOTIFY, "--quiet", "work", "INBOX", "50", "50", "50"]
     assert env == {
         "PATH": "/usr/bin", "HOME": "/home/alice", "LANG": "C.UTF-8",
         "MAILSOCKETD_ACCOUNT": "work", "MAILSOCKETD_MAILBOX": "INBOX", "MAILSOCKETD_NEW": "50",
@@ -104,7 +113,7 @@ def test_mailboxes_are_debounced_separately():
     h.notify("INBOX", counts(1), 1)
     h.notify("Lists", counts(9), 2)
     reactor.advance(2)
-    assert sorted(s[2][3] for s in reactor.spawned) == ["INBOX", "Lists"]
+    assert sorted(s[2][-4] for s in reactor.spawned) == ["INBOX", "Lists"]
 
 
 def test_a_hanging_hook_is_killed():
@@ -151,3 +160,61 @@ def test_a_steady_trickle_runs_the_hook_at_least_every_max_wait():
         h.notify("INBOX", counts(n), 1)
         reactor.advance(1)
     assert len(reactor.spawned) == 1
+
+
+# -- real programs with children (issue 11, item 15) ----------------------------------------------
+
+def _starting_a_child(pid_file: str, then: str = "") -> tuple[str, ...]:
+    """A hook (python) that starts a 30 s child holding its output and writes its pid."""
+    return (sys.executable, "-c",
+            "import subprocess, sys\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+            f"open({pid_file!r}, 'w').write(str(child.pid))\n" + then)
+
+
+async def _until(predicate, within=5.0, what="the condition"):
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not reached within {within} s"
+        await deferLater(cast(IReactorTime, global_reactor()), 0.02, lambda: None)
+
+
+def _gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie (reparented, not ours to reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hook_that_leaves_a_child_running_does_not_stall_the_next_run(tmp_path):
+    pid_file = tmp_path / "child"
+    acct = account(on_new_mail=_starting_a_child(str(pid_file)), on_new_mail_delay=0.05)
+    h = NewMailHook(acct, global_reactor(), {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    with capturedLogs() as events:
+        h.notify("INBOX", counts(1), 1)
+        await _until(lambda: h.runs == 1 and not h._running, what="the first run's end")
+        first_child = int(pid_file.read_text())
+        pid_file.unlink()
+        h.notify("INBOX", counts(2), 1)
+        await _until(lambda: h.runs == 2 and not h._running, what="the second run's end")
+    outcomes = [e["outcome"] for e in events if e.get("event") == "hook"]
+    assert outcomes == ["exited with status 0"] * 2  # not "timed out after 60 s"
+    await _until(lambda: _gone(first_child) and _gone(int(pid_file.read_text())),
+                 what="the children's end")
+    h.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_kills_a_hanging_hook_and_its_child(tmp_path):
+    pid_file = tmp_path / "child"
+    acct = account(on_new_mail=_starting_a_child(str(pid_file), "import time; time.sleep(60)"),
+                   on_new_mail_delay=0.05)
+    h = NewMailHook(acct, global_reactor(), {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    h.notify("INBOX", counts(1), 1)
+    await _until(lambda: pid_file.exists() and pid_file.read_text(), what="the child's start")
+    h.stop()  # the daemon stops
+    await _until(lambda: _gone(int(pid_file.read_text())), what="the child's end")
+    await _until(lambda: not h._running, what="the run's end")

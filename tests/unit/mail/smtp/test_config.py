@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -44,8 +45,45 @@ def test_the_defaults() -> None:
         60.0, 10 << 20, False)
 
 
-def test_from_domain_defaults_to_the_machine_s_name() -> None:
-    assert parse(sendmail="/usr/sbin/sendmail").from_domain  # socket.getfqdn(): never empty
+@pytest.mark.parametrize(("fqdn", "hostname", "domain"), [
+    ("mail.example.org", "mail", "mail.example.org"),
+    ("localhost", "mail.example.org", "mail.example.org"),  # issue 11 item 21: this machine
+    ("localhost.localdomain", "vm", "vm"),
+    ("LOCALHOST", "ip6-localhost", None),
+])
+def test_from_domain_defaults_to_the_host_s_name_never_localhost(
+        monkeypatch: pytest.MonkeyPatch, fqdn: str, hostname: str, domain: str | None) -> None:
+    monkeypatch.setattr(socket, "getfqdn", lambda: fqdn)
+    monkeypatch.setattr(socket, "gethostname", lambda: hostname)
+    if domain is not None:
+        assert parse(sendmail="/usr/sbin/sendmail").from_domain == domain
+    else:
+        error = refusal(sendmail="/usr/sbin/sendmail")
+        assert error.key == "smtp.from_domain"
+        assert "no name but localhost" in error.problem
+    # a configured from_domain is taken as it is, whatever the host's name
+    assert parse(sendmail="/usr/sbin/sendmail", from_domain="example.org").from_domain == (
+        "example.org")
+
+
+def test_senders_map_login_names_to_addresses_the_operator_vouches_for() -> None:
+    config = parse(server="tcp:a.example", from_domain="example.org",
+                   senders={"alice": "alice.smith@example.org", "bob@b.example": "bob@b.example"})
+    assert config.senders == (("alice", "alice.smith@example.org"),
+                              ("bob@b.example", "bob@b.example"))
+    assert parse(server="tcp:a.example").senders == ()
+
+
+@pytest.mark.parametrize(("senders", "key", "words"), [
+    ({"alice": "Alice <alice@example.org>"}, "smtp.senders.alice", "not a plain local@domain"),
+    ({"alice": "alice"}, "smtp.senders.alice", "missing @domain"),
+    ({"alice": ""}, "smtp.senders.alice", "a non-empty string"),
+    ({"alice": ["a@b.c"]}, "smtp.senders.alice", "a non-empty string"),
+    ("alice@example.org", "smtp.senders", "a table"),
+])
+def test_a_bad_sender_mapping_names_its_key(senders: Any, key: str, words: str) -> None:
+    error = refusal(server="tcp:a.example", senders=senders)
+    assert (error.key, words in error.problem) == (key, True)
 
 
 @pytest.mark.parametrize("keys", [{}, {"server": "tcp:a.example", "sendmail": "/usr/sbin/x"}])

@@ -4,6 +4,7 @@ server over iosim, and a sendmail stand-in script for the program path."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sys
 from dataclasses import replace
@@ -31,6 +32,7 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from mailsocketd.mail.address import SMTP_PORTS, parse_server
+from mailsocketd.mail.process import PASSED_ENVIRONMENT
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.smtp.config import SmtpConfig
 from mailsocketd.mail.smtp.submit import (
@@ -559,8 +561,11 @@ import json, os, sys
 here = os.path.dirname(os.path.abspath(__file__))
 data = sys.stdin.buffer.read()
 with open(os.path.join(here, "call.json"), "w") as f:
-    json.dump({"argv": sys.argv[1:], "stdin": data.decode("latin-1"), "pid": os.getpid()}, f)
-mode = os.environ.get("STAND_IN_MODE", "ok")
+    json.dump({"argv": sys.argv[1:], "stdin": data.decode("latin-1"), "pid": os.getpid(),
+               "env": dict(os.environ)}, f)
+# the mode comes from a file: sendmail gets none of the daemon's own environment
+mode = open(os.path.join(here, "mode")).read() if os.path.exists(os.path.join(here, "mode")) \
+    else "ok"
 if mode == "fail":
     sys.stderr.write("sendmail: fatal: bob@example.test: \\x1b[31mno such user\\n"
                      "second line\\n")
@@ -583,7 +588,6 @@ def sendmail_config(tmp_path, **keys):
 
 
 def call(tmp_path):
-    import json
     return json.loads((tmp_path / "call.json").read_text())
 
 
@@ -595,7 +599,7 @@ async def run_sendmail(smtp, message=MESSAGE, recipients=("bob@example.test", "-
 @pytest_twisted.ensureDeferred
 async def test_sendmail_gets_the_envelope_as_arguments_and_the_message_on_stdin(
         tmp_path, monkeypatch):
-    monkeypatch.setenv("STAND_IN_MODE", "ok")
+    (tmp_path / "mode").write_text("ok")
     await run_sendmail(sendmail_config(tmp_path))
     seen = call(tmp_path)
     assert seen["argv"] == ["-i", "-f", "alice@example.test", "--", "bob@example.test",
@@ -605,8 +609,22 @@ async def test_sendmail_gets_the_envelope_as_arguments_and_the_message_on_stdin(
 
 
 @pytest_twisted.ensureDeferred
+async def test_sendmail_gets_the_scrubbed_environment_hooks_get(tmp_path, monkeypatch):
+    """Issue 11 item 3: a password_env secret of an account never reaches sendmail."""
+    monkeypatch.setenv("MAILSOCKETD_WORK_PASSWORD", PASSWORD.decode())
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.delenv("PATH", raising=False)
+    await run_sendmail(sendmail_config(tmp_path))
+    env = call(tmp_path)["env"]
+    assert PASSWORD.decode() not in json.dumps(env)
+    assert env.get("LANG") == "C.UTF-8"
+    assert env.get("PATH") == "/usr/local/bin:/usr/bin:/bin"
+    assert set(env) <= {*PASSED_ENVIRONMENT, "LC_CTYPE", "PWD", "SHLVL", "_"}
+
+
+@pytest_twisted.ensureDeferred
 async def test_sendmail_failing_reports_its_first_error_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("STAND_IN_MODE", "fail")
+    (tmp_path / "mode").write_text("fail")
     smtp = sendmail_config(tmp_path)
     with pytest.raises(SendError) as e:
         await run_sendmail(smtp)
@@ -616,7 +634,7 @@ async def test_sendmail_failing_reports_its_first_error_line(tmp_path, monkeypat
 
 @pytest_twisted.ensureDeferred
 async def test_a_hanging_sendmail_is_killed(tmp_path, monkeypatch):
-    monkeypatch.setenv("STAND_IN_MODE", "hang")
+    (tmp_path / "mode").write_text("hang")
     smtp = sendmail_config(tmp_path, timeout=1.0)
     with pytest.raises(SendError) as e:
         await run_sendmail(smtp)

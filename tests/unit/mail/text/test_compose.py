@@ -53,12 +53,23 @@ def test_a_comma_separated_list_is_split_in_order():
         "a@x.org", "b.c+tag@y.example", "d@z")
 
 
+@pytest.mark.parametrize("text", ["a@x.org b@y.org", "a@x.org, b@y.org", "a@x.org ,b@y.org",
+                                  " a@x.org\tb@y.org ", "a@x.org , \t b@y.org"])
+def test_recipients_are_separated_by_commas_spaces_and_tabs(text):
+    """Issue 11, item 5: words were joined with no separator ('a@xb@y')."""
+    assert parse_recipients(text) == ("a@x.org", "b@y.org")
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("", "no recipient given"),
     ("a@x.org,,b@y.org", "empty address in the recipient list 'a@x.org,,b@y.org'"),
     ("a@x.org,", "empty address in the recipient list 'a@x.org,'"),
-    ("a b@x.org", "bad recipient 'a b@x.org': space in address"),
-    ("a@x.org\r\nRCPT TO:<e@vil>", "bad recipient 'a@x.org\\r\\nRCPT TO:<e@vil>': line break"),
+    ("a b@x.org", "bad recipient 'a': missing @domain"),
+    ("bob @example.test", "bad recipient 'bob': missing @domain"),
+    ("bob@ example.test", "bad recipient 'bob@': missing @domain"),
+    (" , ", "empty address in the recipient list ' , '"),
+    ("a@x.org\u00a0b@y.org", "bad recipient 'a@x.org\u00a0b@y.org': space in address"),  # one
+    ("a@x.org\r\nRCPT TO:<e@vil>", "bad recipient 'a@x.org\\r\\nRCPT': line break"),
     ("bob", "bad recipient 'bob': missing @domain"),
     ("bob@", "bad recipient 'bob@': missing @domain"),
     ("@x.org", "bad recipient '@x.org': missing the part before @"),
@@ -121,14 +132,45 @@ def test_a_continuation_line_folds_into_the_previous_header():
 
 @pytest.mark.parametrize("lines", [
     ["Dear Bob,", "Subject: not a header here", "", "more"],
-    ["Subject: x", "Note: this is text", "", "more"],
     ["  indented first line", "", "more"],
     ["Subject x", "", "more"],
+    ["Note: this is text", "Subject: and so is this", "", "more"],
 ])
-def test_anything_but_a_pure_header_block_is_all_body(lines):
+def test_a_message_not_starting_with_a_header_line_is_all_body(lines):
     d = parse_typed(TO, lines)
     assert d.subject == "" and d.cc == () and d.bcc == ()
     assert d.body == "\n".join(lines)
+
+
+@pytest.mark.parametrize(("lines", "subject", "cc", "body"), [
+    # issue 11 item 20: no blank line after the headers; the Cc must not be dropped
+    (["Subject: Lunch", "Cc: carol@x.org", "Noon at the usual place?"], "Lunch",
+     ("carol@x.org",), "Noon at the usual place?"),
+    (["Subject: x", "Note: this is text", "", "more"], "x", (), "Note: this is text\n\nmore"),
+    (["Cc: carol@x.org", "", "", "two blank lines: one is the body's"], "", ("carol@x.org",),
+     "\ntwo blank lines: one is the body's"),
+    (["Subject: x", "body", "Cc: carol@x.org"], "x", (), "body\nCc: carol@x.org"),
+])
+def test_headers_run_up_to_the_first_line_that_is_not_one(lines, subject, cc, body):
+    d = parse_typed(TO, lines)
+    assert (d.subject, d.cc, d.body) == (subject, cc, body)
+
+
+def test_a_to_line_adds_recipients():
+    d = parse_typed(TO, ["To: carol@x.org, bob@example.test", "Hi all"])
+    assert d.to == (*TO, "carol@x.org", "bob@example.test")
+    assert d.recipients == (*TO, "carol@x.org")
+    assert d.body == "Hi all"
+
+
+@pytest.mark.parametrize("line", ["From: boss@example.test", "Reply-To: x@y.org",
+                                  "return-path: <a@b.c>", "Content-Type: text/html",
+                                  "Date: yesterday"])
+def test_a_header_that_cannot_be_typed_is_refused_not_sent_as_text(line):
+    with pytest.raises(DraftError, match=r"line cannot be typed \(only Subject, To, Cc and Bcc\)"
+                                         r"; to send it as text, start with a blank line"):
+        parse_typed(TO, ["Subject: x", line, "", "body"])
+    assert parse_typed(TO, ["", line, "body"]).body == f"{line}\nbody"  # the way round it
 
 
 def test_no_headers_a_leading_blank_line_and_no_blank_line_at_all():
@@ -146,9 +188,20 @@ def test_an_empty_cc_is_no_cc_and_a_bad_one_is_refused():
         parse_typed(TO, ["Bcc: a@x.org, <b@x.org>", "", "x"])
 
 
-def test_sender_address():
+def test_sender_address_is_the_local_part_at_from_domain():
     assert sender_address("alice", "example.test") == "alice@example.test"
-    assert sender_address("alice@elsewhere.org", "example.test") == "alice@elsewhere.org"
+    # issue 11 item 2: a domain typed at login is not one the operator vouches for
+    assert sender_address("alice@evil.example", "example.test") == "alice@example.test"
+    assert sender_address("a@b@evil.example", "example.test") == "a@b@example.test"
+
+
+def test_an_explicit_sender_mapping_wins_for_exactly_that_login_name():
+    senders = {"alice": "alice.smith@example.org", "bob@b.example": "bob@b.example"}
+    assert sender_address("alice", "example.test", senders) == "alice.smith@example.org"
+    assert sender_address("bob@b.example", "example.test", senders) == "bob@b.example"
+    # another spelling of the login is not the mapped one: the default rule, never the typed domain
+    assert sender_address("alice@evil.example", "example.test", senders) == "alice@example.test"
+    assert sender_address("bob@evil.example", "example.test", senders) == "bob@example.test"
 
 
 # -- the built message --------------------------------------------------------------------------
@@ -223,6 +276,60 @@ def test_many_recipients_are_folded():
     assert [a.addr_spec for a in msg["To"].addresses] == to
 
 
+INJECTION = ("Report =?utf-8?q?=0D=0AFrom:_Director_<director@example.test>=0D=0A=0D=0A"
+             "forged?=")
+
+
+def header_block(data):
+    head, _, _ = data.partition(b"\r\n\r\n")
+    return head.decode("ascii").split("\r\n")
+
+
+def test_an_encoded_word_in_a_typed_subject_stays_literal_text():
+    """Issue 11 item 1 (CVE-2024-6923 on Python < 3.11.10): no second From, no forged body."""
+    d = parse_typed(TO, [f"Subject: {INJECTION}", "", "the real body"])
+    _, data, msg = built(d)
+    names = [line.split(":", 1)[0] for line in header_block(data) if line[:1] not in " \t"]
+    assert names == ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version",
+                     "Content-Type", "Content-Transfer-Encoding"]
+    assert msg.get_all("From") == ["alice@example.test"]
+    assert msg["Subject"] == INJECTION  # a reader sees exactly what was typed
+    assert decoded_body(msg) == "the real body\n"
+    assert b"forged" not in data and b"director" not in data.lower()
+
+
+@pytest.mark.parametrize("typed", [
+    "=?utf-8?b?DQpCY2M6IGV2aWxAeC5vcmc=?=",  # CRLF Bcc: evil@x.org, base64
+    "=?iso-8859-1?q?a=0Ab?= =?utf-8?q?=0D?=",
+    "plain =? half",
+    "?= =? ?q? =?utf-8?q??=",
+])
+def test_anything_like_an_encoded_word_is_encoded_so_it_reads_back_as_typed(typed):
+    _, data, msg = built(draft(subject=typed))
+    assert msg["Subject"] == typed
+    assert msg["Bcc"] is None and len(header_block(data)) >= 8
+    assert all(line.startswith(("Subject: =?utf-8?b?", " =?utf-8?b?")) for line in
+               header_block(data)[2:] if "Subject" in line or line.startswith(" "))
+
+
+@pytest.mark.parametrize("header", ["Cc", "Bcc", "To"])
+def test_an_encoded_word_in_an_address_is_refused(header):
+    address = "=?utf-8?q?=0D=0AX-Injected=3A_yes?=@example.test"
+    with pytest.raises(DraftError, match=rf"^{header}: bad recipient .*'=\?' \(an RFC 2047"):
+        parse_typed(TO, [f"{header}: {address}", "", "x"])
+    with pytest.raises(DraftError, match="RFC 2047"):
+        parse_recipients(address)
+
+
+def test_a_plain_subject_is_written_as_typed_and_folded_at_spaces():
+    subject = "Quarterly report: the numbers " * 4
+    _, data, msg = built(draft(subject=subject.strip()))
+    lines = [line for line in header_block(data) if line.startswith(("Subject:", " "))]
+    assert lines[0].startswith("Subject: Quarterly report: the numbers")
+    assert all(len(line) <= 78 for line in lines) and len(lines) > 1
+    assert msg["Subject"] == subject.strip()
+
+
 def test_bare_carriage_returns_become_line_breaks():
     cte, encoded = encode_body("a\rb\r\nc")
     assert (cte, encoded) == ("7bit", "a\nb\nc\n")
@@ -231,6 +338,20 @@ def test_bare_carriage_returns_become_line_breaks():
 def test_an_invalid_sender_is_refused():
     with pytest.raises(DraftError, match="cannot send as 'al ice@x.org': space in address"):
         built(draft(), sender="al ice@x.org")
+
+
+ENCODED_WORDISH = st.sampled_from(["=?", "?=", "=?utf-8?q?", "=0D=0A", "?b?", "_", " "])
+
+
+@settings(max_examples=200, deadline=None)
+@given(subject=st.lists(st.one_of(ENCODED_WORDISH, st.text(st.characters(
+    exclude_categories=("Cs", "Cc", "Cf", "Cn", "Co", "Zl", "Zp", "Zs")), max_size=8)),
+    max_size=30).map(lambda parts: " ".join("".join(parts).split())))
+def test_any_subject_reads_back_exactly_as_typed(subject):
+    _, data, msg = built(draft(subject=subject))
+    assert (msg["Subject"] or "") == subject
+    assert all(len(line) <= 78 for line in header_block(data))
+    assert msg.get_all("From") == ["alice@example.test"] and msg["Bcc"] is None
 
 
 @settings(max_examples=150, deadline=None)

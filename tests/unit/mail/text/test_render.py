@@ -162,6 +162,23 @@ def test_attachment_list_is_bounded():
     assert lines[-1] == "  ... and 50 more" and "  100. (no name) (image/png, 1 B)" in lines
 
 
+def test_attachments_past_the_parts_looked_at_are_counted_too():
+    """Issue 11 item 17: 20,000 attachments said '... and 900 more' (counted among the first
+    1,000 parts only).  Named text parts, attachments too, are counted as well."""
+    named = b'--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename="n.txt"' \
+            b"\r\n\r\nt\r\n"
+    parts = (b"--b\r\nContent-Type: text/plain\r\n\r\nthe text\r\n"
+             + b"".join(b"--b\r\nContent-Type: image/png\r\n\r\nx\r\n" for _ in range(19_990))
+             + named * 10)
+    raw = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + parts + b"--b--\r\n"
+    started = time.perf_counter()
+    lines = render_message(raw, text_limit=1000)
+    assert time.perf_counter() - started < 20  # about 0.6 s here
+    assert body_of(lines)[0] == "the text"
+    assert lines[-1] == "  ... and 19900 more", lines[-3:]
+    assert lines.count("  ... and 19900 more") == 1
+
+
 # -- render_message: size limits, partial fetches, the multi-megabyte message ---------------
 
 def test_body_longer_than_the_limit_is_cut_with_a_note():

@@ -227,3 +227,22 @@ def test_a_usual_block_takes_the_fast_path_and_an_unusual_one_does_not(monkeypat
     monkeypatch.setattr(summary, "any_fields", lambda block: {"general": b""})
     assert header_fields(usual) == expected
     assert header_fields(folded) == {"general": b""}
+
+
+@pytest.mark.parametrize(("header", "arrived", "shown"), [
+    (b"Subject: x\r\n\r\n", "25-Nov-2026 14:03:07 +0100", "2026-11-25 13:03"),  # no Date
+    (b"Subject: x\r\n\r\n", " 5-Nov-2026 09:07:00 -0000", "2026-11-05 09:07"),  # day padded
+    (b"Date: Tomorrow\r\n\r\n", "25-Nov-2026 14:03:07 +0100", "2026-11-25 13:03"),  # unreadable
+    (b"Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\n", "25-Nov-2026 14:03:07 +0100",
+     "2026-11-24 10:00"),  # a readable Date wins
+    (b"Subject: x\r\n\r\n", "", ""),  # nothing known
+    (b"Subject: x\r\n\r\n", "31-Feb-2026 14:03:07 +0100", ""),  # not a moment
+    (b"Subject: x\r\n\r\n", "25-Nov-2026 14:03:07 +2400", ""),  # a zone of a whole day
+    (b"Subject: x\r\n\r\n", "25-Nov-2026 14:03 +0100", ""),  # not INTERNALDATE's form
+])
+def test_the_arrival_date_stands_in_for_a_missing_or_unreadable_date(
+        local_zone, header, arrived, shown):
+    local_zone("UTC0")
+    summary = summarize(1, header, [], 0, arrived)
+    assert summary.date == shown
+    assert ("(no date)" in summary_line(summary)) is (shown == "")

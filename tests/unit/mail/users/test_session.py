@@ -37,7 +37,7 @@ from mailsocketd.mail.users.session import (
 )
 from mailsocketd.mail.users.watch import POLL_INTERVAL
 
-HEADER_ITEMS = (b"(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT CONTENT-TYPE)]<0."
+HEADER_ITEMS = (b"(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (DATE FROM SUBJECT CONTENT-TYPE)]<0."
                 + str(HEADER_LIMIT).encode() + b">)")
 
 
