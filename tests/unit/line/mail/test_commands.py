@@ -146,6 +146,16 @@ def test_the_password_reaches_the_imap_server_byte_for_byte():
     assert servers.last.expect(b"LOGIN") == b'"bob" "a  b\t c"'
 
 
+def test_a_password_with_a_no_break_space_reaches_the_imap_server_as_typed():
+    """Issue 11, item 7: str.split() took U+00A0 for a separator, so this user could not log
+    in (and each try counted toward the lockout)."""
+    rig, _, servers = bridge_rig()
+    proto, tr = connect(rig)
+    proto.dataReceived("login alice pass\u00a0word\r\n".encode())
+    accept(servers.last, password="pass\u00a0word".encode())
+    assert take(tr) == b"ok logged in as alice\r\n"
+
+
 def test_mailbox_names_reach_the_imap_server_with_their_spacing():
     rig, _, servers = bridge_rig()
     proto, tr, imap = logged_in(rig, servers)
