@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -25,18 +26,6 @@ LIMIT = 10.0  # seconds any of these programs may take; each finishes (or is kil
 
 def python(code):
     return [sys.executable, "-c", code]
-
-
-async def gone(pid, within=5.0):
-    """Whether ``pid`` no longer exists (ended and reaped) within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        await deferLater(reactor, 0.05, lambda: None)
-    return False
 
 
 @pytest_twisted.ensureDeferred
@@ -117,7 +106,7 @@ async def test_a_program_that_outlives_its_timeout_is_killed():
     assert time.monotonic() - start < 5
     assert result.timed_out and not result.ok and result.signal == 9
     assert result.describe() == "timed out after 0.3 s and was killed"
-    assert await gone(int(result.stdout))  # what it wrote before is kept
+    assert await dead(int(result.stdout))  # what it wrote before is kept
 
 
 @pytest_twisted.ensureDeferred
@@ -125,13 +114,11 @@ async def test_cancelling_kills_the_program(tmp_path):
     pid_file = tmp_path / "pid"
     d = run_process(reactor, python(f"import os, time; open({str(pid_file)!r}, 'w').write("
                                     "str(os.getpid())); time.sleep(60)"), ENV, LIMIT)
-    deadline = time.monotonic() + LIMIT
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        await deferLater(reactor, 0.02, lambda: None)
+    await written(pid_file)
     d.cancel()
     with pytest.raises(CancelledError):
         await d
-    assert await gone(int(pid_file.read_text()))
+    assert await dead(int(pid_file.read_text()))
 
 
 @pytest_twisted.ensureDeferred
@@ -227,6 +214,13 @@ def alive(pid: int) -> bool:
         return False
 
 
+async def written(path: Path) -> None:
+    """Wait (at most LIMIT seconds) until the program has written its pid to ``path``."""
+    deadline = time.monotonic() + LIMIT
+    while not (path.exists() and path.read_text()) and time.monotonic() < deadline:
+        await deferLater(reactor, 0.02, lambda: None)
+
+
 async def dead(pid: int, within: float = 5.0) -> bool:
     deadline = time.monotonic() + within
     while alive(pid):
@@ -262,9 +256,7 @@ async def test_cancelling_kills_the_whole_group(tmp_path):
     pid_file = tmp_path / "child"
     d = run_process(reactor, with_child(f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
                                         "import time; time.sleep(60)"), ENV, LIMIT)
-    deadline = time.monotonic() + LIMIT
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        await deferLater(reactor, 0.02, lambda: None)
+    await written(pid_file)
     d.cancel()
     with pytest.raises(CancelledError):
         await d
