@@ -27,7 +27,8 @@ from userrig import CAPS, UserRig, imap_config
 
 from mailsocketd.line.config import LineConfig
 from mailsocketd.line.factory import peer_uid
-from mailsocketd.line.mail.commands import BridgeReactor, MailBridge, MailUser, as_user_error
+from mailsocketd.line.mail.commands import MailBridge, as_user_error
+from mailsocketd.line.mail.state import BridgeReactor, MailUser
 from mailsocketd.line.mail.throttle import MAX_DELAY
 from mailsocketd.line.replies import CommandError
 from mailsocketd.mail.accounts.service import AccountsService

@@ -17,7 +17,8 @@ from userrig import CAPS, UserRig, imap_config
 from zope.interface import implementer
 
 from mailsocketd.line.config import LineConfig
-from mailsocketd.line.mail.commands import BridgeReactor, MailBridge
+from mailsocketd.line.mail.commands import MailBridge
+from mailsocketd.line.mail.state import BridgeReactor
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.tls import TlsPolicy
 from mailsocketd.mail.users.config import ImapConfig

@@ -15,8 +15,9 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
 from mailsocketd.line.config import LineConfig
-from mailsocketd.line.mail.commands import BridgeReactor, MailBridge, MailUser
+from mailsocketd.line.mail.commands import MailBridge
 from mailsocketd.line.mail.sendinput import SendInput, UnsentMail, compose, encoded_size
+from mailsocketd.line.mail.state import BridgeReactor, MailUser
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.smtp.config import SmtpConfig
 from mailsocketd.mail.text.compose import DraftError, build_message, parse_typed, parse_typed_text
