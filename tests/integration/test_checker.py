@@ -24,6 +24,7 @@ from checkrig import (
 )
 from logrig import LogEvents, global_log_events
 from mailrig import global_reactor, parsed_account, write_password
+from processrig import ended
 from twisted.internet import reactor, threads
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import maybeDeferred
@@ -447,15 +448,6 @@ async def test_an_account_watching_mailboxes_with_brackets_and_backslashes_settl
         assert all(line.endswith(" error=-") for line in w.state.status_lines())
 
 
-def _ended(pid):
-    """No such process, or a zombie (reparented, not ours to reap)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @pytest_twisted.ensureDeferred
 async def test_helpers_that_leave_children_behind_neither_stall_nor_leak(mailserver, tmp_path):
     """A password_command and a hook that each leave a 30 s child holding their output: the
@@ -488,5 +480,5 @@ async def test_helpers_that_leave_children_behind_neither_stall_nor_leak(mailser
     assert outcomes == ["exited with status 0"] * 2
     children = [int(p) for p in pids.read_text().split()]
     assert len(children) == 3  # the password command's and two hook runs'
-    await eventually(lambda: all(_ended(pid) for pid in children), timeout=5,
+    await eventually(lambda: all(ended(pid) for pid in children), timeout=5,
                      what="the children's end")

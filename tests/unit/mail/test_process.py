@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import pytest
 import pytest_twisted
+from processrig import ended_within
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IProcessProtocol, IProcessTransport
@@ -106,7 +107,7 @@ async def test_a_program_that_outlives_its_timeout_is_killed():
     assert time.monotonic() - start < 5
     assert result.timed_out and not result.ok and result.signal == 9
     assert result.describe() == "timed out after 0.3 s and was killed"
-    assert await dead(int(result.stdout))  # what it wrote before is kept
+    assert await ended_within(int(result.stdout))  # what it wrote before is kept
 
 
 @pytest_twisted.ensureDeferred
@@ -118,7 +119,7 @@ async def test_cancelling_kills_the_program(tmp_path):
     d.cancel()
     with pytest.raises(CancelledError):
         await d
-    assert await dead(int(pid_file.read_text()))
+    assert await ended_within(int(pid_file.read_text()))
 
 
 @pytest_twisted.ensureDeferred
@@ -201,33 +202,11 @@ def with_child(then: str = "", detach: bool = False) -> list[str]:
         "print(child.pid, flush=True)\n" + then]
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (our test process is not its parent: it was reparented) counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def written(path: Path) -> None:
     """Wait (at most LIMIT seconds) until the program has written its pid to ``path``."""
     deadline = time.monotonic() + LIMIT
     while not (path.exists() and path.read_text()) and time.monotonic() < deadline:
         await deferLater(reactor, 0.02, lambda: None)
-
-
-async def dead(pid: int, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        await deferLater(reactor, 0.05, lambda: None)
-    return True
 
 
 @pytest_twisted.ensureDeferred
@@ -238,7 +217,7 @@ async def test_a_child_left_holding_the_output_neither_delays_the_result_nor_sur
     assert result.ok and not result.timed_out, result
     child, done = result.stdout.split()
     assert done == b"done"  # everything the program wrote before it exited is kept
-    assert await dead(int(child))  # the rest of its process group is killed when it exits
+    assert await ended_within(int(child))  # the rest of its process group is killed when it exits
 
 
 @pytest_twisted.ensureDeferred
@@ -247,7 +226,7 @@ async def test_a_timeout_kills_the_whole_group():
     result = await run_process(reactor, with_child("import time; time.sleep(60)"), ENV, 0.5)
     assert time.monotonic() - start < 3  # not when the child, holding the output, ends
     assert result.timed_out and result.signal == 9
-    assert await dead(int(result.stdout))
+    assert await ended_within(int(result.stdout))
 
 
 @pytest_twisted.ensureDeferred
@@ -260,7 +239,7 @@ async def test_cancelling_kills_the_whole_group(tmp_path):
     d.cancel()
     with pytest.raises(CancelledError):
         await d
-    assert await dead(int(pid_file.read_text()))
+    assert await ended_within(int(pid_file.read_text()))
 
 
 @pytest_twisted.ensureDeferred

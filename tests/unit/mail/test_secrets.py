@@ -9,8 +9,8 @@ import time
 
 import pytest
 import pytest_twisted
+from processrig import ended_within
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
 from mailsocketd.mail.secrets import (
     MAX_SECRET_FILE,
@@ -148,16 +148,4 @@ async def test_a_command_that_leaves_a_child_holding_its_output_still_gives_the_
     secret = await run_password_command(command, reactor, dict(os.environ), timeout=5.0)
     assert secret.reveal() == SECRET.encode()
     assert time.monotonic() - start < 3  # not the 5 s timeout
-    deadline = time.monotonic() + 5
-    while not gone(int(pid_file.read_text())):
-        assert time.monotonic() < deadline, "the child outlived the command"
-        await deferLater(reactor, 0.05, lambda: None)
-
-
-def gone(pid):
-    """Ended: no such process, or a zombie (reparented, not ours to reap)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    assert await ended_within(int(pid_file.read_text())), "the child outlived the command"

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest_twisted
 from mailrig import account, global_reactor
+from processrig import ended
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IProcessProtocol, IProcessTransport, IReactorTime
 from twisted.internet.task import Clock, deferLater
@@ -179,15 +180,6 @@ async def _until(predicate, within=5.0, what="the condition"):
         await deferLater(cast(IReactorTime, global_reactor()), 0.02, lambda: None)
 
 
-def _gone(pid: int) -> bool:
-    """Ended: no such process, or a zombie (reparented, not ours to reap)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_hook_that_leaves_a_child_running_does_not_stall_the_next_run(tmp_path):
     pid_file = tmp_path / "child"
@@ -202,7 +194,7 @@ async def test_a_hook_that_leaves_a_child_running_does_not_stall_the_next_run(tm
         await _until(lambda: h.runs == 2 and not h._running, what="the second run's end")
     outcomes = [e["outcome"] for e in events if e.get("event") == "hook"]
     assert outcomes == ["exited with status 0"] * 2  # not "timed out after 60 s"
-    await _until(lambda: _gone(first_child) and _gone(int(pid_file.read_text())),
+    await _until(lambda: ended(first_child) and ended(int(pid_file.read_text())),
                  what="the children's end")
     h.stop()
 
@@ -216,5 +208,5 @@ async def test_stop_kills_a_hanging_hook_and_its_child(tmp_path):
     h.notify("INBOX", counts(1), 1)
     await _until(lambda: pid_file.exists() and pid_file.read_text(), what="the child's start")
     h.stop()  # the daemon stops
-    await _until(lambda: _gone(int(pid_file.read_text())), what="the child's end")
+    await _until(lambda: ended(int(pid_file.read_text())), what="the child's end")
     await _until(lambda: not h._running, what="the run's end")
