@@ -57,10 +57,8 @@ ENCODED_WORD_START = "=?"  # RFC 2047: text holding this is sent encoded, so it 
 ENCODED_PREFIX, ENCODED_SUFFIX = "=?utf-8?b?", "?="
 LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+\Z")
 DOMAIN = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?\Z")
-LINE_BREAK = re.compile(r"\r\n|\r|\n")
 RECIPIENT_SPACE = " \t"  # what separates recipients, besides commas
 RECIPIENT_SPACES = re.compile(r"[ \t]+")
-PLAIN_ASCII = re.compile(r"[\t\x20-\x7e]*\Z")
 
 
 class DraftError(ValueError):
