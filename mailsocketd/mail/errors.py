@@ -28,6 +28,8 @@ __all__ = [
     "SecretError",
     "ServerClosed",
     "ServerRefused",
+    "TokenError",
+    "TokenRefused",
     "clean_text",
     "describe_failure",
     "failure_kind",
@@ -63,6 +65,17 @@ class SecretError(MailError):
     """The password could not be fetched.  The message names the source, never the secret."""
 
 
+class TokenError(MailError):
+    """An OAuth2 access token could not be had for now (a token endpoint that is down, times
+    out or answers nonsense): retried with the ordinary backoff, like a server that is down.
+    The message is one line naming the source; it never holds a token."""
+
+
+class TokenRefused(TokenError):
+    """The token source refuses for good (``invalid_grant``: a revoked or expired refresh
+    token, ``invalid_client``): like a wrong password, it waits for the long backoff."""
+
+
 class ProtocolViolation(MailError):
     """The server sent something too big or malformed; the connection is dropped."""
 
@@ -94,22 +107,23 @@ def _tls_reason(value: BaseException | None) -> str:
 
 # The categories of failure_kind (status backoff, plugin lines, the user's messages).
 FailureKind = Literal["refused", "dns", "timeout", "tls", "auth", "cleartext", "secret",
-                      "protocol", "closed", "other"]
+                      "token", "protocol", "closed", "other"]
 _KINDS: tuple[tuple[tuple[type[BaseException], ...], FailureKind], ...] = (
     ((neterror.ConnectionRefusedError,), "refused"),
     ((neterror.DNSLookupError,), "dns"),
     ((CheckTimeout, neterror.TimeoutError, CancelledError), "timeout"),
-    ((AuthFailed,), "auth"),
+    ((AuthFailed, TokenRefused), "auth"),
     ((CleartextRefused,), "cleartext"),
     ((SecretError,), "secret"),
+    ((TokenError,), "token"),
     ((ProtocolViolation,), "protocol"),
     ((neterror.ConnectionDone, neterror.ConnectionLost, ServerClosed), "closed"),
 )
 
 
 def failure_kind(failure: Failure) -> FailureKind:
-    """A short category: refused, dns, timeout, tls, auth, cleartext, secret, protocol, closed,
-    other."""
+    """A short category: refused, dns, timeout, tls, auth, cleartext, secret, token, protocol,
+    closed, other."""
     value = failure.value
     if _is_tls_error(value):
         return "tls"
