@@ -25,7 +25,8 @@ from mailsocketd.mail.process import (
     run_process,
 )
 
-__all__ = ["MAX_SECRET_FILE", "PasswordSource", "Secret", "SecretError", "fetch_password"]
+__all__ = ["MAX_SECRET_FILE", "PasswordSource", "Secret", "SecretError", "fetch_password",
+           "read_private_file", "resolve_password_file"]
 
 MAX_SECRET_FILE = 4096
 COMMAND_TIMEOUT = 60.0
@@ -80,21 +81,23 @@ def _first_line(data: bytes, what: str) -> Secret:
     return Secret(line)
 
 
-def resolve_password_file(path: str, environ: Mapping[str, str]) -> Path:
-    """Absolute paths as given; relative ones inside systemd's ``$CREDENTIALS_DIRECTORY``."""
+def resolve_password_file(path: str, environ: Mapping[str, str],
+                          key: str = "password_file") -> Path:
+    """Absolute paths as given; relative ones inside systemd's ``$CREDENTIALS_DIRECTORY``
+    (``key`` names the setting in the error)."""
     if os.path.isabs(path):
         return Path(path)
     credentials = environ.get("CREDENTIALS_DIRECTORY")
     if not credentials:
-        raise SecretError(f"password_file {path}: a relative path is looked up in "
+        raise SecretError(f"{key} {path}: a relative path is looked up in "
                           "$CREDENTIALS_DIRECTORY (systemd LoadCredential=), which is not set")
     return Path(credentials) / path
 
 
-def read_password_file(path: str, environ: Mapping[str, str]) -> Secret:
-    """Read a password file, refusing one that other users may read."""
-    what = f"password_file {path}"
-    full = resolve_password_file(path, environ)
+def read_private_file(full: Path, what: str, limit: int = MAX_SECRET_FILE) -> bytes:
+    """The content of a file holding a secret (a password, a refresh token), refusing one that
+    other users may read, or that is not a regular file or is larger than ``limit`` bytes;
+    ``what`` (``password_file /x``) starts each error."""
     try:
         fd = os.open(full, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as e:
@@ -107,11 +110,18 @@ def read_password_file(path: str, environ: Mapping[str, str]) -> Secret:
             raise SecretError(f"{what}: readable by group or others "
                               f"(mode {stat.S_IMODE(info.st_mode):04o}); "
                               "refusing it: chmod 600 it (or 400)")
-        data = os.read(fd, MAX_SECRET_FILE + 1)
+        data = os.read(fd, limit + 1)
     finally:
         os.close(fd)
-    if len(data) > MAX_SECRET_FILE:
-        raise SecretError(f"{what}: larger than {MAX_SECRET_FILE} bytes; not a password file")
+    if len(data) > limit:
+        raise SecretError(f"{what}: larger than {limit} bytes; not a secret file")
+    return data
+
+
+def read_password_file(path: str, environ: Mapping[str, str]) -> Secret:
+    """Read a password file, refusing one that other users may read."""
+    what = f"password_file {path}"
+    data = read_private_file(resolve_password_file(path, environ), what)
     return _first_line(data, what)
 
 
