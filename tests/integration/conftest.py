@@ -35,12 +35,12 @@ from mailserver import (  # noqa: E402
 )
 
 
-def _start_mailserver(tls: bool) -> MailServer:
+def _start_mailserver(tls: bool, oauth: bool = False) -> MailServer:
     problems = missing_prerequisites()
     if problems:
         pytest.fail("cannot run the real mail server: " + "; ".join(problems), pytrace=False)
     try:
-        return start_free_mailserver(tls=tls)
+        return start_free_mailserver(tls=tls, oauth=oauth)
     except MailServerError as e:
         pytest.fail(f"could not start the test mail server: {e}", pytrace=False)
 
@@ -58,7 +58,7 @@ def _restart_crashed_dovecot(request: pytest.FixtureRequest) -> Iterator[None]:
     killed (say it failed before its own start_dovecot()), start it again, so that one
     failure does not cascade into every later test. Costs nothing for other tests."""
     yield
-    for name in ("mailserver", "mailserver_notls"):
+    for name in ("mailserver", "mailserver_notls", "mailserver_oauth"):
         server = request.node.funcargs.get(name)  # only fixtures that were set up
         if isinstance(server, MailServer) and not server.stopped and not server.dovecot_running():
             server.start_dovecot()
@@ -80,6 +80,18 @@ def mailserver_notls() -> Iterator[MailServer]:
     """Instance WITHOUT any TLS (MAIL_TLS=0): no STARTTLS, no IMAPS/SMTPS, but plaintext
     LOGIN is accepted - for tests that our client refuses to log in in clear."""
     server = _start_mailserver(tls=False)
+    try:
+        yield server
+    finally:
+        _stop_mailserver(server)
+
+
+@pytest.fixture(scope="session")
+def mailserver_oauth() -> Iterator[MailServer]:
+    """TLS instance whose Dovecot ALSO takes SASL XOAUTH2 and OAUTHBEARER (MAIL_OAUTH=1), with
+    JWTs it validates locally: mint them with ``tokens.mint(mailserver_oauth, "alice")``
+    (``expired=True``, ``wrong_key=True``, ...). Password logins work as on ``mailserver``."""
+    server = _start_mailserver(tls=True, oauth=True)
     try:
         yield server
     finally:

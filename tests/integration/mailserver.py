@@ -12,6 +12,10 @@ Users ``alice`` and ``bob`` (password ``pw``) in domain ``example.test``. Postfi
 each message to Dovecot over LMTP, so SMTP mail shows up in IMAP within milliseconds.
 Needs root and the Debian packages of ``scripts/system-packages.sh``.
 
+With ``oauth=True`` Dovecot also takes SASL XOAUTH2 and OAUTHBEARER with a JWT it validates
+locally (``MAIL_OAUTH=1``); ``tokens.py`` mints such tokens with the instance's key
+(``server.oauth_env``), good ones, expired ones and wrongly signed ones.
+
     server = start_free_mailserver(tls=True)   # or start_mailserver(free_port_base())
     try:
         server.populate("alice", 100)
@@ -199,6 +203,7 @@ class MailServer:
     dovecot_conf: Path
     dovecot_log: Path
     postfix_log: Path
+    oauth_env: dict[str, str] | None = None  # MAIL_OAUTH=1: OAUTH_KEY_FILE, OAUTH_ISSUER, ...
     owns_dir: bool = True  # stop() removes dir
     stopped: bool = False
 
@@ -221,6 +226,7 @@ class MailServer:
             dovecot_conf=Path(env["DOVECOT_CONF"]),
             dovecot_log=Path(env["DOVECOT_LOG"]),
             postfix_log=Path(env["POSTFIX_LOG"]),
+            oauth_env=env if env.get("MAIL_OAUTH") == "1" else None,
             owns_dir=owns_dir,
         )
 
@@ -361,7 +367,7 @@ class MailServer:
         self.stop()
 
 
-def start_mailserver(port_base: int, tls: bool = True) -> MailServer:
+def start_mailserver(port_base: int, tls: bool = True, oauth: bool = False) -> MailServer:
     """Start an instance on port_base in a new private directory /tmp/msd.XXXXXXXX.
 
     Raises PortInUseError when one of its ports is taken, MailServerError otherwise.
@@ -379,6 +385,7 @@ def start_mailserver(port_base: int, tls: bool = True) -> MailServer:
         MAIL_TLS="1" if tls else "0",
         MAIL_USERS="alice:pw bob:pw",
         MAIL_DOMAIN="example.test",
+        MAIL_OAUTH="1" if oauth else "0",
     )
     cmd = [str(SCRIPT), "start", str(directory)]
     try:
@@ -402,12 +409,12 @@ def start_mailserver(port_base: int, tls: bool = True) -> MailServer:
     return server
 
 
-def start_free_mailserver(tls: bool = True, attempts: int = 5) -> MailServer:
+def start_free_mailserver(tls: bool = True, attempts: int = 5, oauth: bool = False) -> MailServer:
     """start_mailserver() on free_port_base(), with another base if a port was taken
     between the probe and the bind."""
     for attempt in range(attempts):
         try:
-            return start_mailserver(free_port_base(), tls=tls)
+            return start_mailserver(free_port_base(), tls=tls, oauth=oauth)
         except PortInUseError:
             if attempt == attempts - 1:
                 raise
