@@ -21,18 +21,20 @@ from dataclasses import dataclass
 
 from twisted.python.failure import Failure
 
+from mailsocketd.mail.accounts.auth import account_credentials, account_tokens
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.accounts.service import AccountReactor
 from mailsocketd.mail.errors import (
     CheckTimeout,
     ServerRefused,
+    TokenError,
     clean_text,
     describe_failure,
 )
 from mailsocketd.mail.imap.client import LOGOUT_TIMEOUT, ImapClient, MailboxCounts
 from mailsocketd.mail.imap.connect import ImapClientFactory, connect
 from mailsocketd.mail.imap.login import log_in
-from mailsocketd.mail.secrets import SecretError, fetch_password
+from mailsocketd.mail.secrets import SecretError
 
 __all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "Limits", "Outcome", "ProbeResult",
            "failed", "perf_label", "plugin_text", "probe", "verdict"]
@@ -103,10 +105,11 @@ async def probe(reactor: AccountReactor, account: AccountConfig, timeout: float,
     start = reactor.seconds()
     factory = ImapClientFactory(lambda: ImapClient(reactor, timeout, label=account.name),
                                 deadline=start + timeout)
+    credentials = account_credentials(account, reactor, environ,
+                                      account_tokens(account, reactor, environ))
     client = await connect(reactor, account.address, account.tls, factory, timeout)
     try:
-        await log_in(client, account.address, account.tls, account.user,
-                     lambda: fetch_password(account.password, reactor, environ))
+        await log_in(client, account.address, account.tls, account.user, credentials)
         found: list[tuple[str, MailboxCounts | str]] = []
         for mailbox in account.mailboxes:
             try:
@@ -125,8 +128,8 @@ async def probe(reactor: AccountReactor, account: AccountConfig, timeout: float,
 
 def failed(account: AccountConfig, failure: Failure) -> Outcome:
     """A check that did not get through: CRITICAL, or UNKNOWN when the plugin itself could not
-    work (an unreadable password source)."""
-    code = UNKNOWN if isinstance(failure.value, SecretError) else CRITICAL
+    work (an unreadable password source, no access token from the token endpoint)."""
+    code = UNKNOWN if isinstance(failure.value, SecretError | TokenError) else CRITICAL
     why = plugin_text(describe_failure(failure))
     return Outcome(code, f"IMAP {NAMES[code]} - {account.name}: {why} "
                          f"({plugin_text(str(account.address))})")

@@ -4,6 +4,11 @@ Parsing is pure: nothing is read from disk or run here, so a configuration can b
 anywhere.  The password itself is never part of the configuration: an account names where the
 password comes from (a file, a command, an environment variable), and ``secrets`` fetches it when
 a connection is about to log in.  Every problem is a ConfigError naming the full dotted key.
+
+``auth`` says how the account logs in: ``password`` (the default), or ``xoauth2`` /
+``oauthbearer`` with an OAuth2 access token, which comes from exactly one source: a password
+source (the token itself, asked again for each login) or an ``[accounts.NAME.oauth2]`` table
+(the daemon refreshes tokens itself, ``mail.oauth``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from mailsocketd.mail.address import ServerAddress, parse_server
+from mailsocketd.mail.oauth.config import OAuth2Config, parse_oauth2
 from mailsocketd.mail.secrets import PasswordSource
 from mailsocketd.mail.tls import TlsPolicy
 from mailsocketd.table import ConfigError, Table
@@ -23,6 +29,7 @@ __all__ = [
 
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 PASSWORD_KEYS = ("password_file", "password_command", "password_env")
+AUTH_METHODS = ("password", "xoauth2", "oauthbearer")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -34,7 +41,9 @@ class AccountConfig:
     server: str
     address: ServerAddress
     user: str
-    password: PasswordSource
+    password: PasswordSource | None  # the password, or the access token; None with oauth2
+    auth: str = "password"  # one of AUTH_METHODS
+    oauth2: OAuth2Config | None = None  # the daemon refreshes the access tokens
     ca_file: str | None = None
     mailboxes: tuple[str, ...] = ("INBOX",)
     interval: float = 300.0
@@ -84,6 +93,28 @@ def parse_password(table: Table) -> PasswordSource:
     return PasswordSource("env", env=name)
 
 
+def parse_credentials(table: Table) -> tuple[str, PasswordSource | None, OAuth2Config | None]:
+    """``auth`` and its one source: a password source, or for an OAuth2 ``auth`` a password
+    source (the token) or an ``oauth2`` table, not both."""
+    auth = table.choice("auth", "password", AUTH_METHODS)
+    if auth == "password":
+        if table.has("oauth2"):
+            raise ConfigError(table.key("oauth2"), 'is for auth = "xoauth2" or "oauthbearer", '
+                              'and auth is "password" (the default)')
+        table.table("oauth2")  # mark it read
+        return auth, parse_password(table), None
+    given = [k for k in PASSWORD_KEYS if table.has(k)]
+    if table.has("oauth2"):
+        if given:
+            raise ConfigError(table.key(given[0]), f'conflicts with {table.key("oauth2")}: '
+                              f'auth = "{auth}" takes exactly one token source')
+        return auth, None, parse_oauth2(table.table("oauth2"))
+    if not given:
+        raise ConfigError(table.key("auth"), f'"{auth}" needs a token source: an [oauth2] '
+                          "table, or one of " + ", ".join(PASSWORD_KEYS) + " giving the token")
+    return auth, parse_password(table), None
+
+
 def parse_mailboxes(table: Table) -> tuple[str, ...]:
     mailboxes = table.string_list("mailboxes", AccountConfig.mailboxes, allow_empty=False)
     for box in mailboxes:
@@ -113,13 +144,18 @@ def parse_account(key: str, name: str, table: Table) -> AccountConfig:
         raise ConfigError(key, "account names are 1-64 letters, digits, '.', '_' or '-' "
                           "(they appear in status lines and logs)")
     server = _required_string(table, "server", '"tls:imap.example.org:993"')
+    address = parse_server(server, table.key("server"))
+    user = _required_string(table, "user", '"alice"')
+    auth, password, oauth2 = parse_credentials(table)
     a = AccountConfig
     account = AccountConfig(
         name=name,
         server=server,
-        address=parse_server(server, table.key("server")),
-        user=_required_string(table, "user", '"alice"'),
-        password=parse_password(table),
+        address=address,
+        user=user,
+        password=password,
+        auth=auth,
+        oauth2=oauth2,
         ca_file=table.optional_string("ca_file"),
         mailboxes=parse_mailboxes(table),
         interval=table.number("interval", a.interval, 5.0, 86400.0),

@@ -35,8 +35,7 @@ from mailsocketd.mail.accounts.state import AccountState
 from mailsocketd.mail.errors import ServerRefused
 from mailsocketd.mail.imap.client import LOGOUT_TIMEOUT, ImapClient
 from mailsocketd.mail.imap.idle import IdleLoop
-from mailsocketd.mail.imap.login import log_in
-from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.imap.login import Credentials, log_in
 from mailsocketd.mail.tls import ReactorClock
 
 __all__ = ["AccountConnection", "Wakeup"]
@@ -50,7 +49,7 @@ class AccountConnection:
     log = Logger()
 
     def __init__(self, client: ImapClient, *, account: AccountConfig, state: AccountState,
-                 clock: ReactorClock, password: Callable[[], Deferred[Secret]],
+                 clock: ReactorClock, password: Credentials,
                  on_logged_in: Callable[[], None] | None = None) -> None:
         self.client = client
         self.account = account

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.mail.imap4 import IMAP4Exception
 from twisted.python.failure import Failure
 
+from mailsocketd.mail.accounts.auth import account_credentials, account_tokens
 from mailsocketd.mail.accounts.backoff import Backoff
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.accounts.connection import AccountConnection
@@ -28,8 +29,9 @@ from mailsocketd.mail.accounts.state import AccountState, StateName
 from mailsocketd.mail.errors import FailureKind, MailError, describe_failure, failure_kind
 from mailsocketd.mail.imap.client import ImapClient
 from mailsocketd.mail.imap.connect import ImapClientFactory, ImapEndpoint
+from mailsocketd.mail.imap.login import Credentials
+from mailsocketd.mail.oauth.tokens import TokenProvider
 from mailsocketd.mail.reactor import MailReactor
-from mailsocketd.mail.secrets import Secret, fetch_password
 
 __all__ = ["STOP_GRACE", "AccountReactor", "AccountWatcher", "AccountsService"]
 
@@ -57,6 +59,7 @@ class AccountWatcher(Service):
         self.hook = NewMailHook(account, reactor, environ)
         self.state = AccountState(account, clock, on_new_mail=self.hook.notify)
         self.backoff = Backoff(clock)
+        self.tokens: TokenProvider | None = None  # made at the first connection, then kept
         self.session: AccountConnection | None = None
         self._session_done: Deferred[None] = succeed(None)
         self._failure: tuple[str, StateName] | None = None
@@ -79,8 +82,12 @@ class AccountWatcher(Service):
     def attempting(self) -> None:
         self.state.set_state("connecting")
 
-    def _password(self) -> Deferred[Secret]:
-        return fetch_password(self.account.password, self.reactor, self.environ)
+    def _credentials(self) -> Credentials:
+        """The password source, or the token provider, which is kept for the daemon's life so
+        that a refreshed token outlives a connection."""
+        if self.tokens is None:
+            self.tokens = account_tokens(self.account, self.reactor, self.environ)
+        return account_credentials(self.account, self.reactor, self.environ, self.tokens)
 
     def connected(self, client: ImapClient) -> None:
         """A new connection: run a session on it until it ends, then close it."""
@@ -88,7 +95,7 @@ class AccountWatcher(Service):
             client.drop(MailError("the service is stopping"))
             return
         session = AccountConnection(client, account=self.account, state=self.state,
-                                    clock=self.reactor, password=self._password,
+                                    clock=self.reactor, password=self._credentials(),
                                     on_logged_in=self.backoff.logged_in)
         self.session = session
         done = ensureDeferred(session.run())

@@ -5,6 +5,11 @@
 ``mail.tls.choose_mechanism``, shared with SMTP), or LOGIN.  Without TLS the password is sent
 only when the policy says ``allow_cleartext``; otherwise CleartextRefused is raised before the
 password is even fetched.  Connecting is ``connect.py``'s job.
+
+An account with OAuth2 (``TokenLogin``) authenticates with XOAUTH2 or OAUTHBEARER
+(``sasl.py``), over verified TLS only, whatever ``allow_cleartext`` says.  A refused token is
+reported to its provider and a fresh one tried at once, on the same connection; only a second
+refusal is the account's AuthFailed (and its long backoff).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -28,10 +34,17 @@ from mailsocketd.mail.errors import (
     clean_text,
 )
 from mailsocketd.mail.imap.client import ImapClient, command
+from mailsocketd.mail.imap.sasl import (
+    TokenRejected,
+    authenticate_with_token,
+    oauth_initial_response,
+)
+from mailsocketd.mail.oauth.tokens import TokenProvider
 from mailsocketd.mail.secrets import COMMAND_TIMEOUT, Secret
 from mailsocketd.mail.tls import TlsPolicy, choose_mechanism
 
-__all__ = ["AUTHENTICATORS", "TRANSIENT_CODES", "authenticate_with", "log_in", "offered_mechanisms"]
+__all__ = ["AUTHENTICATORS", "TRANSIENT_CODES", "Credentials", "TokenLogin", "authenticate_with",
+           "log_in", "offered_mechanisms"]
 
 log = Logger()
 AUTHENTICATORS: dict[bytes, Callable[[bytes], Any]] = {
@@ -42,6 +55,19 @@ AUTHENTICATORS: dict[bytes, Callable[[bytes], Any]] = {
 MAX_AUTH_ROUNDS = 4
 # Response codes (RFC 5530) that mean "not now" rather than "wrong credentials".
 TRANSIENT_CODES = (b"[UNAVAILABLE]", b"[SERVERBUG]", b"[INUSE]", b"[LIMIT]")
+
+
+@dataclass(frozen=True)
+class TokenLogin:
+    """Log in with OAuth2 access tokens from ``tokens``, by ``mechanism`` (b"XOAUTH2" or
+    b"OAUTHBEARER")."""
+
+    mechanism: bytes
+    tokens: TokenProvider
+
+
+# How an account logs in: a password fetched when needed, or access tokens.
+Credentials = Callable[[], Deferred[Secret]] | TokenLogin
 
 
 def offered_mechanisms(caps: dict[bytes, Any]) -> list[bytes]:
@@ -107,21 +133,82 @@ async def authenticate(client: ImapClient, user: str, caps: dict[bytes, Any],
             await client.login_command(name, secret)
     except ServerRefused as e:
         # The server's words, cleaned, and never the password even if a server echoes it.
-        # Masked before cleaning: cleaning may cut it or turn its tabs into spaces.
-        password = secret.reveal().decode("utf-8", "replace")
-        text = clean_text(e.text.replace(password, "***") if password else e.text)
+        text = _masked(e.text, secret)
         if any(code in e.text.encode("utf-8", "replace").upper() for code in TRANSIENT_CODES):
             raise MailError(f"login temporarily refused: {e.status} {text}") from None
         raise AuthFailed(f"login refused for user {clean_text(user, 100)}: "
                          f"{e.status} {text}".rstrip()) from None
 
 
+def _masked(text: str, secret: Secret) -> str:
+    """Server text, cleaned, with the secret masked should a server echo it (masked before
+    cleaning: cleaning may cut it or turn its tabs into spaces)."""
+    value = secret.reveal().decode("utf-8", "replace")
+    return clean_text(text.replace(value, "***") if value else text)
+
+
+async def secure_for_token(client: ImapClient, address: ServerAddress, tls: TlsPolicy,
+                           caps: dict[bytes, Any]) -> dict[bytes, Any]:
+    """TLS (STARTTLS when not yet), or CleartextRefused: a token never goes in clear."""
+    if client.encrypted:
+        return caps
+    if b"STARTTLS" in caps:
+        return await client.start_tls(tls.options(address.host))
+    raise CleartextRefused("the server offers no STARTTLS: an access token is never sent in "
+                           "clear, whatever allow_cleartext says (use a tls: server)")
+
+
+async def try_token(client: ImapClient, address: ServerAddress, user: str, mechanism: bytes,
+                    token: Secret, *, sasl_ir: bool, again: bool = False) -> None:
+    """One AUTHENTICATE with ``token``; TokenRejected if the server refuses it."""
+    response = oauth_initial_response(mechanism, user, token, address.host, address.port)
+    d, challenges = authenticate_with_token(client, mechanism, response, sasl_ir)
+    try:
+        await d
+    except ServerRefused as e:
+        text = _masked(e.text, token)
+        if any(code in e.text.encode("utf-8", "replace").upper() for code in TRANSIENT_CODES):
+            raise MailError(f"login temporarily refused: {e.status} {text}") from None
+        what = f"{mechanism.decode()}: {challenges[0]}" if challenges else mechanism.decode()
+        fresh = ", a fresh one too" if again else ""
+        error = TokenRejected if e.status.upper() == "NO" else AuthFailed
+        raise error(f"access token refused for user {clean_text(user, 100)}{fresh} "
+                    f"({what}): {e.status} {text}".rstrip()) from None
+
+
+async def log_in_with_token(client: ImapClient, address: ServerAddress, user: str,
+                            caps: dict[bytes, Any], login: TokenLogin) -> None:
+    """AUTHENTICATE with a token; after a refusal once more with a fresh one."""
+    offered = {m.upper() for m in offered_mechanisms(caps)}
+    name = login.mechanism.decode()
+    if login.mechanism not in offered:
+        others = " ".join(sorted(m.decode("ascii", "replace") for m in offered))
+        raise AuthFailed(f"the server does not offer AUTHENTICATE {name} "
+                         f"(it offers {clean_text(others) or 'no SASL mechanism'})")
+    sasl_ir = b"SASL-IR" in caps
+    token = await client.within(login.tokens.token(), "the access token", COMMAND_TIMEOUT)
+    try:
+        await try_token(client, address, user, login.mechanism, token, sasl_ir=sasl_ir)
+        return
+    except TokenRejected as e:
+        log.info("{account}: {error}; trying a fresh token", account=client.label,
+                 error=str(e), event="token_refused")
+    login.tokens.refused()
+    token = await client.within(login.tokens.token(), "a fresh access token", COMMAND_TIMEOUT)
+    await try_token(client, address, user, login.mechanism, token, sasl_ir=sasl_ir, again=True)
+
+
 async def log_in(client: ImapClient, address: ServerAddress, tls: TlsPolicy, user: str,
-                 password: Callable[[], Deferred[Secret]]) -> dict[bytes, Any]:
+                 password: Credentials) -> dict[bytes, Any]:
     """Greeting, TLS (STARTTLS to ``address.host`` per ``tls``), authentication as ``user``
-    with the ``password()`` fetched only then; returns the capabilities after login."""
+    with the ``password()`` fetched only then, or with access tokens; returns the
+    capabilities after login."""
     await client.wait_for_greeting()
     caps = await client.capabilities(cached=True)
+    if isinstance(password, TokenLogin):
+        caps = await secure_for_token(client, address, tls, caps)
+        await log_in_with_token(client, address, user, caps, password)
+        return await client.capabilities()
     caps = await secure(client, address, tls, caps)
     secret = await client.within(password(), "the password source", COMMAND_TIMEOUT)
     await authenticate(client, user, caps, secret)
