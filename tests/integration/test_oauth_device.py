@@ -22,6 +22,7 @@ from twisted.internet import threads
 
 from mailsocketd.mail.oauth.config import OAuth2Config
 from mailsocketd.mail.oauth.device import DeviceGrantError, device_grant
+from mailsocketd.mail.oauth.messages import DeviceAuthorization
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_SECRET = "cs-Device-Client-Secret"  # noqa: S105 (a test value)
@@ -130,7 +131,7 @@ async def test_slow_down_adds_five_seconds_to_the_interval(endpoint, config, tmp
                           client_secret_file=str(tmp_path / "client-secret"),
                           device_authorization_url=endpoint.device_url,
                           ca_file=str(endpoint.ca_file))
-    shown = []
+    shown: list[DeviceAuthorization] = []
     token = await device_grant(oauth2, global_reactor(), shown.append, environ={})
     assert token.reveal().decode() in endpoint.refresh_tokens
     assert [s.user_code for s in shown] == ["WDJB-MJHT"]

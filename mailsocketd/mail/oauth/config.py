@@ -28,6 +28,7 @@ MICROSOFT_TOKEN_URL = re.compile(
     r"(https://login\.microsoftonline\.com/[A-Za-z0-9.-]+/oauth2/v2\.0/)token\Z")
 # RFC 6749 A.1 / A.6: client_id and scope are printable ASCII (scope tokens split by spaces)
 VSCHAR = re.compile(r"[\x20-\x7e]+\Z")
+URL = re.compile(r"[\x21-\x7e]+\Z")  # RFC 3986: no spaces, no controls, ASCII
 SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*\Z")
 MAX_URL = 2048
 
@@ -69,8 +70,8 @@ def _https_url(table: Table, name: str) -> str | None:
     url = table.optional_string(name)
     if url is None:
         return None
-    if len(url) > MAX_URL or not VSCHAR.match(url):
-        raise ConfigError(table.key(name), "not a URL (printable ASCII, at most "
+    if len(url) > MAX_URL or not URL.match(url):
+        raise ConfigError(table.key(name), "not a URL (printable ASCII without spaces, at most "
                           f"{MAX_URL} characters)")
     parts = urlsplit(url)
     if parts.scheme != "https":
