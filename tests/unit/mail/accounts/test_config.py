@@ -160,3 +160,66 @@ def test_the_config_names_the_password_source_never_a_password():
     assert one(password_env="WORK_PASSWORD").password.describe() == "password_env WORK_PASSWORD"
     assert one(password_command=["pass", "show", "x"]).password.describe() == (
         "password_command pass")
+
+
+# -- auth: password, or OAuth2 access tokens from exactly one source -----------------------
+
+OAUTH2 = {"token_url": "https://oauth2.googleapis.com/token", "client_id": "123.apps",
+          "refresh_token_file": "/etc/mailsocketd/work.refresh-token"}
+
+
+def oauth(**keys):
+    keys.setdefault("server", "tls:imap.example.org:993")
+    keys.setdefault("user", "alice")
+    return parse(work=keys)[0]
+
+
+def oauth_error(**keys):
+    with pytest.raises(ConfigError) as e:
+        oauth(**keys)
+    return str(e.value)
+
+
+def test_auth_defaults_to_password():
+    a = one()
+    assert (a.auth, a.oauth2) == ("password", None)
+
+
+@pytest.mark.parametrize("auth", ["xoauth2", "oauthbearer"])
+def test_a_token_from_a_password_source(auth):
+    a = oauth(auth=auth, password_command=["oama", "access", "alice@example.org"])
+    assert a.auth == auth and a.oauth2 is None
+    assert a.password == PasswordSource("command", command=("oama", "access",
+                                                            "alice@example.org"))
+
+
+def test_tokens_refreshed_by_the_daemon():
+    a = oauth(auth="oauthbearer", oauth2=dict(OAUTH2))
+    assert a.password is None and a.oauth2 is not None
+    assert a.oauth2.token_url == OAUTH2["token_url"]
+    assert a.oauth2.refresh_token_file == OAUTH2["refresh_token_file"]
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ({"auth": "xoauth2"},
+     'accounts.work.auth: "xoauth2" needs a token source: an [oauth2] table, or one of '
+     "password_file, password_command, password_env giving the token"),
+    ({"auth": "xoauth2", "password_env": "TOKEN", "oauth2": OAUTH2},
+     "accounts.work.password_env: conflicts with accounts.work.oauth2: "
+     'auth = "xoauth2" takes exactly one token source'),
+    ({"auth": "oauthbearer", "password_env": "T", "password_file": "/t"},
+     "accounts.work.password_file: conflicts with password_env: give exactly one of "
+     "password_file, password_command, password_env"),
+    ({"password_file": "/pw", "oauth2": OAUTH2},
+     'accounts.work.oauth2: is for auth = "xoauth2" or "oauthbearer", and auth is "password" '
+     "(the default)"),
+    ({"auth": "password", "password_file": "/pw", "oauth2": OAUTH2},
+     'accounts.work.oauth2: is for auth = "xoauth2" or "oauthbearer", and auth is "password" '
+     "(the default)"),
+    ({"auth": "XOAUTH2", "password_file": "/pw"}, "accounts.work.auth: "),
+    ({"auth": "oauthbearer", "oauth2": {**OAUTH2, "surprise": 1}},
+     "accounts.work.oauth2.surprise: unknown key"),
+    ({"auth": "oauthbearer", "oauth2": "yes"}, "accounts.work.oauth2: "),
+])
+def test_mismatched_sources_name_the_key(keys, message):
+    assert oauth_error(**keys).startswith(message)

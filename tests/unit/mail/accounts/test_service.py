@@ -18,7 +18,9 @@ from zope.interface import implementer
 
 from mailsocketd.mail.accounts.backoff import Backoff
 from mailsocketd.mail.accounts.service import AccountsService, AccountWatcher
+from mailsocketd.mail.errors import TokenError, TokenRefused
 from mailsocketd.mail.imap.client import ImapClient
+from mailsocketd.mail.secrets import PasswordSource, Secret
 
 ENV = {"PW": "pw"}
 
@@ -366,3 +368,67 @@ def test_status_shows_the_current_failure_not_a_stale_mailbox_error():
     for line in w.state.status_lines():
         assert " state=auth-failed " in line
         assert line.endswith(f" error=login refused for user alice: NO {REFUSAL}")
+
+
+# -- OAuth2 accounts ---------------------------------------------------------------------------
+
+class CountingTokens:
+    """A token provider that fails as told or gives numbered tokens, and counts."""
+
+    def __init__(self, error=None):
+        self.error = error
+        self.given = 0
+        self.refusals = 0
+
+    def token(self):
+        if self.error is not None:
+            return fail(self.error)
+        self.given += 1
+        return succeed(Secret(f"token.{self.given}".encode()))
+
+    def refused(self):
+        self.refusals += 1
+
+
+def token_watcher(tokens):
+    w, endpoint, clock = watcher(auth="xoauth2", password=PasswordSource("env", env="TOKEN"))
+    w.tokens = tokens  # instead of the TOKEN variable: the provider kept by the watcher
+    return w, endpoint, clock
+
+
+def test_one_token_provider_for_every_connection():
+    tokens = CountingTokens()
+    w, endpoint, clock = token_watcher(tokens)
+    w.startService()
+    sent = []
+    for attempt in range(2):
+        rig = endpoint.rigs[attempt]
+        rig.greet("IMAP4rev1 AUTH=XOAUTH2 SASL-IR")
+        sent.append(base64.b64decode(rig.expect(b"AUTHENTICATE").split(b" ")[1]))
+        rig.transport.abortConnection()  # lost before the reply
+        clock.advance(0)
+        clock.advance(retry_delay(clock))
+    assert sent == [b"user=alice\x01auth=Bearer token.1\x01\x01",
+                    b"user=alice\x01auth=Bearer token.2\x01\x01"]
+    assert w.tokens is tokens and tokens.given == 2 and tokens.refusals == 0
+
+
+def test_a_token_endpoint_that_is_down_backs_off_like_a_server_that_is_down():
+    w, endpoint, clock = token_watcher(CountingTokens(TokenError(
+        "token endpoint idp.example.org: HTTP 503 Service Unavailable")))
+    w.startService()
+    endpoint.rigs[0].greet("IMAP4rev1 AUTH=XOAUTH2")
+    clock.advance(0)
+    assert retry_delay(clock) == 1 and w.state.state == "backing-off"
+    assert w.state.status_lines()[0].endswith(
+        "error=token endpoint idp.example.org: HTTP 503 Service Unavailable")
+
+
+def test_a_refused_refresh_token_backs_off_like_a_wrong_password():
+    w, endpoint, clock = token_watcher(CountingTokens(TokenRefused(
+        "token endpoint idp.example.org: invalid_grant")))
+    w.startService()
+    endpoint.rigs[0].greet("IMAP4rev1 AUTH=XOAUTH2")
+    clock.advance(0)
+    assert retry_delay(clock) == 300 and w.state.state == "auth-failed"
+    assert w.state.status_lines()[0].endswith("error=token endpoint idp.example.org: invalid_grant")
