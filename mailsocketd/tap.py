@@ -166,6 +166,8 @@ def _ca_files(config: Config) -> list[tuple[str, str]]:
     given = [("imap.ca_file", config.imap.ca_file if config.imap else None),
              ("smtp.ca_file", config.smtp.ca_file if config.smtp else None)]
     given += [(f"accounts.{a.name}.ca_file", a.ca_file) for a in config.accounts]
+    given += [(f"accounts.{a.name}.oauth2.ca_file", a.oauth2.ca_file)
+              for a in config.accounts if a.oauth2 is not None]
     return [(key, path) for key, path in given if path is not None]
 
 

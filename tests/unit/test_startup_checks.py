@@ -28,6 +28,10 @@ def options(tmp_path: Any, toml: str) -> Options:
     ('[smtp]\nserver = "tls:smtp.example.test"\n', "smtp.ca_file"),
     ('[accounts.work]\nserver = "tls:imap.example.test"\nuser = "u"\npassword_env = "PW"\n',
      "accounts.work.ca_file"),
+    ('[accounts.work]\nserver = "tls:imap.example.test"\nuser = "u"\nauth = "xoauth2"\n'
+     '[accounts.work.oauth2]\ntoken_url = "https://idp.example.test/token"\n'
+     'client_id = "c"\nrefresh_token_file = "/etc/mailsocketd/rt"\n',
+     "accounts.work.oauth2.ca_file"),
 ])
 def test_a_ca_file_that_cannot_be_used_stops_start_up(tmp_path, table, key):
     empty, garbage = tmp_path / "empty.pem", tmp_path / "garbage.pem"
