@@ -1,8 +1,15 @@
-"""``mailsocketd-oauth2``: get an account's first refresh token (the device authorization grant).
+"""``mailsocketd-oauth2``: get an account's first refresh token.
 
 Reads the daemon's TOML configuration, takes the account's ``[accounts.NAME.oauth2]`` table,
-prints where to go and which code to enter, waits while the user approves in a browser (on any
-device), and writes the refresh token to ``refresh_token_file`` with mode 0600::
+and runs one of two grants:
+
+* by default the device authorization grant (RFC 8628, ``mail.oauth.device``): prints where to
+  go and which code to enter, and waits while the user approves in a browser on any device;
+* with ``--browser`` the authorization code grant with PKCE and a loopback redirect
+  (``mail.oauth.browser``), for providers that refuse the mail scope in the device grant
+  (Google): prints a URL to open in a browser on this machine (or through ``ssh -L``).
+
+Either way the refresh token is written to ``refresh_token_file`` with mode 0600::
 
     $ mailsocketd-oauth2 --config /etc/mailsocketd.toml --account work
     To let mailsocketd read the mail of account work (alice@example.org):
@@ -32,6 +39,7 @@ from mailsocketd.clean import clean
 from mailsocketd.config import ConfigError, load_config
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.errors import MailError
+from mailsocketd.mail.oauth.browser import WAIT, browser_grant
 from mailsocketd.mail.oauth.config import OAuth2Config
 from mailsocketd.mail.oauth.device import device_grant
 from mailsocketd.mail.oauth.messages import DeviceAuthorization
@@ -51,13 +59,26 @@ class _Parser(argparse.ArgumentParser):
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = _Parser(prog=PROG, description=(
         "Get the first OAuth2 refresh token of an account of a mailsocketd configuration "
-        "with the device authorization grant (RFC 8628): prints a URL and a code to enter "
-        "there, waits for the approval, writes the account's refresh_token_file (mode 0600). "
+        "with the device authorization grant (RFC 8628: prints a URL and a code to enter "
+        "there, waits for the approval) or, with --browser, a browser sign-in on this "
+        "machine; writes the account's refresh_token_file (mode 0600). "
         "Exit status: 0 written, 1 the grant failed, 2 usage or configuration error."))
     parser.add_argument("--config", "-c", required=True, help="the TOML configuration file")
     parser.add_argument("--account", "-a", required=True,
                         help="the account ([accounts.NAME] with an [accounts.NAME.oauth2] table)")
+    parser.add_argument("--browser", action="store_true", help=(
+        "sign in with a browser on this machine (the authorization code grant with a "
+        "redirect to 127.0.0.1) instead of entering a code on any device; needed for Gmail"))
+    parser.add_argument("--port", type=_port, default=0, help=(
+        "with --browser: the 127.0.0.1 port to wait on for the browser (default: any free "
+        "one); fix it to forward it with ssh -L"))
     return parser.parse_args(argv)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return int(text)
 
 
 def choose_oauth2_account(accounts: Sequence[AccountConfig], name: str
@@ -98,6 +119,20 @@ def show_prompt(account: AccountConfig, out: TextIO) -> Any:
     return show
 
 
+def show_browser_prompt(account: AccountConfig, out: TextIO) -> Any:
+    """What the user of --browser is told: the URL to open, and how to reach the port."""
+    def show(url: str, port: int) -> None:
+        print(f"To let mailsocketd read the mail of account {account.name} "
+              f"({clean(account.user, limit=100)}), open this URL in a browser on this "
+              "machine and sign in:", file=out)
+        print(f"  {clean(url, limit=4096)}", file=out)
+        print(f"The browser is then sent to http://127.0.0.1:{port}/ (from another machine, "
+              f"forward that port first: ssh -L {port}:127.0.0.1:{port} THIS-HOST).", file=out)
+        print(f"Waiting for the sign-in (for up to {WAIT / 60:g} minutes)...", file=out,
+              flush=True)
+    return show
+
+
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """The console script: run the grant, return the exit status."""
     out = out or sys.stdout
@@ -114,7 +149,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
 
     async def run(reactor: Any) -> None:
         try:
-            await device_grant(config, reactor, show_prompt(account, out))
+            if args.browser:
+                await browser_grant(config, reactor, show_browser_prompt(account, out),
+                                    port=args.port)
+            else:
+                await device_grant(config, reactor, show_prompt(account, out))
         except MailError as e:
             print(f"{PROG}: account {account.name}: {e}", file=sys.stderr)
             outcome.append(FAILED)

@@ -3,8 +3,11 @@
 ``TokenEndpoint`` serves, with twisted.web over TLS (a certificate for ``127.0.0.1`` and
 ``localhost`` from a test CA it makes itself, so the client's verification is exercised):
 
-* ``POST /token``: the refresh grant (RFC 6749 6) and the device grant's token request
-  (RFC 8628 3.4), and ``POST /device``: the device authorization request (RFC 8628 3.1).
+* ``POST /token``: the refresh grant (RFC 6749 6), the device grant's token request
+  (RFC 8628 3.4) and the authorization code grant's (RFC 6749 4.1.3, PKCE checked);
+  ``POST /device``: the device authorization request (RFC 8628 3.1); ``GET /authorize``: a
+  browser's sign-in, approved at once (``authorize_error`` to refuse it) and redirected to the
+  loopback ``redirect_uri`` with a code.
 * Access tokens come from ``minter(user, ttl)``: a real JWT signed with the test Dovecot's key
   for the end-to-end tests, or any string.  Each refresh can rotate the refresh token
   (``rotate``); a refresh token that is not current is answered ``invalid_grant``.
@@ -21,7 +24,9 @@ closes it and drops every hanging request.
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import ipaddress
 import json
 import secrets
@@ -30,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -129,6 +134,8 @@ class TokenEndpoint:
     requests: list[Received] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)  # access tokens handed out
     devices: dict[str, Device] = field(default_factory=dict)
+    codes: dict[str, tuple[str, str]] = field(default_factory=dict)  # code: (challenge, uri)
+    authorize_error: str | None = None
     hanging: list[Request] = field(default_factory=list)
 
     @classmethod
@@ -139,6 +146,7 @@ class TokenEndpoint:
         root = Resource()
         root.putChild(b"token", _Handler(endpoint, "token"))
         root.putChild(b"device", _Handler(endpoint, "device"))
+        root.putChild(b"authorize", _Handler(endpoint, "authorize"))
         site = Site(root)
         site.displayTracebacks = False
         assert IReactorSSL.providedBy(global_reactor)
@@ -192,7 +200,35 @@ class TokenEndpoint:
             return self._device_authorization(form)
         if form.get("grant_type") == DEVICE_CODE_GRANT:
             return self._device_token(form, approve=False)
+        if form.get("grant_type") == "authorization_code":
+            return self._code_token(form)
         return self._refresh(form)
+
+    def authorize(self, query: dict[str, str]) -> str:
+        """The sign-in page's answer: where the browser is sent (the redirect URI + code)."""
+        uri = query.get("redirect_uri", "")
+        assert uri.startswith("http://127.0.0.1:"), uri
+        assert query.get("client_id") == self.client_id
+        assert query.get("response_type") == "code"
+        assert query.get("code_challenge_method") == "S256"
+        if self.authorize_error is not None:
+            return uri + "?" + urlencode({"error": self.authorize_error,
+                                          "state": query.get("state", "")})
+        code = "code-" + secrets.token_urlsafe(16)
+        self.codes[code] = (query["code_challenge"], uri)
+        return uri + "?" + urlencode({"code": code, "state": query.get("state", "")})
+
+    def _code_token(self, form: dict[str, str]) -> Step:
+        if not self._client_ok(form):
+            return (401, {"error": "invalid_client"})
+        challenge, uri = self.codes.pop(form.get("code", ""), ("", ""))
+        verifier = form.get("code_verifier", "").encode()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=")
+        if not challenge or digest.decode() != challenge or form.get("redirect_uri") != uri:
+            return (400, {"error": "invalid_grant", "error_description": "bad code"})
+        reply = self._tokens()
+        reply["refresh_token"] = self.new_refresh_token()
+        return (200, reply)
 
     def _client_ok(self, form: dict[str, str]) -> bool:
         return (form.get("client_id") == self.client_id
@@ -248,6 +284,13 @@ class _Handler(Resource):
         super().__init__()  # type: ignore[no-untyped-call]
         self.endpoint = endpoint
         self.path = path
+
+    def render_GET(self, request: Request) -> bytes:
+        assert self.path == "authorize"
+        query = {k.decode(): v[0].decode() for k, v in (request.args or {}).items()}
+        self.endpoint.requests.append(Received(self.path, query, time.monotonic()))
+        request.redirect(self.endpoint.authorize(query).encode())
+        return b""
 
     def render_POST(self, request: Request) -> bytes | int:
         assert request.content is not None

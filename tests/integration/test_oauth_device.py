@@ -1,4 +1,5 @@
-"""Enrolment: ``mailsocketd-oauth2`` (the device authorization grant, RFC 8628) against a REAL
+"""Enrolment: ``mailsocketd-oauth2`` (the device authorization grant, RFC 8628, and with
+``--browser`` the authorization code grant with PKCE and a loopback redirect) against a REAL
 HTTPS token endpoint on loopback (tests/tokenendpoint.py) served by this test's reactor.
 
 The command runs as a separate process (``python -m mailsocketd.oauth_command``, this
@@ -8,11 +9,17 @@ checked, and what it sent is read from the endpoint's record.
 
 from __future__ import annotations
 
+import re
+import socket
+import ssl
 import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import pytest_twisted
@@ -20,9 +27,10 @@ from mailrig import account_toml, global_reactor, toml_value
 from tokenendpoint import DEVICE_CODE_GRANT, TokenEndpoint
 from twisted.internet import threads
 
+from mailsocketd.mail.oauth.browser import browser_grant
 from mailsocketd.mail.oauth.config import OAuth2Config
-from mailsocketd.mail.oauth.device import DeviceGrantError, device_grant
-from mailsocketd.mail.oauth.messages import DeviceAuthorization
+from mailsocketd.mail.oauth.device import device_grant
+from mailsocketd.mail.oauth.messages import DeviceAuthorization, GrantError
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT_SECRET = "cs-Device-Client-Secret"  # noqa: S105 (a test value)
@@ -48,6 +56,7 @@ def config(tmp_path, endpoint):
     password.write_text("pw\n")
     password.chmod(0o600)
     oauth2 = {"token_url": endpoint.token_url, "device_authorization_url": endpoint.device_url,
+              "authorization_url": f"https://127.0.0.1:{endpoint.port}/authorize",
               "client_id": endpoint.client_id, "client_secret_file": str(secret),
               "refresh_token_file": str(tmp_path / "tokens" / "work.refresh-token"),
               "scope": "mail offline_access", "ca_file": str(endpoint.ca_file)}
@@ -148,7 +157,7 @@ async def test_polling_stops_when_the_code_expires(endpoint, config, tmp_path):
                           device_authorization_url=endpoint.device_url,
                           ca_file=str(endpoint.ca_file))
     started = time.monotonic()
-    with pytest.raises(DeviceGrantError, match="the code expired before it was approved"):
+    with pytest.raises(GrantError, match="the code expired before it was approved"):
         await device_grant(oauth2, global_reactor(), lambda a: None, environ={})
     assert time.monotonic() - started < 4
     assert 1 <= len(endpoint.received("token")) <= 3
@@ -172,3 +181,95 @@ async def test_configuration_errors_exit_2_naming_the_key(endpoint, config, tmp_
                         f"write into {tmp_path / 'missing'} (missing, or not writable by this "
                         "user)\n")
     assert endpoint.requests == []  # refused before anyone is sent to a browser
+
+
+# -- --browser: the authorization code grant with PKCE and a loopback redirect ----------------
+
+def browse(config, ca_file, *, bad_state_first=False):
+    """Run ``mailsocketd-oauth2 --browser`` and be its user's browser: open the URL it prints
+    (the endpoint approves and redirects to the command's port).  Runs in a thread."""
+    with subprocess.Popen([sys.executable, "-m", "mailsocketd.oauth_command", "--config",
+                           str(config), "--account", "work", "--browser"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=REPO, stdin=subprocess.DEVNULL) as proc:
+        try:
+            return _be_the_browser(proc, ca_file, bad_state_first)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def _be_the_browser(proc, ca_file, bad_state_first):
+    assert proc.stdout is not None and proc.stderr is not None
+    shown = [proc.stdout.readline() for _ in range(4)]
+    url = shown[1].strip()
+    found = re.search(r"http://127\.0\.0\.1:(\d+)/", shown[2])
+    assert found is not None, shown
+    port = int(found.group(1))
+    bad = None
+    if bad_state_first:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/?code=stolen&state=guess",
+                                   timeout=10).close()
+        except urllib.error.HTTPError as e:
+            bad = e.code
+            e.close()
+    context = ssl.create_default_context(cafile=str(ca_file))
+    assert url.startswith("https://127.0.0.1:"), url
+    with urllib.request.urlopen(url, context=context, timeout=10) as page:  # noqa: S310
+        text = page.read().decode()
+    rc = proc.wait(timeout=30)
+    return rc, shown + proc.stdout.readlines(), proc.stderr.read(), url, text, bad
+
+
+@pytest_twisted.ensureDeferred
+async def test_browser_sign_in_writes_the_refresh_token(endpoint, config, tmp_path):
+    rc, out, err, url, page, bad = await threads.deferToThread(
+        browse, config, endpoint.ca_file, bad_state_first=True)
+    assert (rc, err) == (0, ""), err
+    assert bad == 400  # a request without the right state is refused, and the wait goes on
+    assert page == "mailsocketd: signed in. You may close this window.\n"
+    assert out[0] == ("To let mailsocketd read the mail of account work (alice@example.test), "
+                      "open this URL in a browser on this machine and sign in:\n")
+    assert out[3] == "Waiting for the sign-in (for up to 10 minutes)...\n"
+    assert out[4] == ("mailsocketd-oauth2: account work: refresh token written to "
+                      f"{token_file(tmp_path)}\n")
+    query = dict(parse_qsl(urlsplit(url).query))
+    assert url.startswith(f"https://127.0.0.1:{endpoint.port}/authorize?")
+    assert {k: query[k] for k in ("response_type", "client_id", "scope",
+                                  "code_challenge_method", "access_type")} == {
+        "response_type": "code", "client_id": endpoint.client_id, "scope": "mail offline_access",
+        "code_challenge_method": "S256", "access_type": "offline"}
+    # the endpoint checked the PKCE verifier against the challenge, and the redirect URI
+    [exchange] = endpoint.received("token")
+    assert exchange.form["grant_type"] == "authorization_code"
+    assert exchange.form["redirect_uri"] == query["redirect_uri"]
+    written = token_file(tmp_path)
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+    token = written.read_text().strip()
+    assert token in endpoint.refresh_tokens
+    assert all(token not in line for line in out) and CLIENT_SECRET not in "".join(out)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_browser_sign_in_is_one_line_and_exit_1(endpoint, config, tmp_path):
+    endpoint.authorize_error = "access_denied"
+    rc, _, err, _, page, _ = await threads.deferToThread(browse, config, endpoint.ca_file)
+    assert rc == 1
+    assert page == "mailsocketd: the sign-in failed; the terminal says why.\n"
+    assert err == "mailsocketd-oauth2: account work: the sign-in failed: access_denied\n"
+    assert not token_file(tmp_path).exists() and endpoint.received("token") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_browser_wait_is_bounded_and_the_port_closed(endpoint, tmp_path):
+    oauth2 = OAuth2Config(token_url=endpoint.token_url, client_id=endpoint.client_id,
+                          refresh_token_file=str(token_file(tmp_path)),
+                          authorization_url=f"https://127.0.0.1:{endpoint.port}/authorize",
+                          ca_file=str(endpoint.ca_file))
+    ports: list[int] = []
+    with pytest.raises(GrantError, match=r"^no sign-in within 0\.02 minutes; run the command"):
+        await browser_grant(oauth2, global_reactor(), lambda url, port: ports.append(port),
+                            wait=1.2, environ={})
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", ports[0]), timeout=2).close()

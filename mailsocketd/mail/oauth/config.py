@@ -4,8 +4,9 @@ Parsing is pure, like the rest of the account configuration: no file is read her
 configuration names where the secrets are (``client_secret_file``, ``refresh_token_file``),
 never the secrets themselves.  Every problem is a ConfigError naming the full dotted key.
 
-The device authorization endpoint (RFC 8628, used only by ``mailsocketd-oauth2`` to enrol) is
-known for Google's and Microsoft's token endpoints, so those need only ``token_url``.
+The device authorization endpoint (RFC 8628) and the authorization endpoint (the browser
+sign-in, RFC 6749 4.1), used only by ``mailsocketd-oauth2`` to enrol, are known for Google's
+and Microsoft's token endpoints, so those need only ``token_url``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from urllib.parse import urlsplit
 from mailsocketd.mail.address import HOST_NAME
 from mailsocketd.table import ConfigError, Table
 
-__all__ = ["GOOGLE_TOKEN_URL", "OAuth2Config", "default_device_url", "parse_oauth2"]
+__all__ = ["GOOGLE_TOKEN_URL", "OAuth2Config", "default_authorization_url", "default_device_url",
+           "parse_oauth2"]
 
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
 GOOGLE_DEVICE_URL = "https://oauth2.googleapis.com/device/code"
+GOOGLE_AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 # https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token -> .../devicecode
 MICROSOFT_TOKEN_URL = re.compile(
     r"(https://login\.microsoftonline\.com/[A-Za-z0-9.-]+/oauth2/v2\.0/)token\Z")
@@ -44,6 +47,7 @@ class OAuth2Config:
     client_secret_file: str | None = None
     scope: str | None = None
     device_authorization_url: str | None = None
+    authorization_url: str | None = None
     ca_file: str | None = None
     timeout: float = 30.0
 
@@ -59,6 +63,14 @@ def default_device_url(token_url: str) -> str | None:
         return GOOGLE_DEVICE_URL
     match = MICROSOFT_TOKEN_URL.match(token_url)
     return match.group(1) + "devicecode" if match else None
+
+
+def default_authorization_url(token_url: str) -> str | None:
+    """The authorization endpoint (browser sign-in) of a well-known token endpoint."""
+    if token_url == GOOGLE_TOKEN_URL:
+        return GOOGLE_AUTHORIZATION_URL
+    match = MICROSOFT_TOKEN_URL.match(token_url)
+    return match.group(1) + "authorize" if match else None
 
 
 def _require(table: Table, name: str, example: str) -> None:
@@ -132,6 +144,7 @@ def parse_oauth2(table: Table) -> OAuth2Config:
     _require(table, "refresh_token_file", '"/etc/mailsocketd/work.refresh-token"')
     token_url = _https_url(table, "token_url") or ""
     device_url = _https_url(table, "device_authorization_url")
+    authorization_url = _https_url(table, "authorization_url")
     config = OAuth2Config(
         token_url=token_url,
         client_id=_client_id(table),
@@ -139,6 +152,7 @@ def parse_oauth2(table: Table) -> OAuth2Config:
         client_secret_file=_file(table, "client_secret_file", absolute=False),
         scope=_scope(table),
         device_authorization_url=device_url or default_device_url(token_url),
+        authorization_url=authorization_url or default_authorization_url(token_url),
         ca_file=table.optional_string("ca_file"),
         timeout=table.number("timeout", OAuth2Config.timeout, 1.0, 600.0),
     )

@@ -19,22 +19,24 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from mailsocketd.mail.errors import TokenError, TokenRefused
+from mailsocketd.mail.errors import TokenError
 from mailsocketd.mail.oauth.config import OAuth2Config
 from mailsocketd.mail.oauth.http import HttpReply, post_form
 from mailsocketd.mail.oauth.messages import (
     DeviceAuthorization,
     ErrorReply,
+    GrantError,
     device_authorization_form,
     device_token_form,
     parse_device_authorization,
     parse_token_reply,
+    refresh_token_of,
 )
 from mailsocketd.mail.oauth.store import read_client_secret, write_refresh_token
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.tls import ConnectReactor
 
-__all__ = ["DeviceGrantError", "device_grant"]
+__all__ = ["Poster", "default_poster", "device_grant"]
 
 SLOW_DOWN = 5.0
 MIN_INTERVAL = 1.0
@@ -44,11 +46,8 @@ MAX_INTERVAL = 60.0
 Poster = Callable[[str, Secret, str], Deferred[HttpReply]]
 
 
-class DeviceGrantError(TokenRefused):
-    """The grant ended without a token: denied, expired, or the server refused it."""
-
-
-def _poster(reactor: ConnectReactor, config: OAuth2Config) -> Poster:
+def default_poster(reactor: ConnectReactor, config: OAuth2Config) -> Poster:
+    """POST to one of the configured endpoints (its ca_file, its timeout)."""
     def post(url: str, form: Secret, what: str) -> Deferred[HttpReply]:
         return post_form(reactor, url, form, ca_file=config.ca_file, timeout=config.timeout,
                          what=what)
@@ -61,13 +60,13 @@ async def device_grant(config: OAuth2Config, reactor: ConnectReactor,
                        poster: Poster | None = None) -> Secret:
     """Run the grant (see the module docstring); the refresh token, already written.
 
-    Fails with TokenError (the endpoint failed), DeviceGrantError (denied, expired, refused)
+    Fails with TokenError (the endpoint failed), GrantError (denied, expired, refused)
     or SecretError (a file); their text is one line without a secret.
     """
-    post = poster or _poster(reactor, config)
+    post = poster or default_poster(reactor, config)
     device_url = config.device_authorization_url
     if device_url is None:
-        raise DeviceGrantError("no device_authorization_url in the [oauth2] table, and none "
+        raise GrantError("no device_authorization_url in the [oauth2] table, and none "
                                "is known for this token_url")
     client_secret = None
     if config.client_secret_file is not None:
@@ -100,7 +99,7 @@ async def _poll(config: OAuth2Config, reactor: ConnectReactor, post: Poster,
     while True:
         wait = min(interval * 2 ** failures, MAX_INTERVAL)
         if clock.seconds() + wait >= deadline:
-            raise DeviceGrantError("the code expired before it was approved; run the "
+            raise GrantError("the code expired before it was approved; run the "
                                    "command again")
         await deferLater(clock, wait)
         try:
@@ -113,19 +112,15 @@ async def _poll(config: OAuth2Config, reactor: ConnectReactor, post: Poster,
             continue
         failures = 0
         if not isinstance(reply, ErrorReply):
-            if reply.refresh_token is None:
-                raise DeviceGrantError(f"{what} gave an access token but no refresh token "
-                                       "(does the scope ask for offline access? Microsoft: "
-                                       "offline_access)")
-            return reply.refresh_token
+            return refresh_token_of(reply, what)
         if reply.error == "authorization_pending":
             continue
         if reply.error == "slow_down":
             interval = min(interval + SLOW_DOWN, MAX_INTERVAL)
             continue
         if reply.error == "access_denied":
-            raise DeviceGrantError("access was denied at the verification page")
+            raise GrantError("access was denied at the verification page")
         if reply.error == "expired_token":
-            raise DeviceGrantError("the code expired before it was approved; run the "
+            raise GrantError("the code expired before it was approved; run the "
                                    "command again")
-        raise DeviceGrantError(f"{what}: {reply.line()}")
+        raise GrantError(f"{what}: {reply.line()}")

@@ -15,8 +15,11 @@ was sent replaced, in case a server echoes one.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +30,10 @@ from mailsocketd.mail.oauth.config import OAuth2Config
 from mailsocketd.mail.oauth.tokens import check_bearer_token
 from mailsocketd.mail.secrets import Secret
 
-__all__ = ["REFUSING_ERRORS", "DeviceAuthorization", "ErrorReply", "TokenReply",
-           "check_refresh_token", "device_authorization_form", "device_token_form",
-           "parse_device_authorization", "parse_token_reply", "refresh_form"]
+__all__ = ["REFUSING_ERRORS", "DeviceAuthorization", "ErrorReply", "GrantError", "TokenReply",
+           "authorization_code_form", "authorization_request_url", "check_refresh_token",
+           "device_authorization_form", "device_token_form", "parse_device_authorization",
+           "parse_token_reply", "pkce_pair", "refresh_form", "refresh_token_of"]
 
 # Error codes that no retry will cure: the refresh token or the client is not (or no longer)
 # accepted.  The rest (a 5xx, temporarily_unavailable, a garbled reply) may pass.
@@ -40,6 +44,10 @@ DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MAX_REFRESH_TOKEN = 16384
 PRINTABLE = re.compile(rb"[\x21-\x7e]+\Z")  # RFC 6749 A.17 (VSCHAR), no spaces
 ERROR_CODE = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}\Z")  # RFC 6749 A.7, bounded
+
+
+class GrantError(TokenRefused):
+    """Enrolment ended without a refresh token: denied, expired, or refused by the server."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,46 @@ def device_token_form(config: OAuth2Config, device_code: Secret,
     return Secret(urlencode(fields + _client(config, client_secret)).encode("ascii"))
 
 
-def _redact(text: str, secrets: Iterable[Secret]) -> str:
-    for secret in secrets:
+def pkce_pair() -> tuple[Secret, str]:
+    """A PKCE code verifier and its S256 challenge (RFC 7636 4.1, 4.2)."""
+    verifier = secrets.token_urlsafe(48).encode("ascii")
+    return Secret(verifier), s256_challenge(verifier)
+
+
+def s256_challenge(verifier: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode()
+
+
+def authorization_request_url(config: OAuth2Config, redirect_uri: str, state: str,
+                              challenge: str) -> str:
+    """Where the browser signs in (RFC 6749 4.1.1 with PKCE).  ``access_type=offline`` and
+    ``prompt=consent`` make Google hand out a refresh token every time; other servers ignore
+    the first, and the second only shows the consent page again."""
+    if config.authorization_url is None:
+        raise GrantError("no authorization_url in the [oauth2] table, and none is known for "
+                         "this token_url")
+    fields = [("response_type", "code"), ("client_id", config.client_id),
+              ("redirect_uri", redirect_uri)]
+    if config.scope is not None:
+        fields.append(("scope", config.scope))
+    fields += [("state", state), ("code_challenge", challenge),
+               ("code_challenge_method", "S256"), ("access_type", "offline"),
+               ("prompt", "consent")]
+    separator = "&" if "?" in config.authorization_url else "?"
+    return config.authorization_url + separator + urlencode(fields)
+
+
+def authorization_code_form(config: OAuth2Config, code: Secret, redirect_uri: str,
+                            verifier: Secret, client_secret: Secret | None) -> Secret:
+    """The token request for an authorization code (RFC 6749 4.1.3, RFC 7636 4.5)."""
+    fields: list[tuple[str, str | bytes]] = [
+        ("grant_type", "authorization_code"), ("code", code.reveal()),
+        ("redirect_uri", redirect_uri), ("code_verifier", verifier.reveal())]
+    return Secret(urlencode(fields + _client(config, client_secret)).encode("ascii"))
+
+
+def _redact(text: str, hidden: Iterable[Secret]) -> str:
+    for secret in hidden:
         value = secret.reveal().decode("ascii", "replace")
         if len(value) >= 4:
             text = text.replace(value, "<hidden>")
@@ -197,6 +243,14 @@ def parse_token_reply(status: int, body: bytes, what: str,
         expires_in=_seconds(value.get("expires_in"), what, "expires_in", None),
         refresh_token=check_refresh_token(refresh.encode("utf-8"), what) if refresh else None,
     )
+
+
+def refresh_token_of(reply: TokenReply, what: str) -> Secret:
+    """The refresh token an enrolment is for; GrantError when the server gave none."""
+    if reply.refresh_token is None:
+        raise GrantError(f"{what} gave an access token but no refresh token (does the scope "
+                         "ask for offline access? Microsoft: offline_access)")
+    return reply.refresh_token
 
 
 def _uri(value: dict[str, Any], name: str, what: str) -> str | None:

@@ -15,9 +15,9 @@ from twisted.python.failure import Failure
 
 from mailsocketd.mail.errors import TokenError
 from mailsocketd.mail.oauth.config import OAuth2Config
-from mailsocketd.mail.oauth.device import DeviceGrantError, device_grant
+from mailsocketd.mail.oauth.device import device_grant
 from mailsocketd.mail.oauth.http import HttpReply
-from mailsocketd.mail.oauth.messages import DeviceAuthorization
+from mailsocketd.mail.oauth.messages import DeviceAuthorization, GrantError
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.tls import ConnectReactor
 
@@ -112,7 +112,7 @@ def test_failed_requests_double_the_wait_and_five_in_a_row_give_up(config):
 def test_the_grant_ends(config, tmp_path, step, text):
     clock = Clock()
     error = run(config, Endpoint(clock, [PENDING, step]), clock)
-    assert isinstance(error, DeviceGrantError)
+    assert isinstance(error, GrantError)
     assert str(error).startswith(text)
     assert not (tmp_path / "rt").exists()
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from mailsocketd.mail.oauth.config import OAuth2Config, default_device_url, parse_oauth2
+from mailsocketd.mail.oauth.config import (
+    OAuth2Config,
+    default_authorization_url,
+    default_device_url,
+    parse_oauth2,
+)
 from mailsocketd.table import ConfigError, Table
 
 KEY = "accounts.work.oauth2"
@@ -29,7 +34,8 @@ def test_the_minimal_table_and_its_defaults():
         token_url="https://oauth2.googleapis.com/token", client_id="123.apps",
         refresh_token_file="/etc/mailsocketd/work.refresh-token", client_secret_file=None,
         scope=None, device_authorization_url="https://oauth2.googleapis.com/device/code",
-        ca_file=None, timeout=30.0)
+        authorization_url="https://accounts.google.com/o/oauth2/v2/auth", ca_file=None,
+        timeout=30.0)
     assert parse().token_host == "oauth2.googleapis.com"
 
 
@@ -58,6 +64,18 @@ def test_device_urls_known_for_google_and_microsoft(token_url, device_url):
     assert default_device_url(token_url) == device_url
 
 
+def test_authorization_urls_known_for_google_and_microsoft():
+    assert default_authorization_url("https://oauth2.googleapis.com/token") \
+        == "https://accounts.google.com/o/oauth2/v2/auth"
+    assert default_authorization_url(
+        "https://login.microsoftonline.com/organizations/oauth2/v2.0/token") \
+        == "https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize"
+    assert default_authorization_url("https://idp.example.org/token") is None
+    assert parse(token_url="https://idp.example.org/token",
+                 authorization_url="https://idp.example.org/auth").authorization_url \
+        == "https://idp.example.org/auth"
+
+
 @pytest.mark.parametrize(("keys", "message"), [
     ({"token_url": None}, f"{KEY}.token_url: is missing (e.g. "
                           '"https://oauth2.googleapis.com/token")'),
@@ -70,6 +88,7 @@ def test_device_urls_known_for_google_and_microsoft(token_url, device_url):
      "(tokens are never fetched without TLS)"),
     ({"device_authorization_url": "ftp://x/y"}, f"{KEY}.device_authorization_url: expected "
                                                 "an https:// URL"),
+    ({"authorization_url": "http://x/y"}, f"{KEY}.authorization_url: expected an https:// URL"),
     ({"token_url": "https://idp.example.org:99999/token"}, f"{KEY}.token_url: bad port"),
     ({"token_url": "https://user@idp.example.org/token"}, f"{KEY}.token_url: unexpected user"),
     ({"token_url": "https://bad host/token"}, f"{KEY}.token_url: not a URL"),

@@ -12,12 +12,17 @@ from mailsocketd.mail.errors import SecretError, TokenError, TokenRefused
 from mailsocketd.mail.oauth.config import OAuth2Config
 from mailsocketd.mail.oauth.messages import (
     ErrorReply,
+    GrantError,
     TokenReply,
+    authorization_code_form,
+    authorization_request_url,
     device_authorization_form,
     device_token_form,
     parse_device_authorization,
     parse_token_reply,
+    pkce_pair,
     refresh_form,
+    s256_challenge,
 )
 from mailsocketd.mail.secrets import Secret
 
@@ -145,3 +150,33 @@ def test_bad_device_replies(value, text):
 def test_a_refused_device_request():
     with pytest.raises(TokenRefused, match="invalid_client"):
         device({"error": "invalid_client"}, status=401)
+
+
+def test_pkce_s256_is_rfc_7636s():
+    # RFC 7636 appendix B
+    assert s256_challenge(b"dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") \
+        == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    verifier, challenge = pkce_pair()
+    assert 43 <= len(verifier.reveal()) <= 128
+    assert challenge == s256_challenge(verifier.reveal())
+    assert pkce_pair()[1] != challenge
+
+
+def test_the_authorization_url_and_the_code_exchange():
+    config = OAuth2Config(token_url="https://idp.test/token", client_id="cid",
+                          refresh_token_file="/x", scope="mail offline_access",
+                          authorization_url="https://idp.test/auth?tenant=x")
+    url = authorization_request_url(config, "http://127.0.0.1:5000/", "st", "ch")
+    base, query = url.split("?", 1)[0], dict(parse_qsl(url.split("?", 1)[1]))
+    assert base == "https://idp.test/auth"
+    assert query == {"tenant": "x", "response_type": "code", "client_id": "cid",
+                     "redirect_uri": "http://127.0.0.1:5000/", "scope": "mail offline_access",
+                     "state": "st", "code_challenge": "ch", "code_challenge_method": "S256",
+                     "access_type": "offline", "prompt": "consent"}
+    assert form(authorization_code_form(config, Secret(b"c0de"), "http://127.0.0.1:5000/",
+                                        Secret(b"v" * 43), CLIENT)) == {
+        "grant_type": "authorization_code", "code": "c0de",
+        "redirect_uri": "http://127.0.0.1:5000/", "code_verifier": "v" * 43,
+        "client_id": "cid", "client_secret": "client&secret=1"}
+    with pytest.raises(GrantError, match="no authorization_url"):
+        authorization_request_url(CONFIG, "http://127.0.0.1:1/", "s", "c")
