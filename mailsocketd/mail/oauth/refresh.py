@@ -6,7 +6,8 @@
   left (``expires_in``: the margin is 5 minutes, or a quarter of a short lifetime), and
   otherwise runs the refresh grant: it reads ``refresh_token_file`` (and ``client_secret_file``)
   again, so a re-enrolment or a hand-edited file is picked up without a restart, and POSTs to
-  ``token_url``.  Callers that ask while a refresh is under way share it: one request at a time.
+  ``token_url``.  Callers that ask while a refresh is under way share it: one request at a time;
+  a caller that gives up (cancels its Deferred) leaves the request to finish for the others.
   A refresh is due only when a token is asked for (at login), so an idle account costs nothing.
 * A rotated refresh token in the reply replaces the file atomically, mode 0600 (``store``).
   Should that fail, the new access token is still used and the failure logged as an error:
@@ -98,16 +99,19 @@ class RefreshTokens:
         now = self.reactor.seconds()
         if self._token is not None and now < self._fresh_until:
             return succeed(self._token)
-        if self._waiters is not None:
-            waiter: Deferred[Secret] = Deferred()
-            self._waiters.append(waiter)
-            return waiter
-        if self._error is not None and now < self._retry_at and not self._file_changed():
+        if self._waiters is None and self._error is not None and now < self._retry_at \
+                and not self._file_changed():
             return fail(type(self._error)(f"{self._error}; next try in "
                                           f"{self._retry_at - now:.0f} s"))
-        self._waiters = []
-        d = ensureDeferred(self._refresh())
-        return d.addBoth(self._done)
+        # Each caller gets a Deferred of its own: one that gives up (a login timing out or
+        # its connection lost) cancels only its wait, never the request the others share.
+        waiter: Deferred[Secret] = Deferred()
+        if self._waiters is not None:
+            self._waiters.append(waiter)
+            return waiter
+        self._waiters = [waiter]
+        ensureDeferred(self._refresh()).addBoth(self._done)
+        return waiter
 
     def refused(self) -> None:
         """The server refused the cached token: forget it, the next token() refreshes."""
@@ -158,17 +162,19 @@ class RefreshTokens:
                       account=self.label, file=self.config.refresh_token_file,
                       event="oauth2_refresh_token_saved")
 
-    def _done(self, result: Secret | Failure) -> Secret | Failure:
+    def _done(self, result: Secret | Failure) -> None:
         waiters, self._waiters = self._waiters or [], None
         if isinstance(result, Failure):
             self._failed(result)
-            for waiter in waiters:
-                waiter.errback(result)
         else:
             self._failures, self._error, self._refused_token = 0, None, None
-            for waiter in waiters:
+        for waiter in waiters:
+            if waiter.called:  # its caller gave up (cancelled it)
+                continue
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
                 waiter.callback(result)
-        return result
 
     def _failed(self, failure: Failure) -> None:
         error = failure.value

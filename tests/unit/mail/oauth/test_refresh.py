@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 from logrig import global_log_events
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -113,6 +113,22 @@ def test_callers_during_a_refresh_share_it_success_and_failure(rig):
     first, second = tokens.token(), tokens.token()
     failing.errback(TokenError("token endpoint idp.test: down"))
     assert str(result(first)) == str(result(second)) == "token endpoint idp.test: down"
+
+
+def test_a_caller_that_gives_up_does_not_cancel_the_request(rig):
+    """A login that times out (or loses its connection) cancels its own wait only: the
+    request goes on, its token is kept for the next login, and nothing backs off."""
+    tokens, _, endpoint, _ = rig
+    pending: Deferred[HttpReply] = Deferred()
+    endpoint.replies[:] = [pending]
+    first, second = tokens.token(), tokens.token()
+    first.cancel()
+    assert isinstance(result(first), CancelledError)
+    assert not pending.called and not second.called
+    pending.callback(HttpReply(200, b'{"access_token": "at1", "token_type": "Bearer"}'))
+    assert result(second) == "at1"
+    assert result(tokens.token()) == "at1"  # cached
+    assert len(endpoint.forms) == 1 and tokens._failures == 0
 
 
 def delays(tokens, clock, endpoint, failing, count):
