@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from checkrig import DovecotLog
+from daemon import running_daemon
 from logrig import global_log_events
 from mailrig import account_toml, parsed_account, write_password
 from test_checker import Watching, error_of, eventually, state_of
+from test_mail_daemon import wait_for_status
 from tokens import mint
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -166,6 +168,34 @@ async def test_no_token_without_tls_whatever_allow_cleartext_says(mailserver_not
         assert error_of(w) == ("the server offers no STARTTLS: an access token is never sent "
                                "in clear, whatever allow_cleartext says (use a tls: server)")
     assert "no auth attempts" in dovecot.wait_for("Disconnected")
+
+
+def test_the_daemon_shows_oauth_accounts_in_status_and_logs_no_token(mailserver_oauth,
+                                                                     tmp_path):
+    server = mailserver_oauth
+    expired = mint(server, "alice", expired=True)
+    good = mint(server, "alice")
+    bad = mint(server, "bob", wrong_key=True)
+    (tmp_path / "fresh").mkdir()
+    config = "".join([
+        "[log]\nformat = \"json\"\n",
+        account_toml("fresh", server=f"tls:127.0.0.1:{server.imaps_port}", user="alice",
+                     auth="oauthbearer", ca_file=str(server.ca_file),
+                     password_command=token_command(tmp_path / "fresh", expired, good)),
+        account_toml("refused", server=f"tcp:localhost:{server.imap_port}", user="bob",
+                     auth="xoauth2", ca_file=str(server.ca_file),
+                     password_file=write_password(tmp_path, bad, "bad")),
+    ])
+    with running_daemon(tmp_path, config_toml=config) as daemon:
+        text = wait_for_status(daemon, r"^account fresh INBOX: state=idling .* error=-$")
+        text = wait_for_status(daemon, r"^account refused INBOX: state=auth-failed ")
+        assert ("error=access token refused for user bob, a fresh one too (XOAUTH2: status 401, "
+                "schemes bearer, scope mail): NO [AUTHENTICATIONFAILED] Authentication failed."
+                in text)
+        log = daemon.wait_log(r'"event": "connection_failed"')
+        assert '"event": "token_refused"' in log
+    assert leaks(expired, [text, log]) == [] and leaks(good, [text, log]) == []
+    assert leaks(bad, [text, log]) == []
 
 
 def check(config: Path, *args: str) -> tuple[int, str]:
