@@ -195,7 +195,12 @@ async def log_in_with_token(client: ImapClient, address: ServerAddress, user: st
                  error=str(e), event="token_refused")
     login.tokens.refused()
     token = await client.within(login.tokens.token(), "a fresh access token", COMMAND_TIMEOUT)
-    await try_token(client, address, user, login.mechanism, token, sasl_ir=sasl_ir, again=True)
+    try:
+        await try_token(client, address, user, login.mechanism, token, sasl_ir=sasl_ir,
+                        again=True)
+    except TokenRejected:
+        login.tokens.refused()  # so that the next connection, after the backoff, starts afresh
+        raise
 
 
 async def log_in(client: ImapClient, address: ServerAddress, tls: TlsPolicy, user: str,

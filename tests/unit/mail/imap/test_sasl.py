@@ -168,7 +168,7 @@ def test_a_token_refused_twice_is_auth_failed(mechanism, challenge, described):
     assert str(failure.value) == (f"access token refused for user alice, a fresh one too "
                                   f"({described}): NO [AUTHENTICATIONFAILED] Authentication "
                                   "failed.")
-    assert tokens.calls == ["token", "refused", "token"]  # one retry, no loop
+    assert tokens.calls == ["token", "refused", "token", "refused"]  # one retry, no loop
     assert rig.sent() == []
 
 
