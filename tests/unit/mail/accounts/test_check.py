@@ -29,8 +29,11 @@ from mailsocketd.mail.errors import (
     ProtocolViolation,
     ServerClosed,
     ServerRefused,
+    TokenError,
+    TokenRefused,
 )
 from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.imap.sasl import TokenRejected
 from mailsocketd.mail.secrets import PasswordSource, SecretError
 from mailsocketd.table import ConfigError
 
@@ -92,6 +95,12 @@ def test_several_mailboxes_and_a_missing_one():
     (AuthFailed("login refused for user alice: NO x"), 2, "login refused for user alice"),
     (CleartextRefused("the server offers no STARTTLS"), 2, "the server offers no STARTTLS"),
     (SecretError("password_file /x: cannot open"), 3, "password_file /x: cannot open"),
+    (TokenError("token endpoint idp.example.org: HTTP 503"), 3,
+     "token endpoint idp.example.org: HTTP 503"),
+    (TokenRefused("token endpoint idp.example.org: invalid_grant"), 3,
+     "token endpoint idp.example.org: invalid_grant"),
+    (TokenRejected("access token refused for user alice, a fresh one too (XOAUTH2): NO x"), 2,
+     "access token refused for user alice, a fresh one too (XOAUTH2): NO x"),
 ])
 def test_failures_have_their_own_clear_message(error, code, text):
     outcome = failed(account(), Failure(error))
