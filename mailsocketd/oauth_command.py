@@ -125,7 +125,7 @@ def show_browser_prompt(account: AccountConfig, out: TextIO) -> Any:
         print(f"To let mailsocketd read the mail of account {account.name} "
               f"({clean(account.user, limit=100)}), open this URL in a browser on this "
               "machine and sign in:", file=out)
-        print(f"  {clean(url, limit=4096)}", file=out)
+        print(f"  {clean(url)}", file=out)  # unbounded: a cut URL would not work
         print(f"The browser is then sent to http://127.0.0.1:{port}/ (from another machine, "
               f"forward that port first: ssh -L {port}:127.0.0.1:{port} THIS-HOST).", file=out)
         print(f"Waiting for the sign-in (for up to {WAIT / 60:g} minutes)...", file=out,
@@ -167,7 +167,11 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
 
     with contextlib.suppress(SystemExit):  # react() always exits; we print and return
         task.react(start)
-    return outcome[0] if outcome else FAILED
+    if not outcome:  # interrupted (Ctrl-C), or a bug of ours (react printed its traceback)
+        print(f"{PROG}: account {account.name}: stopped before a refresh token was written",
+              file=sys.stderr)
+        return FAILED
+    return outcome[0]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ checked, and what it sent is read from the endpoint's record.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import ssl
 import stat
@@ -273,3 +274,44 @@ async def test_the_browser_wait_is_bounded_and_the_port_closed(endpoint, tmp_pat
                             wait=1.2, environ={})
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", ports[0]), timeout=2).close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_port_in_use_is_one_line(endpoint, tmp_path):
+    oauth2 = OAuth2Config(token_url=endpoint.token_url, client_id=endpoint.client_id,
+                          refresh_token_file=str(token_file(tmp_path)),
+                          authorization_url=f"https://127.0.0.1:{endpoint.port}/authorize",
+                          ca_file=str(endpoint.ca_file))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(GrantError) as info:
+            await browser_grant(oauth2, global_reactor(), lambda url, port: None, port=port,
+                                environ={})
+    assert str(info.value) == f"cannot listen on 127.0.0.1 port {port}: Address already in use"
+
+
+def interrupt_enrolment(config):
+    """Start the device grant, wait for its prompt, then press Ctrl-C (SIGINT)."""
+    with subprocess.Popen([sys.executable, "-m", "mailsocketd.oauth_command", "--config",
+                           str(config), "--account", "work"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, cwd=REPO,
+                          stdin=subprocess.DEVNULL) as proc:
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            shown = [proc.stdout.readline() for _ in range(4)]
+            proc.send_signal(signal.SIGINT)
+            return proc.wait(timeout=20), shown, proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_interrupted_enrolment_says_so_and_writes_nothing(endpoint, config, tmp_path):
+    rc, shown, err = await threads.deferToThread(interrupt_enrolment, config)
+    assert shown[3].startswith("Waiting for the approval")
+    assert rc == 1
+    assert err == "mailsocketd-oauth2: account work: stopped before a refresh token was written\n"
+    assert not token_file(tmp_path).exists()

@@ -154,8 +154,9 @@ async def _wait_for_code(reactor: ConnectReactor, state: str, url_for: Callable[
     try:
         listener = await endpoint.listen(site)
     except neterror.CannotListenError as e:
+        reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
         raise GrantError(f"cannot listen on 127.0.0.1 port {port}: "
-                         f"{clean(str(e.socketError), replacement=' ', limit=80)}") from None
+                         f"{clean(reason, replacement=' ', limit=80)}") from None
     try:
         listening = listener.getHost().port
         redirect_uri = f"http://127.0.0.1:{listening}/"
