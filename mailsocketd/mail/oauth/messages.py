@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from mailsocketd.mail.errors import TokenError, TokenRefused, clean_text
+from mailsocketd.mail.errors import SecretError, TokenError, TokenRefused, clean_text
 from mailsocketd.mail.oauth.config import OAuth2Config
 from mailsocketd.mail.oauth.tokens import check_bearer_token
 from mailsocketd.mail.secrets import Secret
@@ -235,6 +235,8 @@ def parse_token_reply(status: int, body: bytes, what: str,
         token = check_bearer_token(Secret(access.encode("ascii")), what)
     except UnicodeEncodeError:
         raise TokenError(f"{what}: the access token is not ASCII") from None
+    except SecretError as e:  # the endpoint's fault, not a source's: it backs off as such
+        raise TokenError(str(e)) from None
     refresh = value.get("refresh_token")
     if refresh is not None and not isinstance(refresh, str):
         raise TokenError(f"{what}: refresh_token is not a string")
