@@ -4,11 +4,9 @@ again is watching again within 5 s of each restart, instead of backing off for m
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import pytest_twisted
-from mailserver import MailServer
 from test_checker import Watching, eventually, imaps_account, state_of, unique_mailbox
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
@@ -22,8 +20,7 @@ WATCHING_S = 11.0
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_account_is_watching_within_5_s_of_each_restart(
-        mailserver: MailServer, tmp_path: Path) -> None:
+async def test_the_account_is_watching_within_5_s_of_each_restart(mailserver, tmp_path):
     box = unique_mailbox()
     await threads.deferToThread(mailserver.populate, "alice", 2, box)
     account = imaps_account(mailserver, tmp_path, mailboxes=[box])
