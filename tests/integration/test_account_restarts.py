@@ -14,8 +14,9 @@ from twisted.internet.task import deferLater
 pytestmark = pytest.mark.timeout(150)
 
 RESTARTS = ("dovecot-stop", "dovecot-kill", "dovecot-stop", "dovecot-kill", "dovecot-stop")
-# Between restarts the account watches this long: more than the 10 s within which healthy
-# sessions are not started twice (backoff.py), as a server restarted every minute would be.
+# Between restarts the account watches this long: more than the 10 s a session must last to
+# earn a quick reconnection (backoff.py: sooner it counts as a failure), as a server restarted
+# every minute would be watched.
 WATCHING_S = 11.0
 
 

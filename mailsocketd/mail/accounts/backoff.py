@@ -8,14 +8,14 @@ own: it grows with every lost or failed connection.
 
 A session that logged in and got its first STATUS answered was **healthy**: the server, the
 credentials and the mailboxes work, and the session most likely ended because the server was
-restarted or a connection dropped.  Its end is followed by a quick reconnection (within
-``quick_jitter`` seconds, spread so that many accounts do not all come back in the same
-instant) and the curve starts again from ``initial``.  A server that is healthy for a moment
-and then drops every session cannot turn this into a loop: healthy sessions are started at most
-once per ``quick_spacing`` seconds.  A server that refuses or fails before that point keeps the
-growing delay.  A rejected login (wrong password, no usable TLS, an unreadable password file)
-waits much longer, starting at minutes, so that a bad password is never hammered against the
-server (and its fail2ban).
+restarted or a connection dropped.  If it stayed healthy for ``quick_after`` seconds, its end
+is followed by a quick reconnection (within ``quick_jitter`` seconds, spread so that many
+accounts do not all come back in the same instant) and the curve starts again from
+``initial``.  A session that ends sooner counts as one more failure, so a server that is healthy
+for a moment and then drops every session cannot turn quick reconnections into a loop; nor can
+a server that refuses or fails before the first STATUS: both keep the growing delay.  A rejected
+login (wrong password, no usable TLS, an unreadable password file) waits much longer, starting
+at minutes, so that a bad password is never hammered against the server (and its fail2ban).
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ class Backoff:
     """Reconnection delays for one account (see the module docstring)."""
 
     def __init__(self, clock: IReactorTime, *, initial: float = 1.0, maximum: float = 300.0,
-                 factor: float = 2.0, quick_jitter: float = 1.0, quick_spacing: float = 10.0,
+                 factor: float = 2.0, quick_jitter: float = 1.0, quick_after: float = 10.0,
                  auth_initial: float = 300.0, auth_maximum: float = 3600.0,
                  jitter: Callable[[], float] = random.random) -> None:
         self._clock = clock
         self._curve = backoffPolicy(initial, maximum, factor, jitter=lambda: 0.0)
         self._auth_curve = backoffPolicy(auth_initial, auth_maximum, factor, jitter=lambda: 0.0)
         self._quick_jitter = quick_jitter
-        self._quick_spacing = quick_spacing
+        self._quick_after = quick_after
         self._jitter = jitter
         self.failures = 0
         self.auth_failures = 0
@@ -52,9 +52,9 @@ class Backoff:
         self.auth_failures = 0
 
     def healthy(self) -> None:
-        """A session logged in and its first STATUS was answered: when it ends, come back
-        quickly, and the growing delay starts from the beginning."""
-        self.failures = 0
+        """A session logged in and its first STATUS was answered: if it stays up for
+        ``quick_after`` seconds, come back quickly when it ends, and the growing delay starts
+        from the beginning."""
         self._healthy_at = self._clock.seconds()
 
     def auth_failed(self) -> None:
@@ -72,9 +72,9 @@ class Backoff:
             self._auth_pending = False
             base = self._auth_curve(self.auth_failures - 1)
             return base * (0.75 + 0.5 * self._jitter())
-        if healthy_at is not None:
-            lasted = self._clock.seconds() - healthy_at
-            return max(0.0, self._quick_spacing - lasted) + self._quick_jitter * self._jitter()
+        if healthy_at is not None and self._clock.seconds() - healthy_at >= self._quick_after:
+            self.failures = 0
+            return self._quick_jitter * self._jitter()
         self.failures += 1
         base = self._curve(self.failures - 1)
         return base * (0.75 + 0.5 * self._jitter())

@@ -60,16 +60,21 @@ def test_the_quick_return_is_jittered_and_bounded():
         assert b.delay() == expected
 
 
-def test_healthy_sessions_start_at_most_once_per_quick_spacing():
-    """A server that answers STATUS and drops the session at once cannot make a loop of it."""
+def test_a_healthy_session_that_ends_within_quick_after_counts_as_a_failure():
+    """A server that answers STATUS and drops the session at once cannot make a loop of it:
+    the delay keeps growing until a session lasts quick_after (10 s)."""
     clock = Clock()
-    b = backoff(clock, jitter=0.0)
+    b = backoff(clock)
+    delays = []
+    for _ in range(4):
+        b.healthy()
+        clock.advance(0.2)
+        delays.append(b.delay())
+    assert delays == [1, 2, 4, 8]
     b.healthy()
-    clock.advance(0.2)
-    assert b.delay() == 9.8
-    b.healthy()
-    clock.advance(4)
-    assert b.delay() == 6
+    clock.advance(10)
+    assert b.delay() == 0.5  # a session that lasted: back at once
+    assert b.delay() == 1
 
 
 def test_rejected_logins_wait_minutes_and_grow():
