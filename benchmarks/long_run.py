@@ -241,10 +241,12 @@ def recovery(samples: list[tuple[float, dict[str, str]]], faults: list[dict[str,
         back = fault["back_s"]
         watching = next((t for t, s in samples if t >= back
                          and all(s.get(n) in WATCHING for n in USERS)), None)
+        # only the clients the fault interrupted (a failure or a lost session while it lasted)
+        hit = (fault["began_s"], back + 10)
         mail_ok = [min((t for t in u.record.ok_at if t >= fault["began_s"]), default=None)
-                   for u in users]
+                   for u in users if any(hit[0] <= t <= hit[1] for t in u.record.failures_at)]
         rewatch = [min((t for t in w.watching_at if t >= fault["began_s"]), default=None)
-                   for w in watchers]
+                   for w in watchers if any(hit[0] <= t <= hit[1] for t in w.lost_at)]
         row = dict(fault)
         row["accounts_watching_after_s"] = (round(watching - back, 2)
                                             if watching is not None else None)
