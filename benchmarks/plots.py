@@ -123,3 +123,26 @@ def horizontal_bars(path: Path, title: str, xlabel: str,
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return _finish(fig, path)
+
+
+def time_series(path: Path, title: str, ylabel: str,
+                series: Sequence[tuple[str, str, Sequence[tuple[float, float]]]],
+                spans: Sequence[tuple[float, float, str]] = (),
+                bands: Sequence[tuple[float, float, str]] = ()) -> Path:
+    """Lines over time (x in minutes): ``series`` holds (colour key, legend label, points of
+    (seconds, value)); ``spans`` shade intervals (seconds) with a label (the faults), ``bands``
+    shade value ranges with a label (a target)."""
+    fig, ax = _pyplot().subplots(figsize=(9, 4.6))
+    for start, end, label in spans:
+        ax.axvspan(start / 60, max(end, start + 1) / 60, color="#cc3333", alpha=0.12, lw=0)
+        ax.text(start / 60, 1.0, label, rotation=90, fontsize=6, va="top", ha="right",
+                color="#993333", transform=ax.get_xaxis_transform())
+    for low, high, label in bands:
+        ax.axhspan(low, high, color="#3a9a4a", alpha=0.10, lw=0, label=label)
+    for color, label, points in series:
+        ax.plot([t / 60 for t, _ in points], [v for _, v in points], linewidth=1.2,
+                color=COLORS.get(color, color), label=label)
+    ax.set_xlabel("minutes since the load started")
+    _style(ax, title, ylabel)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    return _finish(fig, path)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import report_line
+import report_long
 import report_mail
 from provenance import commit_text, dirty_banner, section_tree
 from report_util import table
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 RESULTS_NAME = "results.json"  # in DOCS / "benchmarks", beside the plots
 FORMAT = "mailsocketd-benchmarks/1"
-SECTIONS = ("line", "mail")
+SECTIONS = ("line", "mail", "long")
 
 HEADER = """\
 # Benchmarks
@@ -116,7 +117,8 @@ def write_report(runs: dict[str, dict[str, Any]], docs: Path) -> list[Path]:
     """Write docs/benchmarks.md and its plots from the runs; return the files written."""
     line = runs.get("line")
     mail = runs.get("mail")
-    if line is None and mail is None:
+    long = runs.get("long")
+    if line is None and mail is None and long is None:
         raise SystemExit("no results: run bash benchmarks/run.sh first")
     images = docs / "benchmarks"
     written: list[Path] = []
@@ -133,8 +135,14 @@ def write_report(runs: dict[str, dict[str, Any]], docs: Path) -> list[Path]:
         body += part
         targets += rows
         written += pngs
+    if long is not None:
+        part, rows, pngs = report_long.section(long, images)
+        body += part
+        targets += rows
+        written += pngs
     parts += ["## Targets", "",
-              *table(["target (issue 5)", "figure", "met?"], targets), "", ON_THE_LINE_NOTE, ""]
+              *table(["target (issue 5; long run: issue 16)", "figure", "met?"], targets), "",
+              ON_THE_LINE_NOTE, ""]
     parts += machine_table([runs[s] for s in SECTIONS if s in runs])
     line_runs = line["results"]["settings"]["runs"] if line else 3
     parts += [METHOD.format(runs=line_runs), *body]

@@ -22,6 +22,7 @@ class LineConfig:
     banner: bool = False
     max_line_length: int = 4096
     idle_timeout: float = 300.0
+    line_timeout: float = 30.0  # seconds a line may take from its first byte to its end
     max_connections: int = 10000
     max_connections_per_peer: int = 256
     bare_command_wait: float = 0.05
@@ -44,6 +45,7 @@ def parse_line(table: Table) -> LineConfig:
         banner=table.boolean("banner", d.banner),
         max_line_length=table.integer("max_line_length", d.max_line_length, 16, 1 << 20),
         idle_timeout=table.number("idle_timeout", d.idle_timeout),
+        line_timeout=table.number("line_timeout", d.line_timeout, 0.0, 3600.0),
         max_connections=table.integer("max_connections", d.max_connections, 1),
         max_connections_per_peer=table.integer(
             "max_connections_per_peer", d.max_connections_per_peer, 1),

@@ -7,7 +7,9 @@ more arrives within ``bare_command_wait`` seconds, they are served as a request.
 that arrives later is then just an empty line.  Any other split of a stream into packets
 gives the same replies as the unsplit stream.
 
-Limits: line length (reply and close), idle time (a closing line, then close), and output:
+Limits: line length (reply and close), idle time (a closing line, then close), the time a line
+may take from its first byte to its end (``line_timeout``: a client trickling a line a byte at a
+time, never ending it, is closed like an idle one; its clock runs only while we read), and output:
 when the client does not read, the transport's buffer fills, we stop reading and serving its
 requests until it drains, so a client that sends without reading cannot make us buffer without
 bound.  Requests are served strictly in order; while one waits for a Deferred reply, the rest
@@ -136,6 +138,9 @@ class LineProtocol(Protocol):
         self._buffer = bytearray()  # an unfinished line, or input waiting to be served
         self._max_line = server.config.max_line_length
         self._idle_limit = server.config.idle_timeout
+        self._line_timeout = server.config.line_timeout
+        self._line_started: float | None = None  # when the unfinished line's first byte came
+        self._line_call: IDelayedCall | None = None
         self._outbox: list[bytes] | None = None  # replies to the packet being served
         self._outbox_size = 0
         self.last_activity = 0.0  # when the last packet came (kept with an idle limit)
@@ -166,10 +171,10 @@ class LineProtocol(Protocol):
             self._write(Reply(BANNER))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        for call in (self._bare_call, self._abort_call):
+        for call in (self._bare_call, self._abort_call, self._line_call):
             if call is not None and call.active():
                 call.cancel()
-        self._bare_call = self._abort_call = None
+        self._bare_call = self._abort_call = self._line_call = None
         if self._reader is not None:
             self._drop_reader(self._reader)
         self.server.release(self.session)
@@ -193,12 +198,15 @@ class LineProtocol(Protocol):
         buffer = self._buffer
         if self._waiting or self._paused:
             buffer += data  # served once the reply is out or the client reads again
+            if self._line_started is not None and b"\n" in data:
+                self._line_started = None  # the unfinished line ended; any left is new
             self._after_serving()
         elif not buffer:
             self._serve_lines(data, 0)
         elif b"\n" in data:
             scan = len(buffer)  # the unfinished line before it holds no line end
             buffer += data
+            self._line_started = None  # the unfinished line ends here; any left is new
             self._serve(scan)
         else:
             buffer += data  # the unfinished line grows: nothing to search again (slow drip)
@@ -241,6 +249,7 @@ class LineProtocol(Protocol):
                 self._flush()
                 self._outbox = None
         if unfinished == 0 and self._reading and not self._eof:
+            self._line_started = None
             return  # all served, nothing left to check (the common case)
         if self._closing:
             return
@@ -257,8 +266,13 @@ class LineProtocol(Protocol):
         elif unfinished and buffer.endswith(b"\r"):
             unfinished -= 1  # measured as the complete line will be, without its CR
         if unfinished > self._max_line:
-            self._line_too_long(unfinished)
-        elif self._waiting or self._paused:
+            self._line_too_long(unfinished, complete=False)
+            return
+        if unfinished <= 0:
+            self._line_started = None
+        elif self._line_started is None and self._line_timeout > 0:
+            self._line_begun()
+        if self._waiting or self._paused:
             self._update_reading()
         elif self._eof:
             self._finish_after_eof()
@@ -310,6 +324,39 @@ class LineProtocol(Protocol):
             if self._waiting or self._closing:
                 return
         self._close()
+
+    def _line_begun(self) -> None:
+        """An unfinished line is in the buffer: its clock starts (one timer per connection,
+        armed only while a line is unfinished; it finds out at its end whether the line it was
+        armed for is still the one waiting)."""
+        self._line_started = self.clock.seconds()
+        if self._line_call is None:
+            self._line_call = self.clock.callLater(self._line_timeout, self._check_line_time)
+
+    def _check_line_time(self) -> None:
+        self._line_call = None
+        started = self._line_started
+        if started is None or self._closing or self._eof:
+            return
+        now = self.clock.seconds()
+        if self._waiting or self._paused:
+            started = self._line_started = now  # we are the slow side: the line's time restarts
+        deadline = started + self._line_timeout
+        if now >= deadline:
+            self._line_timed_out(now - started)
+        else:
+            self._line_call = self.clock.callLater(deadline - now, self._check_line_time)
+
+    def _line_timed_out(self, waited: float) -> None:
+        """A line not ended within ``line_timeout`` (a slowloris client): say so and close."""
+        timeout = self._line_timeout
+        self.log.info("{peer}: line not ended within {timeout:g} s ({length} bytes so far); "
+                      "closing", peer=self.session.peer, timeout=timeout,
+                      length=self._unfinished_length(), waited=round(waited, 3),
+                      event="line_timeout")
+        self._buffer.clear()
+        self._line_started = None
+        self.close_with(error(f"line not ended within {timeout:g} s, closing", close=True))
 
     def _maybe_bare_command(self) -> None:
         if bytes(self._buffer).strip().lower() not in BARE_COMMANDS:
@@ -471,9 +518,12 @@ class LineProtocol(Protocol):
         if not self._closing:
             self._write(replace(reply, close=True))
 
-    def _line_too_long(self, length: int) -> None:
-        self.log.warn("{peer}: line of {length} bytes exceeds the limit of {limit}; closing",
-                      peer=self.session.peer, length=length,
+    def _line_too_long(self, length: int, complete: bool = True) -> None:
+        """Refuse a line over the limit and close.  ``length`` is what was seen of it: the
+        whole line when its end came, else only the part received so far ("at least")."""
+        seen = f"{length}" if complete else f"at least {length}"
+        self.log.warn("{peer}: line of {seen} bytes exceeds the limit of {limit}; closing",
+                      peer=self.session.peer, seen=seen, length=length, complete=complete,
                       limit=self._max_line, event="line_too_long")
         self._buffer.clear()
         self.close_with(error("line too long", close=True))

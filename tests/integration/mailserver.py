@@ -279,6 +279,14 @@ class MailServer:
         Mail Postfix deferred meanwhile is then flushed at once."""
         self._run("dovecot-start")
 
+    def stop_postfix(self) -> None:
+        """Stop Postfix only (SIGTERM; SMTP is then refused); mail it queued stays queued."""
+        self._run("postfix-stop")
+
+    def start_postfix(self) -> None:
+        """Start Postfix again, same config and ports; return once the SMTP banner comes."""
+        self._run("postfix-start")
+
     def dovecot_running(self) -> bool:
         """Whether the Dovecot master this instance started still runs (cheap: /proc)."""
         try:

@@ -15,6 +15,8 @@
 #   dovecot-stop DIR            stop Dovecot alone (SIGTERM), wait until its processes are gone
 #   dovecot-kill DIR            crash Dovecot: SIGKILL its master, then its leftover processes
 #   dovecot-start DIR           start Dovecot again, same config and ports; wait until LOGIN works
+#   postfix-stop DIR            stop Postfix alone (SIGTERM), wait until its processes are gone
+#   postfix-start DIR           start Postfix again, same config and ports; wait for the banner
 # DIR: private, at most 70 characters (unix socket paths), e.g. $(mktemp -d /tmp/msd.XXXXXX).
 # After start, DIR/mail.env holds KEY=VALUE lines (ports, MAIL_CA, users, logs) for tests.
 #
@@ -585,6 +587,20 @@ cmd_dovecot_start() {
     log "dovecot started in $(($(now_ms) - t0)) ms"
 }
 
+cmd_postfix_start() {
+    setup "$@"
+    check_binaries
+    [ -d "$D/postfix/etc" ] || die "$D is not set up: '$PROG start $D' first"
+    ! runs postfix || die "postfix for $D already runs (pid $M_PID)"
+    stop_services KILL postfix   # leftovers
+    # shellcheck disable=SC2046
+    check_ports $(postfix_ports)
+    local t0; t0=$(now_ms)
+    catch_exits
+    start_postfix
+    log "postfix started in $(($(now_ms) - t0)) ms"
+}
+
 cmd_stop() { # SIGNAL DIR NAME...  (Postfix first: nothing is handed to a dying LMTP)
     local sig=$1 t0
     setup "$2"
@@ -670,5 +686,7 @@ case ${1:-} in
     dovecot-stop) cmd_stop TERM "${2:-}" dovecot ;;
     dovecot-kill) cmd_stop KILL "${2:-}" dovecot ;;
     dovecot-start) shift; cmd_dovecot_start "$@" ;;
+    postfix-stop) cmd_stop TERM "${2:-}" postfix ;;
+    postfix-start) shift; cmd_postfix_start "$@" ;;
     *) sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0" >&2; exit 2 ;;
 esac

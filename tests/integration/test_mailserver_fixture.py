@@ -228,6 +228,21 @@ def test_stop_then_start_dovecot(mailserver: MailServer) -> None:
         assert status(conn)["MESSAGES"] >= 0
 
 
+@pytest.mark.timeout(60)
+def test_stop_then_start_postfix(mailserver: MailServer) -> None:
+    """For the long run (benchmarks/long_run.py): SMTP refused while Postfix is stopped, and
+    delivering again once it is started."""
+    mailserver.stop_postfix()
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            smtplib.SMTP(mailserver.host, mailserver.smtp_port, timeout=5)
+    finally:
+        mailserver.start_postfix()
+    n = mailserver.message_count("bob")
+    mailserver.deliver("bob", f"fixture-postfix-{uuid.uuid4().hex}", wait=True)
+    assert mailserver.message_count("bob") == n + 1
+
+
 def test_dovecot_left_down_by_a_test(mailserver: MailServer) -> None:
     # no restart here: the conftest's safety net must start Dovecot after this test
     mailserver.kill_dovecot()

@@ -120,5 +120,9 @@ class LoginThrottle:
                 del self._failures[host]
 
     def addresses(self) -> int:
-        """How many keys have failures on record (for ``status``)."""
+        """How many keys have failures on record that have not aged out (for ``status``):
+        records are otherwise forgotten only when their key is seen again, so they are pruned
+        here first."""
+        for host in list(self._failures):
+            self._recent(host)
         return len(self._failures)

@@ -1,6 +1,7 @@
 """One connection's life: log in, check every mailbox, then IDLE or poll until told to stop.
 
-After login every configured mailbox gets one STATUS.  Then:
+After login every configured mailbox gets one STATUS; once they are answered the session is
+healthy (``on_healthy``: the service reconnects at once when such a session ends).  Then:
 
 * With IDLE (offered by the server and ``idle = true``): the first mailbox is EXAMINEd and
   watched with IDLE, in rounds of the one IDLE loop (``imap/idle.py``).  An untagged EXISTS /
@@ -50,13 +51,15 @@ class AccountConnection:
 
     def __init__(self, client: ImapClient, *, account: AccountConfig, state: AccountState,
                  clock: ReactorClock, password: Credentials,
-                 on_logged_in: Callable[[], None] | None = None) -> None:
+                 on_logged_in: Callable[[], None] | None = None,
+                 on_healthy: Callable[[], None] | None = None) -> None:
         self.client = client
         self.account = account
         self.state = state
         self.clock = clock
         self.password = password
         self.on_logged_in = on_logged_in
+        self.on_healthy = on_healthy
         self.stopping = False
         self._dirty = False
         self._wakeup: Deferred[Wakeup] | None = None
@@ -115,6 +118,8 @@ class AccountConnection:
             self.on_logged_in()
         self.client.on_change = self._changed
         await self.check_all()
+        if self.on_healthy is not None:  # logged in and answered: the server works
+            self.on_healthy()
         if self.account.idle and b"IDLE" in caps and not self.stopping:
             self.idle.use_idle = await self._select_watched()
         await self._watch()

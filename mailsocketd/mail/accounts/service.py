@@ -96,7 +96,8 @@ class AccountWatcher(Service):
             return
         session = AccountConnection(client, account=self.account, state=self.state,
                                     clock=self.reactor, password=self._credentials(),
-                                    on_logged_in=self.backoff.logged_in)
+                                    on_logged_in=self.backoff.logged_in,
+                                    on_healthy=self.backoff.healthy)
         self.session = session
         done = ensureDeferred(session.run())
         done.addErrback(self._session_failed)

@@ -166,6 +166,20 @@ def test_mailbox_names_reach_the_imap_server_with_their_spacing():
     assert take(tr) == b"ok Sent  Items messages=12 unseen=3 recent=0\r\n"
 
 
+def test_status_forgets_a_lockout_once_it_is_over_without_another_attempt():
+    """Issue 16: 396 s after the last failure, with a 300 s lockout, status still said
+    'failed logins on record from 1 addresses' (the record was pruned only when used)."""
+    rig, bridge, servers = bridge_rig(login_failures=3, login_lockout=300.0)
+    proto, _ = connect(rig, "127.0.0.1")
+    for delay in (1.0, 2.0, 4.0):
+        proto.dataReceived(b"login alice wrong\n")
+        refuse(servers.last)
+        rig.clock.advance(delay)
+    assert bridge.status_lines()[0].endswith("failed logins on record from 1 addresses")
+    rig.clock.advance(396.0 - 7.0)
+    assert bridge.status_lines()[0].endswith("failed logins on record from 0 addresses")
+
+
 def test_failed_logins_are_held_back_then_the_address_is_locked_out():
     rig, bridge, servers = bridge_rig(login_failures=3, login_lockout=60.0)
     proto, tr = connect(rig, "127.0.0.1")

@@ -69,3 +69,20 @@ def test_attempts_under_way_count_so_no_more_than_the_limit_are_ever_tried():
     assert not throttle.reserve("h")
     clock.advance(60.0)
     assert throttle.reserve("h")
+
+
+def test_status_counts_only_records_that_have_not_aged_out():
+    """Issue 16: ``status`` said 'failed logins on record from 1 addresses' 396 s after the last
+    failure with a 300 s lockout, because records were pruned only when their key came back."""
+    clock = Clock()
+    throttle = LoginThrottle(clock, limit=5, window=300.0)
+    for _ in range(5):
+        throttle.failed("192.0.2.7")
+    throttle.failed("192.0.2.8")
+    clock.advance(100.0)
+    throttle.failed("192.0.2.9")
+    assert throttle.addresses() == 3
+    clock.advance(296.0)  # 396 s after the first two keys' last failure
+    assert throttle.addresses() == 1  # only 192.0.2.9's failure is still within its window
+    clock.advance(100.0)
+    assert throttle.addresses() == 0

@@ -144,7 +144,9 @@ def test_a_missing_password_is_reported_without_hammering():
     assert "password_env PW: the variable is not set" in w.state.status_lines()[0]
 
 
-def test_a_flapping_server_is_not_reconnected_at_once():
+def test_a_server_that_drops_every_healthy_session_soon_keeps_the_growing_delay():
+    """A session that answered its STATUS but ended within 10 s is one more failure: no quick
+    reconnection, so such a server is not hammered."""
     w, endpoint, clock = watcher()
     w.startService()
     delays = []
@@ -160,6 +162,46 @@ def test_a_flapping_server_is_not_reconnected_at_once():
     assert "connection closed by the server" in w.state.status_lines()[0]
 
 
+def test_a_server_that_fails_before_the_first_status_keeps_the_growing_delay():
+    """Logged in, then dropped before STATUS was answered: not healthy, so no quick return."""
+    w, endpoint, clock = watcher()
+    w.startService()
+    delays = []
+    for n in range(4):
+        rig = endpoint.rigs[n]
+        rig.greet()
+        rig.plain_login()
+        rig.expect(b"STATUS")
+        rig.transport.loseConnection()
+        clock.advance(0)
+        delays.append(retry_delay(clock))
+        clock.advance(delays[-1])
+    assert delays == [1, 2, 4, 8]
+
+
+def test_after_a_restart_a_healthy_account_is_back_within_seconds():
+    """Issue 16: with the server restarted every 60 s the old rule (forgiven only after 60 s
+    logged in) grew the delay to minutes.  Each restart now costs a quick reconnection and,
+    while the server is still down, the start of the curve: back within 5 s, every time."""
+    w, endpoint, clock = watcher()
+    w.startService()
+    rig = endpoint.rigs[0]
+    for restart in range(10):
+        log_in_and_idle(rig)
+        assert w.state.state == "idling"
+        clock.advance(58)
+        rig.transport.loseConnection()  # the restart
+        clock.advance(0)
+        down_since = clock.seconds()
+        endpoint.refuse = True  # down for about 1.5 s
+        clock.advance(retry_delay(clock))  # the quick retry (0.5 s): refused
+        clock.advance(retry_delay(clock))  # 1 s later: refused
+        endpoint.refuse = False
+        clock.advance(retry_delay(clock))  # 2 s later: back
+        rig = endpoint.rigs[restart + 1]
+        assert clock.seconds() - down_since == 3.5
+
+
 def test_a_healthy_session_resets_the_backoff():
     w, endpoint, clock = watcher(keepalive=1500, interval=3600)
     endpoint.refuse = True
@@ -173,7 +215,10 @@ def test_a_healthy_session_resets_the_backoff():
     clock.advance(120)
     rig.transport.loseConnection()
     clock.advance(0)
-    assert retry_delay(clock) == 1
+    assert retry_delay(clock) == 0.5  # at once, but for the jitter (at most 1 s)
+    endpoint.refuse = True
+    clock.advance(0.5)
+    assert retry_delay(clock) == 1  # the curve starts again from the beginning
 
 
 def test_stop_while_idling_logs_out_and_leaves_no_timer():
@@ -303,10 +348,11 @@ def test_a_good_login_forgets_earlier_wrong_passwords():
     clock.advance(0)
     clock.advance(retry_delay(clock))
     log_in_and_idle(endpoint.rigs[1])  # the password was fixed meanwhile
+    clock.advance(60)
     endpoint.rigs[1].transport.loseConnection()
     clock.advance(0)
-    assert retry_delay(clock) == 1  # an ordinary lost connection
-    clock.advance(1)
+    assert retry_delay(clock) == 0.5  # a healthy session ended: back at once
+    clock.advance(0.5)
     refuse_login(endpoint.rigs[2])
     clock.advance(0)
     assert retry_delay(clock) == 300  # the first wrong password again, not the second
