@@ -22,12 +22,17 @@ from mailsocketd.config import DEFAULT_LISTEN, Config, ConfigError, load_config
 from mailsocketd.line.daytime import DaytimeFactory
 from mailsocketd.line.factory import LineFactory
 from mailsocketd.line.mail.commands import MailBridge
+from mailsocketd.line.proxy import ProxyHeaderFactory
 from mailsocketd.line.replies import error
 from mailsocketd.line.server import LineServer
+from mailsocketd.listeners import ListenerSet
 from mailsocketd.logs import configure_target
 from mailsocketd.mail.accounts.service import AccountsService
 from mailsocketd.mail.errors import MailError
 from mailsocketd.mail.tls import load_trust_root
+from mailsocketd.reload import Reloader, SighupReload
+from mailsocketd.reload_parts import add_parts, status_summary
+from mailsocketd.sdnotify import SystemdNotify, notifier_from_environ
 from mailsocketd.system import raise_open_file_limit
 
 SHUTDOWN = error("server shutting down", close=True)
@@ -190,11 +195,21 @@ class CloseClientsOnStop(Service):
         return self.factory.close_all(SHUTDOWN)
 
 
+def server_endpoint(reactor: Any, description: str, factory: Any) -> tuple[Any, Any]:
+    """The endpoint and factory a listener uses: behind a ``haproxy:`` listener, ``factory``
+    gets each connection once its PROXY header has named the client (line/proxy.py), not at
+    once with the proxy's address as Twisted's own wrapper would give it."""
+    kind, _, rest = description.partition(":")
+    if kind.lower() == "haproxy":
+        return serverFromString(reactor, rest), ProxyHeaderFactory(factory, reactor)
+    return serverFromString(reactor, description), factory
+
+
 class Listener(StreamServerEndpointService):
     """A listening endpoint that stops twistd with a one-line message when it cannot listen."""
 
     def __init__(self, reactor: Any, key: str, description: str, factory: Any) -> None:
-        super().__init__(serverFromString(reactor, description), factory)  # type: ignore[no-untyped-call]
+        super().__init__(*server_endpoint(reactor, description, factory))  # type: ignore[no-untyped-call]
         self.key = key
         self.description = description
         # Twisted-private (strports.service sets it too): a failed listen raises right here, at
@@ -228,15 +243,36 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # The last two each finish within line.close_grace.
     CloseClientsOnStop(factory).setServiceParent(top)  # type: ignore[no-untyped-call]
     mail.setServiceParent(top)  # type: ignore[no-untyped-call]
-    daytime = DaytimeFactory(server)
-    for key, description in _endpoints(config):
-        Listener(reactor, key, description, daytime if key == "line.daytime" else factory
-                 ).setServiceParent(top)  # type: ignore[no-untyped-call]
-    if config.accounts:
-        accounts = AccountsService(config.accounts, reactor)
-        accounts.setServiceParent(top)  # type: ignore[no-untyped-call]
-        server.status_sources.append(accounts.status_lines)
+    listeners = ListenerSet(reactor, top, Listener,
+                            {"line.listen": factory, "line.daytime": DaytimeFactory(server)})
+    listeners.add_all(_endpoints(config))
+    accounts = AccountsService(config.accounts, reactor)  # none yet: a reload may add some
+    accounts.setServiceParent(top)  # type: ignore[no-untyped-call]
+    server.status_sources.append(accounts.status_lines)
+    # SIGHUP re-reads the file, with this command line over it again (it keeps precedence).
+    reloader = Reloader(config, lambda: reload_config(options, reactor))
+    add_parts(reloader, listeners=listeners, server=server, factory=factory, bridge=mail,
+              accounts=accounts)
+    SighupReload(reloader, reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
+    notifier, watchdog = notifier_from_environ()
+    if notifier is not None:  # under systemd (Type=notify): last, so it says STOPPING first
+        systemd = SystemdNotify(notifier, reactor, lambda: status_summary(
+            server, mail, accounts, reloader), watchdog)
+        reloader.on_reloading.append(systemd.reloading)
+        reloader.on_reloaded.append(systemd.reloaded)
+        systemd.setServiceParent(top)  # type: ignore[no-untyped-call]
     return top
+
+
+def reload_config(options: Options, reactor: Any) -> Config:
+    """The configuration a reload applies: the file read again, the same command-line
+    options over it, every start-up check passed."""
+    config = load_config(options["config"], options.overrides())
+    for key, description in _endpoints(config):
+        check_endpoint(key, description)
+    for key, path in _ca_files(config):
+        check_ca_file(key, path)
+    return config
 
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]

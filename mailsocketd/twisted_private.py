@@ -79,6 +79,13 @@ SURFACE: tuple[Private, ...] = (
             "mailsocketd.line.protocol", "does the socket still hold output (lingering close)"),
     Private("twisted.internet.abstract.FileDescriptor", "offset",
             "mailsocketd.line.protocol", "how much of dataBuffer is sent"),
+    Private("twisted.protocols.haproxy._wrapper", "HAProxyProtocolWrapper",
+            "mailsocketd.line.proxy", "not exported: the PROXY header parsing wrapper"),
+    Private("twisted.protocols.haproxy._wrapper", "HAProxyWrappingFactory",
+            "mailsocketd.line.proxy", "not exported: its factory"),
+    Private("twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper", "_proxyInfo",
+            "mailsocketd.line.proxy", "set once the header is read: the client is known",
+            True),
     Private("twisted.internet.abstract.FileDescriptor", "_tempDataLen",
             "mailsocketd.line.protocol", "bytes queued behind dataBuffer", True),
 )

@@ -20,6 +20,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.testing import MemoryReactor
 from twisted.mail import imap4, smtp
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 
 import mailsocketd
 import twisted
@@ -35,6 +36,8 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     "twisted.application.internet.StreamServerEndpointService":
         lambda: StreamServerEndpointService(None, None),
     "twisted.internet.abstract.FileDescriptor": lambda: FileDescriptor(MemoryReactor()),
+    "twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper":
+        lambda: HAProxyProtocolWrapper(None, None),  # type: ignore[arg-type]
 }
 
 
