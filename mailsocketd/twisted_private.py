@@ -67,6 +67,9 @@ SURFACE: tuple[Private, ...] = (
     Private("twisted.mail.imap4", "_quote", _CLIENT, "LOGIN's arguments"),
     Private("twisted.mail.imap4", "Command", _CLIENT,
             "not exported: the commands we send ourselves (fourth argument: continuation)"),
+    Private("twisted.application.internet.ClientService", "_log",
+            "mailsocketd.mail.imap.connect",
+            "replaced (QuietClientService): no info line at every account retry"),
     # -- SMTP submission ---------------------------------------------------------------------
     Private(_SMTP, "_from", _SUBMIT, "whether the outcome is still to be reported", True),
     Private(_SMTP, "_tlsMode", _SUBMIT, "whether STARTTLS is done (AUTH preference)", True),
@@ -86,6 +89,10 @@ SURFACE: tuple[Private, ...] = (
     Private("twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper", "_proxyInfo",
             "mailsocketd.line.proxy", "set once the header is read: the client is known",
             True),
+    Private("twisted.python.logfile.BaseLogFile", "_file", "mailsocketd.logs",
+            "the log file being written: is it still the one at its path (logrotate)", True),
+    Private("twisted.internet.endpoints.SSL4ServerEndpoint", "_sslContextFactory",
+            "mailsocketd.listeners", "a TLS listener's certificate, replaced on reload", True),
     Private("twisted.internet.abstract.FileDescriptor", "_tempDataLen",
             "mailsocketd.line.protocol", "bytes queued behind dataBuffer", True),
 )

@@ -105,6 +105,17 @@ class BridgeState:
         self.sessions: Collection[Session] = ()
         self._stopping = False
 
+    def reconfigure(self, line: LineConfig, imap: ImapConfig | None,
+                    smtp: SmtpConfig | None) -> None:
+        """A reload: new logins use the new ``[imap]``, new sends ``[smtp]``, and the limits
+        apply from now on; users logged in keep their IMAP sessions (and watches)."""
+        self.line, self.imap, self.smtp = line, imap, smtp
+        self.unsent.per_user = smtp.max_unsent_per_user if smtp else 0
+        self.unsent.total = smtp.max_unsent_total if smtp else 0
+        self.throttle.limit, self.throttle.window = line.login_failures, line.login_lockout
+        self.user_throttle.limit = line.login_user_failures
+        self.user_throttle.window = line.login_user_lockout
+
     def _open(self, imap: ImapConfig, user: str, password: Secret,
               client_ip: str | None) -> Awaitable[UserSession]:
         return open_user_session(self.reactor, imap, user, password, clock=self.clock,
