@@ -9,6 +9,7 @@ clients on shutdown.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 from twisted.application.internet import StreamServerEndpointService
@@ -28,6 +29,8 @@ from mailsocketd.line.server import LineServer
 from mailsocketd.listeners import ListenerSet
 from mailsocketd.logs import configure_target
 from mailsocketd.mail.accounts.service import AccountsService
+from mailsocketd.metrics.collector import Metrics
+from mailsocketd.metrics.endpoint import metrics_site
 from mailsocketd.mail.errors import MailError
 from mailsocketd.mail.tls import load_trust_root
 from mailsocketd.reload import Reloader, SighupReload
@@ -201,7 +204,10 @@ def server_endpoint(reactor: Any, description: str, factory: Any) -> tuple[Any, 
     once with the proxy's address as Twisted's own wrapper would give it."""
     kind, _, rest = description.partition(":")
     if kind.lower() == "haproxy":
-        return serverFromString(reactor, rest), ProxyHeaderFactory(factory, reactor)
+        server = getattr(factory, "server", None)  # the line and daytime factories'
+        counted = None if server is None else functools.partial(server.count_refused,
+                                                                "proxy_header")
+        return serverFromString(reactor, rest), ProxyHeaderFactory(factory, reactor, counted)
     return serverFromString(reactor, description), factory
 
 
@@ -243,12 +249,17 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # The last two each finish within line.close_grace.
     CloseClientsOnStop(factory).setServiceParent(top)  # type: ignore[no-untyped-call]
     mail.setServiceParent(top)  # type: ignore[no-untyped-call]
+    metrics = Metrics(server, mail, None)  # read at each scrape; counting only when served
+    if config.metrics.enabled:
+        metrics.start_counting()
     listeners = ListenerSet(reactor, top, Listener,
-                            {"line.listen": factory, "line.daytime": DaytimeFactory(server)})
+                            {"line.listen": factory, "line.daytime": DaytimeFactory(server),
+                             "metrics.listen": metrics_site(metrics.registry)})
     listeners.add_all(_endpoints(config))
     accounts = AccountsService(config.accounts, reactor)  # none yet: a reload may add some
     accounts.setServiceParent(top)  # type: ignore[no-untyped-call]
     server.status_sources.append(accounts.status_lines)
+    metrics.watch_accounts(accounts)
     # SIGHUP re-reads the file, with this command line over it again (it keeps precedence).
     reloader = Reloader(config, lambda: reload_config(options, reactor))
     add_parts(reloader, listeners=listeners, server=server, factory=factory, bridge=mail,

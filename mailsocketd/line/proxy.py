@@ -17,6 +17,7 @@ as it does without one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import (
@@ -101,6 +102,8 @@ class ProxiedConnection(HAProxyProtocolWrapper):
         self._cancel_timer()
         peer, _ = describe_peer(self.transport.getPeer() if self.transport else None)
         self.factory.refused += 1
+        if self.factory.on_refused is not None:
+            self.factory.on_refused()
         self.log.warn("connection from proxy {peer} closed: {why}", peer=peer, why=why,
                       event="proxy_header_refused")
         if not self.disconnecting:
@@ -145,10 +148,12 @@ class ProxyHeaderFactory(HAProxyWrappingFactory):
 
     noisy = False
 
-    def __init__(self, wrapped: Factory, clock: IReactorTime) -> None:
+    def __init__(self, wrapped: Factory, clock: IReactorTime,
+                 on_refused: Callable[[], None] | None = None) -> None:
         super().__init__(wrapped)  # type: ignore[no-untyped-call]
         self.clock = clock
         self.refused = 0
+        self.on_refused = on_refused  # told of each (the line server counts it)
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
         return ProxiedConnection(self)

@@ -3,6 +3,7 @@ the proxy, and only once the header is read; no header, or a bad one, never reac
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Any
 
@@ -93,10 +94,12 @@ def test_no_header_in_time_closes_without_the_line_service():
 def test_a_bad_header_closes_and_the_timer_is_gone():
     rig = Rig()
     factory, proto, transport = connect(rig)
+    factory.on_refused = functools.partial(rig.server.count_refused, "proxy_header")
     proto.dataReceived(b"time\r\nquit\r\n")  # a client talking straight to the PROXY port
     assert transport.disconnecting and factory.refused == 1
     assert not rig.clock.getDelayedCalls()
     assert rig.server.total_connections == 0 and transport.value() == b""
+    assert rig.server.refused["proxy_header"] == rig.server.refused_connections == 1
 
 
 def test_the_clients_eof_reaches_the_line_protocol():
