@@ -21,7 +21,7 @@ from typing import Any
 from OpenSSL.SSL import Connection, Context
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.interfaces import IOpenSSLContextFactory, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -139,15 +139,16 @@ class ListenerSet:
         return Change(commit=commit, abort=abort, summary=summary)
 
     def _reread_tls(self, keys: list[ListenerKey]) -> dict[ListenerKey, Any]:
-        """Parse each TLS listener's description again: that reads its files."""
+        """Build each TLS listener again, without listening: parsing its description reads
+        its files (``haproxy:ssl:...`` included: the listener unwraps it)."""
         fresh: dict[ListenerKey, Any] = {}
         for key, description in keys:
             try:
-                endpoint = serverFromString(self.reactor, description)
+                service = self.make(self.reactor, key, description, self.factories[key])
             except Exception as e:
                 raise ReloadError(f"{key}: cannot read the TLS files of {description!r}: "
                                   f"{e!r}") from None
-            tls = tls_endpoint(endpoint)
+            tls = tls_endpoint(getattr(service, "endpoint", None))
             if tls is not None:
                 fresh[(key, description)] = tls._sslContextFactory
         return fresh

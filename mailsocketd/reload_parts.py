@@ -51,11 +51,16 @@ def _line(server: LineServer, factory: LineFactory) -> Any:
         changed = changed_keys("line", old.line, new.line, skip=("listen", "daytime"))
         changed += changed_keys("log", old.log, new.log)
 
-        def commit() -> None:
+        def commit() -> list[str]:
             server.config = new.line
             server.log_commands = new.log.commands
             factory.reconfigure()
-            logs.reconfigure(new.log.format, new.log.keep_files)
+            ours = logs.reconfigure(new.log.format, new.log.keep_files)
+            if not ours and (old.log.format, old.log.keep_files) != (new.log.format,
+                                                                     new.log.keep_files):
+                return ["log.format and log.keep_files not applied: twistd's own observers "
+                        "(--logger, --syslog) write the log"]
+            return []
 
         return Change(commit=commit, summary=tuple(f"{key} changed" for key in changed
                                                    if "added" not in key))

@@ -4,6 +4,7 @@ closed, limits and log settings changed, a TLS certificate read again, a bad fil
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon import Daemon, free_port, read_line, read_until_close, running_daemon
+from daemon import TWISTD, Daemon, free_port, read_line, read_until_close, running_daemon
 
 DATE = rb"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}"
 pytestmark = pytest.mark.timeout(90)
@@ -179,3 +180,30 @@ def test_log_settings_change_on_reload(tmp_path):
         d.ask(b"time")
         log = d.wait_log(r'"event": "command"')
         assert '"command": "time"' in log
+
+
+def test_sighup_reloads_a_daemonized_twistd(tmp_path):
+    port, daytime = free_port(), free_port()
+    config, log, pidfile = (tmp_path / "m.toml", tmp_path / "m.log", tmp_path / "m.pid")
+    config.write_text("# defaults\n")
+    started = subprocess.run([TWISTD, f"--logfile={log}", f"--pidfile={pidfile}", "mailsocketd",
+                              "--config", str(config), "--listen",
+                              f"tcp:{port}:interface=127.0.0.1"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert started.returncode == 0, started.stderr
+    pid = int(pidfile.read_text())  # the daemon twistd forked: ours to stop
+    try:
+        config.write_text(f'[line]\ndaytime = ["tcp:{daytime}:interface=127.0.0.1"]\n')
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "configuration reloaded: listening on" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", daytime), timeout=5) as s:
+            assert re.fullmatch(DATE + rb"\r\n", read_until_close(s))
+        os.kill(pid, 0)  # still there
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)

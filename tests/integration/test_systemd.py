@@ -103,20 +103,23 @@ def need_systemd_analyze() -> str:
     return path
 
 
-def test_the_shipped_units_pass_systemd_analyze_verify(tmp_path):
+@pytest.mark.parametrize("unit", ["mailsocketd", "mailsocketd@"],
+                         ids=["one daemon", "instances"])
+def test_the_shipped_units_pass_systemd_analyze_verify(tmp_path, unit):
     analyze = need_systemd_analyze()
-    # verify resolves ExecStart: point it at this venv's twistd, as the install would.
-    for name in ("mailsocketd.service", "mailsocketd.socket"):
-        text = (UNITS / name).read_text()
-        (tmp_path / name).write_text(text.replace("/opt/mailsocketd/venv/bin/twistd",
-                                                  TWISTD))
-    result = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / "mailsocketd.service"),
-                             str(tmp_path / "mailsocketd.socket")],
+    instance = unit + ("1" if unit.endswith("@") else "")  # a template is verified as @1
+    for kind in ("service", "socket"):
+        text = (UNITS / f"{unit}.{kind}").read_text()
+        # verify resolves ExecStart: point it at this venv's twistd, as the install would.
+        (tmp_path / f"{instance}.{kind}").write_text(
+            text.replace("/opt/mailsocketd/venv/bin/twistd", TWISTD))
+    result = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / f"{instance}.service"),
+                             str(tmp_path / f"{instance}.socket")],
                             capture_output=True, text=True, timeout=60)
     problems = [line for line in (result.stdout + result.stderr).splitlines()
                 if "mailsocketd" in line]
     assert result.returncode == 0 and problems == [], result.stdout + result.stderr
-    service = (UNITS / "mailsocketd.service").read_text()
+    service = (UNITS / f"{unit}.service").read_text()
     for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "WatchdogSec=",
                  "Restart=on-failure", "NotifyAccess=main"):
-        assert line in service
+        assert f"\n{line}" in service
