@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon import TWISTD, free_port, read_until_close, wait_for_port
+from daemon import TWISTD, free_port, read_until_close, start_daemon, wait_for_port
 
 pytestmark = pytest.mark.timeout(90)
 SHIPPED = Path(__file__).resolve().parents[2] / "contrib" / "logrotate" / "mailsocketd"
@@ -106,3 +106,15 @@ def _exists(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_sigusr1_when_logging_to_standard_output_is_noted_not_fatal(tmp_path):
+    """Under systemd the log is standard output (the journal): a stray SIGUSR1 (a logrotate
+    postrotate left over from a log-file setup) must not end the daemon, as its default would."""
+    daemon = start_daemon(tmp_path)
+    try:
+        daemon.proc.send_signal(signal.SIGUSR1)
+        daemon.wait_log("SIGUSR1: logging to standard output, no file to reopen")
+        assert daemon.alive() and daemon.ask(b"quit") == b"quit"
+    finally:
+        daemon.stop()
