@@ -33,7 +33,7 @@ from mailsocketd.metrics.collector import Metrics
 from mailsocketd.metrics.endpoint import metrics_site
 from mailsocketd.mail.errors import MailError
 from mailsocketd.mail.tls import load_trust_root
-from mailsocketd.reload import Reloader, SighupReload
+from mailsocketd.reload import Change, Reloader, SighupReload
 from mailsocketd.reload_parts import add_parts, status_summary
 from mailsocketd.sdnotify import SystemdNotify, notifier_from_environ
 from mailsocketd.system import raise_open_file_limit
@@ -264,6 +264,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     reloader = Reloader(config, lambda: reload_config(options, reactor))
     add_parts(reloader, listeners=listeners, server=server, factory=factory, bridge=mail,
               accounts=accounts)
+    # [metrics] turned on by a reload: count requests from then on (its listener is above)
+    reloader.add("metrics", lambda old, new: Change(
+        commit=metrics.start_counting if new.metrics.enabled else lambda: None))
     SighupReload(reloader, reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
     notifier, watchdog = notifier_from_environ()
     if notifier is not None:  # under systemd (Type=notify): last, so it says STOPPING first

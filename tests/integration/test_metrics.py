@@ -5,7 +5,10 @@ valid and firing when they should."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import time
 import urllib.error
@@ -178,3 +181,39 @@ def test_the_documented_alert_rules_are_valid_and_fire(tmp_path: Path):
     run = subprocess.run([promtool, "test", "rules", "tests.yml"], capture_output=True,
                          text=True, timeout=60, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (its sockets' inodes in /proc/net/tcp*)."""
+    fds = Path(f"/proc/{pid}/fd")
+    inodes = set()
+    for fd in fds.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:["):-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_metrics_off_by_default_and_turned_on_by_a_reload(tmp_path: Path):
+    daemon = start_daemon(tmp_path, config_toml="[line]\nbanner = false\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        assert listening_ports(daemon.proc.pid) == {daemon.port}  # no metrics by default
+        (tmp_path / "mailsocketd.toml").write_text(
+            f'[line]\nbanner = false\n[metrics]\nlisten = ["tcp:{port}:interface=127.0.0.1"]\n')
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("configuration reloaded")
+        assert daemon.ask(b"time").startswith(b"20")
+        got = values(get(url)[2])
+        assert got['mailsocketd_commands_total{command="time",outcome="ok"}'] == 1
+        assert listening_ports(daemon.proc.pid) == {daemon.port, port}
+    finally:
+        daemon.stop()
