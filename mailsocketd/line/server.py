@@ -59,9 +59,10 @@ class LineServer:
         self.refused_connections = 0
         self.refused = dict.fromkeys(REFUSAL_REASONS, 0)  # by reason (the metrics)
         self.commands_served = 0
-        # By (command, outcome), once count_commands() turns it on ([metrics]); the command is
-        # a table entry's name, "input" (a send's text) or UNKNOWN_COMMAND: a bounded set.
-        self.command_counts: dict[tuple[str, str], int] | None = None
+        # Requests by command, [ok, error] (the reply was an error line), once
+        # count_commands() turns it on ([metrics]): a table entry's name, "input" (a send's
+        # text) or UNKNOWN_COMMAND, a fixed set.
+        self.command_counts: dict[str, list[int]] | None = None
         self.status_sources: list[StatusSource] = []
         self.sessions: set[Session] = set()  # the admitted clients' sessions, until they close
         self._per_host: dict[str, int] = {}
@@ -105,7 +106,8 @@ class LineServer:
     def count_commands(self) -> None:
         """Count requests by command and outcome from now on (for the metrics)."""
         if self.command_counts is None:
-            self.command_counts = {}
+            self.command_counts = {name: [0, 0] for name in [*self.commands, "input",
+                                                             UNKNOWN_COMMAND]}
 
     def release(self, session: Session) -> None:
         """A connection that ``admit`` took has closed: run its session's close hooks."""
@@ -175,9 +177,11 @@ class LineServer:
             else:
                 result = command.handler(session, **command.parse(text))
             if type(result) is Reply:  # the common case; cheaper than an ABC isinstance check
-                if self.log_commands or self.command_counts is not None:
-                    return self._logged(session, name, result)
-                return result
+                counts = self.command_counts  # counted here, inline: the hot path
+                if counts is not None:
+                    (counts.get(name) or counts[UNKNOWN_COMMAND])[
+                        result.head.startswith("error:")] += 1
+                return self._log(session, name, result) if self.log_commands else result
             if not isinstance(result, Deferred):
                 result = Deferred.fromCoroutine(result)  # type: ignore[arg-type]
         except Exception:
@@ -217,9 +221,11 @@ class LineServer:
         """Count (with count_commands) and log (with log_commands) one request's outcome."""
         counts = self.command_counts
         if counts is not None:
-            key = (name if name in self.commands or name == "input" else UNKNOWN_COMMAND,
-                   "error" if reply.head.startswith("error:") else "ok")
-            counts[key] = counts.get(key, 0) + 1
+            slot = counts.get(name) or counts[UNKNOWN_COMMAND]
+            slot[reply.head.startswith("error:")] += 1
+        return self._log(session, name, reply) if self.log_commands else reply
+
+    def _log(self, session: Session, name: str, reply: Reply) -> Reply:
         if self.log_commands:
             peer, command = session.peer, name if name in self.commands else printable(name)
             outcome = reply.head if reply.head.startswith("error:") else "ok"

@@ -30,7 +30,6 @@ __all__ = ["UP_STATES", "DaemonCollector", "Metrics"]
 
 # An account is up while it is logged in: checking, idling, or waiting between polls.
 UP_STATES = frozenset({"checking", "idling", "connected"})
-OUTCOMES = ("ok", "error")
 
 
 class DaemonCollector:
@@ -70,8 +69,9 @@ class DaemonCollector:
             "the reply was an error line).", labels=["command", "outcome"])
         counts = server.command_counts
         if counts is not None:
-            for (command, outcome), count in sorted(counts.items()):
-                commands.add_metric([command, outcome], count)
+            for command, (ok, failed) in counts.items():
+                commands.add_metric([command, "ok"], ok)
+                commands.add_metric([command, "error"], failed)
         yield commands
 
     def _mail_users(self) -> Iterator[Metric]:
