@@ -125,6 +125,7 @@ class ProxiedConnection(HAProxyProtocolWrapper):
         if client is not None and IHalfCloseableProtocol.providedBy(client):
             client.readConnectionLost()
         elif not self.disconnecting:  # before the header, or a protocol that cannot half-close
+            self._cancel_timer()
             self.loseConnection()  # type: ignore[no-untyped-call]
 
     def writeConnectionLost(self) -> None:

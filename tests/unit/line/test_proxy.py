@@ -10,6 +10,8 @@ from typing import Any
 from linerig import HalfClosingTransport, Rig
 from logrig import global_log_events
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 
 from mailsocketd.line.proxy import HEADER_TIMEOUT, ProxyHeaderFactory
 
@@ -109,3 +111,14 @@ def test_the_clients_eof_reaches_the_line_protocol():
     proto.dataReceived(v1("127.0.0.2") + b"time")
     proto.readConnectionLost()
     assert transport.value().decode() == rig.server.time_text() + "\r\n"
+
+
+def test_a_health_check_that_connects_and_closes_is_not_logged():
+    """HAProxy's `check`: connect, then EOF, no header: closed quietly, never refused."""
+    rig = Rig()
+    factory, proto, transport = connect(rig)
+    with global_log_events() as events:
+        proto.readConnectionLost()
+        proto.connectionLost(Failure(ConnectionDone()))
+    assert transport.disconnecting and factory.refused == 0 and events == []
+    assert not rig.clock.getDelayedCalls() and rig.server.total_connections == 0
