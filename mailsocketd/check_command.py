@@ -4,7 +4,7 @@ Reads the daemon's TOML configuration, checks one account (connect, verified TLS
 STATUS per configured mailbox) and prints one line in the monitoring-plugins format, exiting
 0/1/2/3 for OK/WARNING/CRITICAL/UNKNOWN::
 
-    $ mailsocketd-check --config /etc/mailsocketd.toml --account work --warning-unseen 50
+    $ mailsocketd-check --config /etc/mailsocketd/mailsocketd.toml --account work -w 50
     IMAP OK - work INBOX: 12 messages, 3 unseen, 0.045 s | time=0.045s messages=12 unseen=3;50;;0
 
 Every text not of the plugin's own making (server replies, configuration values, arguments) is

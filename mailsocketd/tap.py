@@ -10,6 +10,7 @@ clients on shutdown.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, ClassVar
 
 from twisted.application.internet import StreamServerEndpointService
@@ -19,7 +20,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from mailsocketd import __version__
-from mailsocketd.config import DEFAULT_LISTEN, Config, ConfigError, load_config
+from mailsocketd.config import DEFAULT_LISTEN, Config
 from mailsocketd.line.daytime import DaytimeFactory
 from mailsocketd.line.factory import LineFactory
 from mailsocketd.line.mail.commands import MailBridge
@@ -31,14 +32,14 @@ from mailsocketd.logs import configure_target
 from mailsocketd.mail.accounts.service import AccountsService
 from mailsocketd.metrics.collector import Metrics
 from mailsocketd.metrics.endpoint import metrics_site
-from mailsocketd.mail.errors import MailError
-from mailsocketd.mail.tls import load_trust_root
+from mailsocketd.preflight import ConfigurationInvalid, check_configuration, endpoints
 from mailsocketd.reload import Change, Reloader, SighupReload
 from mailsocketd.reload_parts import add_parts, status_summary
 from mailsocketd.sdnotify import SystemdNotify, notifier_from_environ
 from mailsocketd.system import raise_open_file_limit
 
 SHUTDOWN = error("server shutting down", close=True)
+PROGRAM = "twistd mailsocketd"  # how one-line start-up errors begin
 
 
 def _number(kind: type[int] | type[float], option: str) -> Any:
@@ -89,6 +90,9 @@ class Options(usage.Options):
                                   "once, when it closes)"],
         ["log-commands", None, "trace clients: log each connection when it opens and every "
                                "command, even if the configuration file turns that off"],
+        ["check-config", None, "check the configuration (and these options) as start-up "
+                               "would, start nothing, print 'configuration OK' or each "
+                               "problem on a line; exit 0 or 1"],
     ]
 
     def __init__(self) -> None:
@@ -130,16 +134,47 @@ class Options(usage.Options):
                 given[key] = convert(self[name])
         return given
 
-    def postOptions(self) -> None:
+    def parseOptions(self, options: Any = None) -> None:
+        """Parse; a bad option or configuration stops twistd with one line per problem on
+        stderr (exit status 1), not twistd's usage text with the problem at its end."""
         try:
-            self.config = load_config(self["config"], self.overrides())
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
-        for key, description in _endpoints(self.config):
-            check_endpoint(key, description)
-        for key, path in _ca_files(self.config):
-            check_ca_file(key, path)
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            raise SystemExit(f"{PROGRAM}: {e}") from None
+        except ConfigurationInvalid as e:
+            if self["check-config"]:
+                raise SystemExit("\n".join(e.problems)) from None
+            raise SystemExit("\n".join(f"{PROGRAM}: {p}" for p in e.problems)) from None
+
+    def postOptions(self) -> None:
+        from twisted.internet import reactor  # noqa: PLC0415  (only tap touches the reactor)
+
+        checking = bool(self["check-config"])
+        # A check by hand runs outside systemd, which passes sockets only to the daemon.
+        self.config = check_configuration(self["config"], self.overrides(), reactor,
+                                          passed_sockets=not checking)
+        if checking:
+            print("configuration OK")
+            raise SystemExit(0)
+        self._check_log_file()
         self._choose_log_observer()
+
+    def _check_log_file(self) -> None:
+        """twistd opens ``--logfile`` before anything else, with a traceback if it cannot:
+        say it in one line instead."""
+        parent = getattr(self, "parent", None)
+        path = parent.get("logfile") if parent is not None else None
+        if not path or path == "-":
+            return
+        target = os.path.abspath(path)
+        where = target if os.path.exists(target) else os.path.dirname(target)
+        if not os.path.isdir(os.path.dirname(target)):
+            problem = "no such directory"
+        elif not os.access(where, os.W_OK):
+            problem = "not writable"
+        else:
+            return
+        raise SystemExit(f"{PROGRAM}: --logfile {path}: cannot open: {problem}")
 
     def _choose_log_observer(self) -> None:
         """Point twistd at our log observer (text or JSON) unless told otherwise."""
@@ -153,38 +188,7 @@ class Options(usage.Options):
 
 
 def _endpoints(config: Config) -> list[tuple[str, str]]:
-    return ([("line.listen", d) for d in config.line.listen]
-            + [("line.daytime", d) for d in config.line.daytime])
-
-
-def check_endpoint(key: str, description: str) -> None:
-    """Refuse an endpoint string that cannot be parsed, naming the key."""
-    from twisted.internet import reactor  # noqa: PLC0415  (only tap touches the reactor)
-
-    try:
-        serverFromString(reactor, description)
-    except Exception as e:  # every parser error: bad syntax, missing key file, bad TLS key...
-        hint = ""
-        if description.startswith("systemd:"):
-            hint = " (no socket was passed by systemd: LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES)"
-        raise usage.UsageError(f"{key}: bad endpoint {description!r}: {e!r}{hint}") from None
-
-
-def _ca_files(config: Config) -> list[tuple[str, str]]:
-    given = [("imap.ca_file", config.imap.ca_file if config.imap else None),
-             ("smtp.ca_file", config.smtp.ca_file if config.smtp else None)]
-    given += [(f"accounts.{a.name}.ca_file", a.ca_file) for a in config.accounts]
-    return [(key, path) for key, path in given if path is not None]
-
-
-def check_ca_file(key: str, path: str) -> None:
-    """Refuse a CA file that cannot be used (missing, unreadable, empty, not PEM), naming the
-    key: found at start-up by the operator, not at a user's login (who must not see the
-    server's paths).  The file is read again at each connection, so a renewed one is used."""
-    try:
-        load_trust_root(path)
-    except MailError as e:
-        raise usage.UsageError(f"{key}: {str(e).removeprefix('ca_file ')}") from None
+    return endpoints(config)
 
 
 class CloseClientsOnStop(Service):
@@ -211,8 +215,16 @@ def server_endpoint(reactor: Any, description: str, factory: Any) -> tuple[Any, 
     return serverFromString(reactor, description), factory
 
 
+class ListenFailed(Exception):
+    """A listener could not listen; the text is one line naming its key and endpoint."""
+
+
 class Listener(StreamServerEndpointService):
-    """A listening endpoint that stops twistd with a one-line message when it cannot listen."""
+    """A listening endpoint that fails with a one-line ListenFailed when it cannot listen.
+
+    ``makeService`` makes it listen at once (``listen_before_daemonizing``), so that twistd
+    reports a busy port in the foreground; twistd's own call later then does nothing.
+    """
 
     def __init__(self, reactor: Any, key: str, description: str, factory: Any) -> None:
         super().__init__(*server_endpoint(reactor, description, factory))  # type: ignore[no-untyped-call]
@@ -222,12 +234,36 @@ class Listener(StreamServerEndpointService):
         # start-up, instead of being logged while the daemon runs on without the port.
         self._raiseSynchronously = True
 
+    listening = False
+
     def privilegedStartService(self) -> None:
+        if self.listening:
+            return
         try:
             super().privilegedStartService()  # type: ignore[no-untyped-call]
         except Exception as e:
-            raise SystemExit(f"twistd: {self.key}: cannot listen on {self.description!r}: {e}"
-                             ) from None
+            raise ListenFailed(f"{self.key}: cannot listen on {self.description!r}: {e}"
+                               ) from None
+        self.listening = True
+
+
+def listen_before_daemonizing(top: IService) -> None:
+    """Make every Listener under ``top`` listen now.  twistd calls ``makeService`` in the
+    foreground but starts the services only after it has daemonized and written the pid file,
+    where a failure (a busy port) left the waiting parent hanging and the pid file behind.
+    Here a failure stops twistd at once with one line on stderr, exit status 1, no pid file.
+    (A listener that fails later, after the fork, raises ListenFailed, an Exception: twistd
+    then reports it through its status pipe and removes the pid file.)"""
+    pending = [top]
+    while pending:
+        service = pending.pop(0)
+        if isinstance(service, Listener):
+            try:
+                service.privilegedStartService()
+            except ListenFailed as e:
+                raise SystemExit(f"{PROGRAM}: {e}") from None
+        elif isinstance(service, MultiService):
+            pending.extend(service)
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -275,18 +311,14 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reloader.on_reloading.append(systemd.reloading)
         reloader.on_reloaded.append(systemd.reloaded)
         systemd.setServiceParent(top)  # type: ignore[no-untyped-call]
+    listen_before_daemonizing(top)
     return top
 
 
 def reload_config(options: Options, reactor: Any) -> Config:
     """The configuration a reload applies: the file read again, the same command-line
     options over it, every start-up check passed."""
-    config = load_config(options["config"], options.overrides())
-    for key, description in _endpoints(config):
-        check_endpoint(key, description)
-    for key, path in _ca_files(config):
-        check_ca_file(key, path)
-    return config
+    return check_configuration(options["config"], options.overrides(), reactor)
 
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]

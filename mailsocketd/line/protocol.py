@@ -441,6 +441,7 @@ class LineProtocol(Protocol):
         if self._closing:
             return
         self._closing = True
+        self.server.release_address(self.session)  # not after the lingering close below
         self._flush()  # the replies served before this one go first
         self._cancel_bare_command()
         self.out.unregisterProducer()

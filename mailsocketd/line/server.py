@@ -119,8 +119,17 @@ class LineServer:
                 hook(session)
             except Exception:
                 self.log.failure("closing the session of {peer} failed", peer=session.peer)
-        host = session.host
         self.open_connections -= 1
+        self.release_address(session)
+
+    def release_address(self, session: Session) -> None:
+        """The connection has begun to close (or has closed): it no longer counts against its
+        address's max_connections_per_peer, so that a client that reconnects at once is not
+        refused for a close still lingering (up to close_grace).  Once per session."""
+        if session.address_released:
+            return
+        session.address_released = True
+        host = session.host
         left = self._per_host[host] - 1
         if left:
             self._per_host[host] = left

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
-from twisted.python import usage
 
 from mailsocketd.tap import Options, makeService
 
@@ -43,10 +42,12 @@ def test_listen_repeats_and_overrides_the_file(tmp_path):
     (["--max-per-peer", "0"], "line.max_connections_per_peer: expected an integer >= 1"),
     (["--log-format", "xml"], "log.format: expected one of 'text', 'json'"),
 ])
-def test_bad_options_are_usage_errors(args, message):
-    with pytest.raises(usage.UsageError) as info:
+def test_bad_options_stop_with_one_line(args, message):
+    with pytest.raises(SystemExit) as info:
         parse(*args)
-    assert message in str(info.value)
+    assert isinstance(info.value.code, str)
+    assert info.value.code.startswith("twistd mailsocketd: ") and "\n" not in info.value.code
+    assert message in info.value.code
 
 
 def test_make_service_listens_on_every_endpoint():
@@ -69,5 +70,5 @@ def test_flags_can_undo_the_file(tmp_path):
     options = parse("--config", str(path), "--no-banner", "--log-commands")
     assert options.config.line.banner is False
     assert options.config.log.commands is True
-    with pytest.raises(usage.UsageError, match="--no-banner contradicts another option"):
+    with pytest.raises(SystemExit, match="--no-banner contradicts another option"):
         parse("--banner", "--no-banner")
