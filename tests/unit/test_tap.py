@@ -72,3 +72,16 @@ def test_flags_can_undo_the_file(tmp_path):
     assert options.config.log.commands is True
     with pytest.raises(SystemExit, match="--no-banner contradicts another option"):
         parse("--banner", "--no-banner")
+
+
+def test_make_service_listens_before_twistd_daemonizes():
+    """Issue 12 item 2: twistd calls makeService in the foreground but starts services only
+    after it has daemonized; listening happens here, so a busy port stops it in the
+    foreground.  twistd's own start later listens no second time."""
+    reactor = MemoryReactorClock()
+    service = makeService(parse("--listen", "tcp:7001:interface=127.0.0.1"), reactor)
+    assert [port for port, *_ in reactor.tcpServers] == [7001]  # before any start
+    service.privilegedStartService()
+    service.startService()
+    assert [port for port, *_ in reactor.tcpServers] == [7001]
+    service.stopService()
