@@ -36,6 +36,14 @@ max_connections_per_peer = 12000
 """
 
 
+# The metrics endpoint of the kind "mailsocketd_metrics": the same daemon with [metrics] on,
+# so that the ratio of the two (in the same repetitions) is the cost of counting.
+METRICS_CONFIG = """\
+[metrics]
+listen = ["tcp:{port}:interface=127.0.0.1"]
+"""
+
+
 @dataclass(frozen=True)
 class LineSettings:
     """How long and how often: a full run, or a quick one for development."""
@@ -64,6 +72,7 @@ class Kind:
 KINDS = [
     Kind("mailsocketd", "mailsocketd", seed=False),
     Kind("mailsocketd_log", "mailsocketd --log-commands", seed=False, idle=False),
+    Kind("mailsocketd_metrics", "mailsocketd [metrics]", seed=False, idle=False),
     Kind("twisted_min", "twisted_min.py", seed=False),
     Kind("seed_select", "seed_select.php", seed=True),
     Kind("seed_fork", "seed_fork.php", seed=True),
@@ -105,8 +114,10 @@ def make_server(kind: Kind, paths: Paths) -> Server:
     port = free_port()
     log = paths.scratch / f"{kind.key}-{port}.log"
     if kind.key.startswith("mailsocketd"):
-        config = paths.scratch / "line-bench.toml"
-        config.write_text(BENCH_CONFIG)
+        config = paths.scratch / f"{kind.key}-bench.toml"
+        # with [metrics] on (served, not scraped: a scrape every 15 s costs nothing measurable)
+        config.write_text(BENCH_CONFIG + (METRICS_CONFIG.format(port=free_port())
+                                          if kind.key == "mailsocketd_metrics" else ""))
         argv = [str(paths.venv / "bin" / "twistd"), "-n", "--pidfile=", "mailsocketd",
                 "--config", str(config), "--listen", f"tcp:{port}:interface={HOST}"]
         if kind.key == "mailsocketd_log":

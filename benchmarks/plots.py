@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 COLORS = {
     "mailsocketd": "#1f5fa8",
     "mailsocketd_log": "#6fa8dc",
+    "mailsocketd_metrics": "#0b3d6e",
     "twisted_min": "#3a9a4a",
     "seed_select": "#e69138",
     "seed_fork": "#cc3333",

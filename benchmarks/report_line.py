@@ -23,6 +23,8 @@ from verdict import Target, Verdict, judge
 THROUGHPUT_TARGET = Target(">=", 0.9)  # mailsocketd / twisted_min req/s
 CONNRATE_TARGET = Target(">=", 50)  # mailsocketd / seed_fork connections/s
 MEMORY_TARGET = Target("<=", MEMORY_TARGET_KB)  # KB per idle connection, 10,000 held
+METRICS_TARGET = Target(">=", 0.95)  # with [metrics] / without: counting costs a few % at most
+METRICS = "mailsocketd_metrics"
 
 RR_WORKS = ["rr1", "rr100", "rr1000", "pipe16"]
 MAILSOCKETD_ROWS = ["mailsocketd", "mailsocketd_log"]
@@ -276,6 +278,7 @@ def targets(line: dict[str, Any], figures: dict[tuple[str, str], Figure]) -> lis
         rows.append(["10,000 connections held with <= 4 KB each",
                      f"{idle['ok']:,} held, {per or 0:,.1f} KB each"
                      + ("" if full else " (quick run: fewer than 10,000)"), idle_verdict.text])
+    rows += metrics_targets(line, figures)
     r = ratio(rps(figures, "mailsocketd", "connrate"), rps(figures, FORK, "connrate"))
     rows.append([">= 50x the fork server's connection rate",
                  f"{times(r)} ({count(rps(figures, 'mailsocketd', 'connrate'))} vs "
@@ -284,6 +287,40 @@ def targets(line: dict[str, Any], figures: dict[tuple[str, str], Figure]) -> lis
                  judge(r, CONNRATE_TARGET,
                        repetition_ratios(line, "mailsocketd", FORK, "connrate")).text])
     return rows
+
+
+def metrics_targets(line: dict[str, Any], figures: dict[tuple[str, str], Figure]
+                    ) -> list[list[str]]:
+    """[metrics] on against off, in the same repetitions: the cost of counting requests."""
+    if (METRICS, "rr100") not in figures:
+        return []  # a run from before [metrics] existed
+    rows = []
+    for w, n in (("rr100", "100"), ("rr1000", "1,000"), ("pipe16", "100 pipelining")):
+        r = ratio(rps(figures, METRICS, w), rps(figures, "mailsocketd", w))
+        rows.append([f"[metrics] costs a few % at most: >= 0.95x without it ({n} connections)",
+                     f"{times(r)} ({count(rps(figures, METRICS, w))} vs "
+                     f"{count(rps(figures, 'mailsocketd', w))} req/s"
+                     f"{_spread(line, METRICS, 'mailsocketd', w)})",
+                     judge(r, METRICS_TARGET,
+                           repetition_ratios(line, METRICS, "mailsocketd", w)).text])
+    return rows
+
+
+def metrics_overhead(line: dict[str, Any], figures: dict[tuple[str, str], Figure]
+                     ) -> list[str]:
+    """The metrics-overhead paragraph and table (ratios by workload)."""
+    if (METRICS, "rr100") not in figures:
+        return []
+    _, works = _labels(line)
+    rows = [[works[w], count(rps(figures, "mailsocketd", w)), count(rps(figures, METRICS, w)),
+             times(ratio(rps(figures, METRICS, w), rps(figures, "mailsocketd", w)))
+             + _spread(line, METRICS, "mailsocketd", w)]
+            for w in [*RR_WORKS, "connrate"]]
+    return ["### Metrics overhead", "",
+            "The same daemon with `[metrics] listen` set (the endpoint served, requests counted "
+            "by command and outcome), against it without, in the same repetitions. Everything "
+            "else the metrics show is read at scrape time and costs nothing here.", "",
+            *table(["workload", "without [metrics]", "with [metrics]", "ratio"], rows), ""]
 
 
 def _spread(line: dict[str, Any], kind: str, base: str, work: str) -> str:
@@ -304,8 +341,9 @@ def section(run: dict[str, Any], images: Path) -> tuple[list[str], list[list[str
         f"{run['mode'].capitalize()} run of {run['started']}: {s['runs']} repetitions, "
         f"{s['seconds']:g} s measured after {s['warmup']:g} s of warm-up per workload. "
         "mailsocketd is started as `twistd -n --pidfile= mailsocketd --config FILE --listen "
-        "tcp:PORT:interface=127.0.0.1` (its defaults: connections logged, commands not), and "
-        "again with `--log-commands` (one log event per command, to a log file). The "
+        "tcp:PORT:interface=127.0.0.1` (its defaults: connections logged, commands not), "
+        "again with `--log-commands` (one log event per command, to a log file), and again "
+        "with `[metrics] listen` set (see Metrics overhead below). The "
         "configuration file raises the connection limits, "
         "since every benchmark client comes from 127.0.0.1 (defaults: 256 per address, 10,000 "
         "in all):", "", "```toml", line["config"].rstrip(), "```", "",
@@ -321,5 +359,6 @@ def section(run: dict[str, Any], images: Path) -> tuple[list[str], list[list[str
     text, png = memory(line, images)
     parts += text
     pngs.append(png)
+    parts += metrics_overhead(line, figures)
     parts += startup(line) + generator_load(line, figures) + repetitions(line)
     return parts, targets(line, figures), pngs

@@ -4,7 +4,7 @@ Reads the daemon's TOML configuration, checks one account (connect, verified TLS
 STATUS per configured mailbox) and prints one line in the monitoring-plugins format, exiting
 0/1/2/3 for OK/WARNING/CRITICAL/UNKNOWN::
 
-    $ mailsocketd-check --config /etc/mailsocketd.toml --account work --warning-unseen 50
+    $ mailsocketd-check --config /etc/mailsocketd/mailsocketd.toml --account work -w 50
     IMAP OK - work INBOX: 12 messages, 3 unseen, 0.045 s | time=0.045s messages=12 unseen=3;50;;0
 
 Every text not of the plugin's own making (server replies, configuration values, arguments) is
@@ -24,13 +24,16 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from mailsocketd import __version__
 from mailsocketd.config import ConfigError, load_config
 from mailsocketd.mail.accounts.check import (
     UNKNOWN,
     Limits,
     Outcome,
     ProbeResult,
+    Range,
     failed,
+    parse_range,
     plugin_text,
     probe,
     verdict,
@@ -61,22 +64,33 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return convert
 
 
+def _range(text: str) -> Range:
+    try:
+        return parse_range(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = _Parser(prog="mailsocketd-check", description=(
         "Check one IMAP account of a mailsocketd configuration: connect, verify TLS, log in, "
         "STATUS each configured mailbox. Prints one monitoring-plugins line; exit status "
         "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."))
-    parser.add_argument("--config", "-c", required=True, help="the TOML configuration file")
+    parser.add_argument("-V", "--version", action="version",
+                        version=f"mailsocketd-check {__version__}")
+    parser.add_argument("--config", required=True, help="the TOML configuration file")
     parser.add_argument("--account", "-a", help="account name ([accounts.NAME]); may be "
                         "left out when only one account is configured")
     parser.add_argument("--warning-time", type=_positive(float), metavar="S",
                         help="WARNING when the check takes longer than S seconds")
     parser.add_argument("--critical-time", type=_positive(float), metavar="S",
                         help="CRITICAL when the check takes longer than S seconds")
-    parser.add_argument("--warning-unseen", type=_positive(int), metavar="N",
-                        help="WARNING when a mailbox has more than N unseen messages")
-    parser.add_argument("--critical-unseen", type=_positive(int), metavar="N",
-                        help="CRITICAL when a mailbox has more than N unseen messages")
+    parser.add_argument("-w", "--warning-unseen", type=_range, metavar="RANGE",
+                        help="WARNING when a mailbox's unseen count is outside RANGE, in the "
+                        "Monitoring Plugins syntax: 10 (more than 10), 10: (fewer than 10), "
+                        "~:10, 10:20 (outside), @10:20 (inside)")
+    parser.add_argument("-c", "--critical-unseen", type=_range, metavar="RANGE",
+                        help="CRITICAL when a mailbox's unseen count is outside RANGE")
     parser.add_argument("--cert-days", type=_positive(int), metavar="N",
                         help="WARNING when the server certificate expires within N days")
     parser.add_argument("--timeout", "-t", type=_positive(float), default=10.0, metavar="S",
@@ -96,7 +110,9 @@ def choose_account(accounts: Sequence[AccountConfig], name: str | None) -> Accou
         return accounts[0]
     if not accounts:
         raise ConfigError("accounts", "no [accounts.NAME] table in the configuration")
-    raise ConfigError("accounts", "several accounts are configured; choose one with --account")
+    names = ", ".join(a.name for a in accounts)
+    raise ConfigError("accounts", f"several accounts are configured ({names}); choose one "
+                      "with --account")
 
 
 def run_check(reactor: AccountReactor, account: AccountConfig,

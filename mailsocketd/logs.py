@@ -10,13 +10,20 @@ plugin points twistd's ``--logger`` at :func:`text_observer` or :func:`json_obse
 kept, older ones deleted), standard output with ``-n`` and no ``--logfile`` (or ``--logfile
 -``), else ``twistd.log``.
 
+SIGUSR1 works with logrotate too (:class:`ReopeningLogFile`): when the file at the configured
+path is no longer the one being written (logrotate moved it away), a new one is opened there,
+with the old one's mode; otherwise twistd's own rotation runs.  A reload changes the format and
+``keep_files`` of the running writers (:func:`reconfigure`).
+
 :class:`Events` emits events whose message is already rendered (connections, commands): an
 event whose format holds no braces is its own text, so no observer has to format it.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -39,6 +46,9 @@ from zope.interface import implementer
 KEEP_FILES = 10  # old log files kept by default ([log] keep_files)
 # Set by the plugin's option parsing before twistd calls one of the observer factories.
 _target: dict[str, object] = {"logfile": None, "nodaemon": True, "keep_files": KEEP_FILES}
+# The writers and files twistd's observer factories made, for a reload and SIGUSR1.
+_writers: list[LogWriter] = []
+_files: list[ReopeningLogFile] = []
 
 
 def configure_target(logfile: str | None, nodaemon: bool, keep_files: int = KEEP_FILES) -> None:
@@ -135,6 +145,11 @@ class LogWriter:
             self._out.write(text)
             self._out.flush()
 
+    def set_render(self, render: Callable[[LogEvent], str | None]) -> None:
+        """Write the next events with ``render`` (a reload changed ``[log] format``)."""
+        with self._lock:
+            self._render = render
+
     def flush(self) -> None:
         """Write and flush what is pending."""
         with self._lock:
@@ -148,33 +163,94 @@ class LogWriter:
             self._out.write("".join(pending))
 
 
+class ReopeningLogFile(LogFile):
+    """twistd's rotating log file, which also follows logrotate: see :meth:`reopen_or_rotate`."""
+
+    def _open_identity(self) -> tuple[int, int, int]:
+        """Device, inode and mode of the file being written (``_file``: Twisted-private)."""
+        st = os.fstat(self._file.fileno())
+        return st.st_dev, st.st_ino, stat.S_IMODE(st.st_mode)
+
+    def reopen_or_rotate(self) -> str:
+        """SIGUSR1: if the file was moved away (or replaced), open the one at the configured
+        path (a new one gets the old one's mode; one logrotate created keeps its own);
+        else rotate as twistd does.  Says which it did."""
+        mine = self._open_identity()
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            here = None
+        else:
+            here = (st.st_dev, st.st_ino)
+        if here == mine[:2]:
+            self.rotate()  # type: ignore[no-untyped-call]
+            return "rotated"
+        # Twisted chmods the file it opens to defaultMode: let it do so only to one it creates.
+        self.defaultMode = mine[2] if here is None else None
+        self.reopen()  # type: ignore[no-untyped-call]
+        return "reopened"
+
+
 def _open_target(reactor: _Reactor) -> IO[str]:
     logfile = _target["logfile"]
     if logfile == "-" or (not logfile and _target["nodaemon"]):
+        _on_sigusr1(reactor, None)
         return sys.stdout
     path = str(logfile) if logfile else "twistd.log"
     # At each rotation (size or SIGUSR1) the old files move up one number (name.1 is the
     # newest); those past keep_files are deleted, so the log's disk use is bounded.
-    handle = LogFile.fromFullPath(path, maxRotatedFiles=_target["keep_files"])
-    _rotate_on_sigusr1(handle, reactor)
-    text: IO[str] = handle  # LogFile takes text
+    logpath = os.path.abspath(path)
+    handle = ReopeningLogFile(  # type: ignore[no-untyped-call]
+        os.path.basename(logpath), os.path.dirname(logpath),
+                              maxRotatedFiles=_target["keep_files"])
+    _files.append(handle)
+    _on_sigusr1(reactor, handle)
+    text: IO[str] = handle  # type: ignore[assignment]  # LogFile takes text
     return text
 
 
-def _rotate_on_sigusr1(handle: LogFile, reactor: _Reactor) -> None:
-    """As twistd does for its own log file: SIGUSR1 starts a new file (for logrotate)."""
-    if signal.getsignal(signal.SIGUSR1) in (None, signal.SIG_DFL):
-        def rotate(signum: int, frame: object) -> None:
-            reactor.callFromThread(handle.rotate)
+def _on_sigusr1(reactor: _Reactor, handle: ReopeningLogFile | None) -> None:
+    """As twistd does for its own log file, SIGUSR1 starts a new file (logrotate's signal);
+    when logging to standard output it is only noted (its default would end the process)."""
+    if signal.getsignal(signal.SIGUSR1) not in (None, signal.SIG_DFL):
+        return
 
-        signal.signal(signal.SIGUSR1, rotate)
+    def reopen() -> None:
+        if handle is None:
+            Events(__name__).info("log_reopen", "SIGUSR1: logging to standard output, no "
+                                  "file to reopen")
+            return
+        for writer in _writers:
+            writer.flush()  # what was logged before the signal goes to the old file
+        done = handle.reopen_or_rotate()
+        Events(__name__).info("log_reopen", f"SIGUSR1: log file {done}", path=handle.path,
+                              outcome=done)
+
+    def received(signum: int, frame: object) -> None:
+        reactor.callFromThread(reopen)
+
+    signal.signal(signal.SIGUSR1, received)
+
+
+def reconfigure(log_format: str, keep_files: int) -> bool:
+    """Apply a reloaded ``[log] format`` and ``keep_files`` to the running writers; False when
+    twistd's observers are not ours (``--logger``, ``--syslog``)."""
+    render: Callable[[LogEvent], str | None] = ClassicText() if log_format == "text" \
+        else json_line
+    for writer in _writers:
+        writer.set_render(render)
+    for handle in _files:
+        handle.maxRotatedFiles = keep_files
+    return bool(_writers)
 
 
 def _writer(render: Callable[[LogEvent], str | None]) -> ILogObserver:
     # twistd calls the factory once its reactor is installed.
     from twisted.internet import reactor  # noqa: PLC0415
     target = _open_target(reactor)  # type: ignore[arg-type]
-    return LogWriter(target, render, reactor)  # type: ignore[arg-type]
+    writer = LogWriter(target, render, reactor)  # type: ignore[arg-type]
+    _writers.append(writer)
+    return writer
 
 
 def text_observer() -> ILogObserver:

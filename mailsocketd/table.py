@@ -26,12 +26,21 @@ class Table:
     """A TOML table being read: typed getters that name the full key in every error.
 
     Keys that are read are remembered, so that ``finish()`` can refuse the ones nobody read.
+    With an ``errors`` list a bad value is recorded there (and its default returned) instead of
+    raised, so that one reading reports every bad key; sub-tables share the list.
     """
 
-    def __init__(self, raw: Mapping[str, Any], path: str) -> None:
+    def __init__(self, raw: Mapping[str, Any], path: str,
+                 errors: list[ConfigError] | None = None) -> None:
         self._raw = raw
         self._path = path
         self._seen: set[str] = set()
+        self._errors = errors
+
+    def _fail(self, error: ConfigError) -> None:
+        if self._errors is None:
+            raise error
+        self._errors.append(error)
 
     def key(self, name: str) -> str:
         """The full dotted name of ``name`` inside this table."""
@@ -50,7 +59,8 @@ class Table:
             return default
         value = self._raw[name]
         if not check(value):
-            raise ConfigError(self.key(name), f"expected {want}, got {_describe(value)}")
+            self._fail(ConfigError(self.key(name), f"expected {want}, got {_describe(value)}"))
+            return default
         return value
 
     def string(self, name: str, default: str) -> str:
@@ -102,7 +112,7 @@ class Table:
     def table(self, name: str) -> Table:
         """A sub-table (an empty one when absent)."""
         raw: Mapping[str, Any] = self._get(name, {}, lambda v: isinstance(v, dict), "a table")
-        return Table(raw, self.key(name))
+        return Table(raw, self.key(name), self._errors)
 
     def tables(self) -> dict[str, Table]:
         """Every key of this table as a sub-table (for ``[accounts.NAME]``)."""
@@ -113,9 +123,8 @@ class Table:
 
     def finish(self) -> None:
         """Refuse any key that no getter asked for."""
-        unknown = sorted(set(self._raw) - self._seen)
-        if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown key (see docs/configuration.md)")
+        for name in sorted(set(self._raw) - self._seen):
+            self._fail(ConfigError(self.key(name), "unknown key (see docs/configuration.md)"))
 
 
 def _describe(value: Any) -> str:

@@ -9,6 +9,8 @@ clients on shutdown.
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any, ClassVar
 
 from twisted.application.internet import StreamServerEndpointService
@@ -18,19 +20,26 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from mailsocketd import __version__
-from mailsocketd.config import DEFAULT_LISTEN, Config, ConfigError, load_config
+from mailsocketd.config import DEFAULT_LISTEN, Config
 from mailsocketd.line.daytime import DaytimeFactory
 from mailsocketd.line.factory import LineFactory
 from mailsocketd.line.mail.commands import MailBridge
+from mailsocketd.line.proxy import ProxyHeaderFactory
 from mailsocketd.line.replies import error
 from mailsocketd.line.server import LineServer
+from mailsocketd.listeners import ListenerSet
 from mailsocketd.logs import configure_target
 from mailsocketd.mail.accounts.service import AccountsService
-from mailsocketd.mail.errors import MailError
-from mailsocketd.mail.tls import load_trust_root
+from mailsocketd.metrics.collector import Metrics
+from mailsocketd.metrics.endpoint import metrics_site
+from mailsocketd.preflight import ConfigurationInvalid, check_configuration, endpoints
+from mailsocketd.reload import Change, Reloader, SighupReload
+from mailsocketd.reload_parts import add_parts, status_summary
+from mailsocketd.sdnotify import SystemdNotify, notifier_from_environ
 from mailsocketd.system import raise_open_file_limit
 
 SHUTDOWN = error("server shutting down", close=True)
+PROGRAM = "twistd mailsocketd"  # how one-line start-up errors begin
 
 
 def _number(kind: type[int] | type[float], option: str) -> Any:
@@ -81,6 +90,9 @@ class Options(usage.Options):
                                   "once, when it closes)"],
         ["log-commands", None, "trace clients: log each connection when it opens and every "
                                "command, even if the configuration file turns that off"],
+        ["check-config", None, "check the configuration (and these options) as start-up "
+                               "would, start nothing, print 'configuration OK' or each "
+                               "problem on a line; exit 0 or 1"],
     ]
 
     def __init__(self) -> None:
@@ -122,16 +134,47 @@ class Options(usage.Options):
                 given[key] = convert(self[name])
         return given
 
-    def postOptions(self) -> None:
+    def parseOptions(self, options: Any = None) -> None:
+        """Parse; a bad option or configuration stops twistd with one line per problem on
+        stderr (exit status 1), not twistd's usage text with the problem at its end."""
         try:
-            self.config = load_config(self["config"], self.overrides())
-        except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
-        for key, description in _endpoints(self.config):
-            check_endpoint(key, description)
-        for key, path in _ca_files(self.config):
-            check_ca_file(key, path)
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            raise SystemExit(f"{PROGRAM}: {e}") from None
+        except ConfigurationInvalid as e:
+            if self["check-config"]:
+                raise SystemExit("\n".join(e.problems)) from None
+            raise SystemExit("\n".join(f"{PROGRAM}: {p}" for p in e.problems)) from None
+
+    def postOptions(self) -> None:
+        from twisted.internet import reactor  # noqa: PLC0415  (only tap touches the reactor)
+
+        checking = bool(self["check-config"])
+        # A check by hand runs outside systemd, which passes sockets only to the daemon.
+        self.config = check_configuration(self["config"], self.overrides(), reactor,
+                                          passed_sockets=not checking)
+        if checking:
+            print("configuration OK")
+            raise SystemExit(0)
+        self._check_log_file()
         self._choose_log_observer()
+
+    def _check_log_file(self) -> None:
+        """twistd opens ``--logfile`` before anything else, with a traceback if it cannot:
+        say it in one line instead."""
+        parent = getattr(self, "parent", None)
+        path = parent.get("logfile") if parent is not None else None
+        if not path or path == "-":
+            return
+        target = os.path.abspath(path)
+        where = target if os.path.exists(target) else os.path.dirname(target)
+        if not os.path.isdir(os.path.dirname(target)):
+            problem = "no such directory"
+        elif not os.access(where, os.W_OK):
+            problem = "not writable"
+        else:
+            return
+        raise SystemExit(f"{PROGRAM}: --logfile {path}: cannot open: {problem}")
 
     def _choose_log_observer(self) -> None:
         """Point twistd at our log observer (text or JSON) unless told otherwise."""
@@ -145,40 +188,7 @@ class Options(usage.Options):
 
 
 def _endpoints(config: Config) -> list[tuple[str, str]]:
-    return ([("line.listen", d) for d in config.line.listen]
-            + [("line.daytime", d) for d in config.line.daytime])
-
-
-def check_endpoint(key: str, description: str) -> None:
-    """Refuse an endpoint string that cannot be parsed, naming the key."""
-    from twisted.internet import reactor  # noqa: PLC0415  (only tap touches the reactor)
-
-    try:
-        serverFromString(reactor, description)
-    except Exception as e:  # every parser error: bad syntax, missing key file, bad TLS key...
-        hint = ""
-        if description.startswith("systemd:"):
-            hint = " (no socket was passed by systemd: LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES)"
-        raise usage.UsageError(f"{key}: bad endpoint {description!r}: {e!r}{hint}") from None
-
-
-def _ca_files(config: Config) -> list[tuple[str, str]]:
-    given = [("imap.ca_file", config.imap.ca_file if config.imap else None),
-             ("smtp.ca_file", config.smtp.ca_file if config.smtp else None)]
-    given += [(f"accounts.{a.name}.ca_file", a.ca_file) for a in config.accounts]
-    given += [(f"accounts.{a.name}.oauth2.ca_file", a.oauth2.ca_file)
-              for a in config.accounts if a.oauth2 is not None]
-    return [(key, path) for key, path in given if path is not None]
-
-
-def check_ca_file(key: str, path: str) -> None:
-    """Refuse a CA file that cannot be used (missing, unreadable, empty, not PEM), naming the
-    key: found at start-up by the operator, not at a user's login (who must not see the
-    server's paths).  The file is read again at each connection, so a renewed one is used."""
-    try:
-        load_trust_root(path)
-    except MailError as e:
-        raise usage.UsageError(f"{key}: {str(e).removeprefix('ca_file ')}") from None
+    return endpoints(config)
 
 
 class CloseClientsOnStop(Service):
@@ -192,23 +202,68 @@ class CloseClientsOnStop(Service):
         return self.factory.close_all(SHUTDOWN)
 
 
+def server_endpoint(reactor: Any, description: str, factory: Any) -> tuple[Any, Any]:
+    """The endpoint and factory a listener uses: behind a ``haproxy:`` listener, ``factory``
+    gets each connection once its PROXY header has named the client (line/proxy.py), not at
+    once with the proxy's address as Twisted's own wrapper would give it."""
+    kind, _, rest = description.partition(":")
+    if kind.lower() == "haproxy":
+        server = getattr(factory, "server", None)  # the line and daytime factories'
+        counted = None if server is None else functools.partial(server.count_refused,
+                                                                "proxy_header")
+        return serverFromString(reactor, rest), ProxyHeaderFactory(factory, reactor, counted)
+    return serverFromString(reactor, description), factory
+
+
+class ListenFailed(Exception):
+    """A listener could not listen; the text is one line naming its key and endpoint."""
+
+
 class Listener(StreamServerEndpointService):
-    """A listening endpoint that stops twistd with a one-line message when it cannot listen."""
+    """A listening endpoint that fails with a one-line ListenFailed when it cannot listen.
+
+    ``makeService`` makes it listen at once (``listen_before_daemonizing``), so that twistd
+    reports a busy port in the foreground; twistd's own call later then does nothing.
+    """
 
     def __init__(self, reactor: Any, key: str, description: str, factory: Any) -> None:
-        super().__init__(serverFromString(reactor, description), factory)  # type: ignore[no-untyped-call]
+        super().__init__(*server_endpoint(reactor, description, factory))  # type: ignore[no-untyped-call]
         self.key = key
         self.description = description
         # Twisted-private (strports.service sets it too): a failed listen raises right here, at
         # start-up, instead of being logged while the daemon runs on without the port.
         self._raiseSynchronously = True
 
+    listening = False
+
     def privilegedStartService(self) -> None:
+        if self.listening:
+            return
         try:
             super().privilegedStartService()  # type: ignore[no-untyped-call]
         except Exception as e:
-            raise SystemExit(f"twistd: {self.key}: cannot listen on {self.description!r}: {e}"
-                             ) from None
+            raise ListenFailed(f"{self.key}: cannot listen on {self.description!r}: {e}"
+                               ) from None
+        self.listening = True
+
+
+def listen_before_daemonizing(top: IService) -> None:
+    """Make every Listener under ``top`` listen now.  twistd calls ``makeService`` in the
+    foreground but starts the services only after it has daemonized and written the pid file,
+    where a failure (a busy port) left the waiting parent hanging and the pid file behind.
+    Here a failure stops twistd at once with one line on stderr, exit status 1, no pid file.
+    (A listener that fails later, after the fork, raises ListenFailed, an Exception: twistd
+    then reports it through its status pipe and removes the pid file.)"""
+    pending = [top]
+    while pending:
+        service = pending.pop(0)
+        if isinstance(service, Listener):
+            try:
+                service.privilegedStartService()
+            except ListenFailed as e:
+                raise SystemExit(f"{PROGRAM}: {e}") from None
+        elif isinstance(service, MultiService):
+            pending.extend(service)
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -230,15 +285,40 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # The last two each finish within line.close_grace.
     CloseClientsOnStop(factory).setServiceParent(top)  # type: ignore[no-untyped-call]
     mail.setServiceParent(top)  # type: ignore[no-untyped-call]
-    daytime = DaytimeFactory(server)
-    for key, description in _endpoints(config):
-        Listener(reactor, key, description, daytime if key == "line.daytime" else factory
-                 ).setServiceParent(top)  # type: ignore[no-untyped-call]
-    if config.accounts:
-        accounts = AccountsService(config.accounts, reactor)
-        accounts.setServiceParent(top)  # type: ignore[no-untyped-call]
-        server.status_sources.append(accounts.status_lines)
+    metrics = Metrics(server, mail, None)  # read at each scrape; counting only when served
+    if config.metrics.enabled:
+        metrics.start_counting()
+    listeners = ListenerSet(reactor, top, Listener,
+                            {"line.listen": factory, "line.daytime": DaytimeFactory(server),
+                             "metrics.listen": metrics_site(metrics.registry)})
+    listeners.add_all(_endpoints(config))
+    accounts = AccountsService(config.accounts, reactor)  # none yet: a reload may add some
+    accounts.setServiceParent(top)  # type: ignore[no-untyped-call]
+    server.status_sources.append(accounts.status_lines)
+    metrics.watch_accounts(accounts)
+    # SIGHUP re-reads the file, with this command line over it again (it keeps precedence).
+    reloader = Reloader(config, lambda: reload_config(options, reactor))
+    add_parts(reloader, listeners=listeners, server=server, factory=factory, bridge=mail,
+              accounts=accounts)
+    # [metrics] turned on by a reload: count requests from then on (its listener is above)
+    reloader.add("metrics", lambda old, new: Change(
+        commit=metrics.start_counting if new.metrics.enabled else lambda: None))
+    SighupReload(reloader, reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
+    notifier, watchdog = notifier_from_environ()
+    if notifier is not None:  # under systemd (Type=notify): last, so it says STOPPING first
+        systemd = SystemdNotify(notifier, reactor, lambda: status_summary(
+            server, mail, accounts, reloader), watchdog)
+        reloader.on_reloading.append(systemd.reloading)
+        reloader.on_reloaded.append(systemd.reloaded)
+        systemd.setServiceParent(top)  # type: ignore[no-untyped-call]
+    listen_before_daemonizing(top)
     return top
+
+
+def reload_config(options: Options, reactor: Any) -> Config:
+    """The configuration a reload applies: the file read again, the same command-line
+    options over it, every start-up check passed."""
+    return check_configuration(options["config"], options.overrides(), reactor)
 
 
 __all__ = ["DEFAULT_LISTEN", "Options", "makeService"]

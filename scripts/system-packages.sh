@@ -23,6 +23,9 @@ PACKAGES=(
     openssl                                  # test CA + server certificate
     python3 python3-venv                     # populate helper, project venv
     netcat-openbsd telnet                    # manual testing of the line service
+    logrotate systemd                        # contrib/logrotate and contrib/systemd checks
+    acl                                      # setfacl: a systemd credential's ACL
+    prometheus                               # promtool: checks /metrics and the alert rules
 )
 check=
 if [ "${1:-}" = --check ]; then check=1; shift; fi

@@ -128,6 +128,8 @@ class Command:
     # Its reply asks for input up to a lone '.' (send): refused, the input is read and dropped
     # (refused_input), since the client may be typing it already.
     reads_input: bool = False
+    # Whether ``help`` lists it now (None: always); the mail commands only with [imap].
+    listed: Callable[[], bool] | None = None
     syntax: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -235,9 +237,10 @@ class CoreCommands:
             if found is None:
                 raise CommandError(f"unknown command '{printable(command)}'; try 'help'")
             return multiline(found.syntax, found.help_lines())
-        width = max(len(c.syntax) for c in table.values())
+        shown = [c for c in table.values() if c.listed is None or c.listed()]
+        width = max(len(c.syntax) for c in shown)
         lines = []
-        for entry in table.values():
+        for entry in shown:
             note = " (after login)" if entry.needs_login else ""
             lines.append(f"{entry.syntax.ljust(width)}  {entry.summary}{note}")
         return multiline(f"{len(lines)} commands", lines)

@@ -75,6 +75,18 @@ class LineFactory(Factory):
         proto.factory = self
         return proto
 
+    def reconfigure(self) -> None:
+        """The server's ``[line]`` was reloaded: the idle limit applies from now on, to every
+        client (0: off)."""
+        self._idle_limit = self.server.config.idle_timeout
+        for proto in self.clients:
+            proto.set_idle_limit(self._idle_limit)
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
+        if self._idle_limit > 0 and self.clients:
+            self._idle_check = self.clock.callLater(1.0, self._close_idle)
+
     def close_all(self, reply: Reply) -> Deferred[None]:
         """Tell every client ``reply`` and close them; fires when all are gone."""
         self._all_closed = Deferred()

@@ -488,6 +488,7 @@ class LineProtocol(Protocol):
         if self._closing:
             return
         self._closing = True
+        self.server.release_address(self.session)  # not after the lingering close below
         self._flush()  # the replies served before this one go first
         self._cancel_bare_command()
         self.out.unregisterProducer()
@@ -497,7 +498,9 @@ class LineProtocol(Protocol):
             # The client is gone and all we wrote is with the kernel: close at once, as Twisted
             # does for a protocol that is not half-closeable, instead of a reactor pass spent
             # on an empty write.  (The common end of a connection: the client's EOF.)
-            self.transport.connectionLost(connectionDone)  # type: ignore[union-attr]
+            # Behind a PROXY listener the transport is a wrapper: its socket's is beneath it.
+            raw = getattr(self.transport, "socket_transport", self.transport)
+            raw.connectionLost(connectionDone)  # type: ignore[union-attr]
             return
         # A lingering close: shut our side once the output is flushed and wait for the
         # client's EOF, so that input still in flight cannot turn the close into a reset
@@ -531,6 +534,12 @@ class LineProtocol(Protocol):
     @property
     def closing(self) -> bool:
         return self._closing
+
+    def set_idle_limit(self, seconds: float) -> None:
+        """A reload changed ``idle_timeout``: it applies from now on (0: off)."""
+        if self._idle_limit <= 0 < seconds:
+            self.last_activity = self.clock.seconds()  # not kept while off: quiet from now
+        self._idle_limit = seconds
 
     def idle_timeout(self) -> None:
         """Quiet for longer than the limit (the factory watches): say so and close.  A client

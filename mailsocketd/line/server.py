@@ -29,6 +29,13 @@ from mailsocketd.timefmt import format_time
 # daemon itself), "user" (a remote client logged in as one of [line] status_users), "public".
 StatusSource = Callable[[str], list[str]]
 
+# Why a connection was refused, as the metrics label it: over max_connections, over
+# max_connections_per_peer, or (behind a PROXY listener) without a valid header.
+REFUSAL_REASONS = ("max_connections", "max_connections_per_peer", "proxy_header")
+# The command label of requests that name no command (unknown, empty, not UTF-8): one value,
+# so that what a client types cannot grow the metrics.
+UNKNOWN_COMMAND = "unknown"
+
 INTERNAL_ERROR = error(INTERNAL_ERROR_TEXT)
 NOT_UTF8 = error("request is not valid UTF-8")
 LOGIN_FIRST = error("login first")
@@ -50,7 +57,12 @@ class LineServer:
         self.open_connections = 0
         self.total_connections = 0
         self.refused_connections = 0
+        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)  # by reason (the metrics)
         self.commands_served = 0
+        # Requests by command, [ok, error] (the reply was an error line), once
+        # count_commands() turns it on ([metrics]): a table entry's name, "input" (a send's
+        # text) or UNKNOWN_COMMAND, a fixed set.
+        self.command_counts: dict[str, list[int]] | None = None
         self.status_sources: list[StatusSource] = []
         self.sessions: set[Session] = set()  # the admitted clients' sessions, until they close
         self._per_host: dict[str, int] = {}
@@ -70,19 +82,32 @@ class LineServer:
         """Take a new client, or say why it is refused."""
         host = session.host
         if self.open_connections >= self.config.max_connections:
-            reason = "too many connections, try again later"
+            reason, label = "too many connections, try again later", "max_connections"
         elif self._per_host.get(host, 0) >= self.config.max_connections_per_peer:
-            reason = "too many connections from your address"
+            reason, label = ("too many connections from your address",
+                             "max_connections_per_peer")
         else:
             self.open_connections += 1
             self.total_connections += 1
             self._per_host[host] = self._per_host.get(host, 0) + 1
             self.sessions.add(session)
             return None
-        self.refused_connections += 1
+        self.count_refused(label)
         self.log.warn("connection from {host} refused: {reason}", host=host, reason=reason,
                       event="connection_refused")
         return reason
+
+    def count_refused(self, reason: str) -> None:
+        """One more connection refused, for ``status`` and, by ``reason`` (one of
+        REFUSAL_REASONS), for the metrics."""
+        self.refused_connections += 1
+        self.refused[reason] += 1
+
+    def count_commands(self) -> None:
+        """Count requests by command and outcome from now on (for the metrics)."""
+        if self.command_counts is None:
+            self.command_counts = {name: [0, 0] for name in [*self.commands, "input",
+                                                             UNKNOWN_COMMAND]}
 
     def release(self, session: Session) -> None:
         """A connection that ``admit`` took has closed: run its session's close hooks."""
@@ -94,8 +119,17 @@ class LineServer:
                 hook(session)
             except Exception:
                 self.log.failure("closing the session of {peer} failed", peer=session.peer)
-        host = session.host
         self.open_connections -= 1
+        self.release_address(session)
+
+    def release_address(self, session: Session) -> None:
+        """The connection has begun to close (or has closed): it no longer counts against its
+        address's max_connections_per_peer, so that a client that reconnects at once is not
+        refused for a close still lingering (up to close_grace).  Once per session."""
+        if session.address_released:
+            return
+        session.address_released = True
+        host = session.host
         left = self._per_host[host] - 1
         if left:
             self._per_host[host] = left
@@ -152,7 +186,11 @@ class LineServer:
             else:
                 result = command.handler(session, **command.parse(text))
             if type(result) is Reply:  # the common case; cheaper than an ABC isinstance check
-                return self._logged(session, name, result) if self.log_commands else result
+                counts = self.command_counts  # counted here, inline: the hot path
+                if counts is not None:
+                    (counts.get(name) or counts[UNKNOWN_COMMAND])[
+                        result.head.startswith("error:")] += 1
+                return self._log(session, name, result) if self.log_commands else result
             if not isinstance(result, Deferred):
                 result = Deferred.fromCoroutine(result)  # type: ignore[arg-type]
         except Exception:
@@ -189,6 +227,14 @@ class LineServer:
         return INTERNAL_ERROR
 
     def _logged(self, session: Session, name: str, reply: Reply) -> Reply:
+        """Count (with count_commands) and log (with log_commands) one request's outcome."""
+        counts = self.command_counts
+        if counts is not None:
+            slot = counts.get(name) or counts[UNKNOWN_COMMAND]
+            slot[reply.head.startswith("error:")] += 1
+        return self._log(session, name, reply) if self.log_commands else reply
+
+    def _log(self, session: Session, name: str, reply: Reply) -> Reply:
         if self.log_commands:
             peer, command = session.peer, name if name in self.commands else printable(name)
             outcome = reply.head if reply.head.startswith("error:") else "ok"

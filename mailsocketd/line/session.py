@@ -41,5 +41,6 @@ class Session:
     awaits_push: Callable[[Session], bool] | None = field(default=None, repr=False)
     commands: int = 0
     closed: bool = False  # the connection has gone; whatever was in flight for it must end
+    address_released: bool = False  # no longer counted against its address (closing)
     # Run once, with the session, when the connection closes.
     on_close: list[Callable[[Session], None]] = field(default_factory=list, repr=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +95,36 @@ def resolve_password_file(path: str, environ: Mapping[str, str],
     return Path(credentials) / path
 
 
+# POSIX ACLs (acl(5)) as Linux stores them in the system.posix_acl_access attribute: a version,
+# then (tag, permissions, id) entries.
+ACL_XATTR = "system.posix_acl_access"
+ACL_VERSION = 2
+ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK = 0x04, 0x08, 0x10
+ACL_READ = 4
+
+
+def _group_may_read(fd: int, mode: int) -> bool:
+    """Whether a group may read the file.  Without an ACL that is the mode's group bit; with
+    one, the mode's group bits are the ACL's mask (so systemd's ``LoadCredential=`` file, mode
+    0400 plus a read entry for the service user, shows as 0440) and what counts is whether the
+    owning group or a named group is granted read through the mask.  Named users may read:
+    an ACL entry for one user is no wider than the owner's own right."""
+    try:
+        acl = os.getxattr(fd, ACL_XATTR)
+    except OSError:  # no ACL (ENODATA), or a file system without them
+        return bool(mode & stat.S_IRGRP)
+    if len(acl) < 4 or struct.unpack_from("<I", acl)[0] != ACL_VERSION or len(acl) % 8 != 4:
+        return True  # an ACL we cannot read: assume the worst
+    entries = [struct.unpack_from("<HHI", acl, offset) for offset in range(4, len(acl), 8)]
+    mask = next((perm for tag, perm, _ in entries if tag == ACL_MASK), ACL_READ)
+    return any(tag in (ACL_GROUP_OBJ, ACL_GROUP) and perm & mask & ACL_READ
+               for tag, perm, _ in entries)
+
+
 def read_private_file(full: Path, what: str, limit: int = MAX_SECRET_FILE) -> bytes:
     """The content of a file holding a secret (a password, a refresh token), refusing one that
-    other users may read, or that is not a regular file or is larger than ``limit`` bytes;
+    other users may read (a named user of an ACL, as systemd's ``LoadCredential=`` adds for the
+    service user, is allowed), or that is not a regular file or is larger than ``limit`` bytes;
     ``what`` (``password_file /x``) starts each error."""
     try:
         fd = os.open(full, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
@@ -106,7 +134,7 @@ def read_private_file(full: Path, what: str, limit: int = MAX_SECRET_FILE) -> by
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise SecretError(f"{what}: not a regular file")
-        if info.st_mode & 0o044:
+        if info.st_mode & stat.S_IROTH or _group_may_read(fd, info.st_mode):
             raise SecretError(f"{what}: readable by group or others "
                               f"(mode {stat.S_IMODE(info.st_mode):04o}); "
                               "refusing it: chmod 600 it (or 400)")

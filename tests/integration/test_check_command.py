@@ -105,6 +105,11 @@ def test_ok_over_starttls_by_host_name(config, box):
     (["--warning-unseen", "10", "--critical-unseen", "11"], 2, "unseen 12 > 11",
      "unseen=12;10;11;0"),
     (["--warning-unseen", "12"], 0, None, "unseen=12;12;;0"),
+    # Monitoring Plugins ranges (issue 12 item 8), short options as check_imap has them
+    (["-w", "20:"], 1, "unseen 12 < 20", "unseen=12;20:;;0"),
+    (["-w", "~:5", "-c", "@10:15"], 2, "unseen 12 inside @10:15", "unseen=12;~:5;@10:15;0"),
+    (["-c", "@0:11"], 0, None, "unseen=12;;@0:11;0"),
+    (["-w", "5:30"], 0, None, "unseen=12;5:30;;0"),
     (["--critical-time", "0"], 2, "> 0 s", ";;0;0"),
     (["--warning-time", "30"], 0, None, ";30;;0"),
     (["--cert-days", "10000"], 1, "certificate expires in ", None),
@@ -303,9 +308,10 @@ def test_unknown_account_and_bad_config_are_unknown(config, tmp_path):
     code, line, _ = check(config, "--account", "nope")
     assert (code, line.split(" (configured")[0]) == (
         3, "IMAP UNKNOWN - accounts: no account named 'nope'")
-    code, line, _ = check(config)
-    assert (code, line) == (
-        3, "IMAP UNKNOWN - accounts: several accounts are configured; choose one with --account")
+    code, line, _ = check(config)  # the names are listed (issue 12 item 8)
+    assert code == 3
+    assert line == ("IMAP UNKNOWN - accounts: several accounts are configured (work, starttls, "
+                    "systemca, badpw, refused, silent, nobox, nopw); choose one with --account")
     broken = tmp_path / "broken.toml"
     broken.write_text('[accounts.x]\nserver = "tls:h:993"\nuser = "u"\npassword_file = "/x"\n'
                       'password_env = "Y"\n')
@@ -349,3 +355,20 @@ def test_a_hostile_refusal_cannot_break_the_plugin_line(tmp_path):
                            "[AUTHENTICATIONFAILED] denied / time=0s;;; 'x'=1 "), line
     assert "|" not in line and line.isprintable() and len(line) < 500, line
     assert line.endswith(f"... (127.0.0.1 port {server.port})"), line
+
+
+def test_version_and_inverted_ranges(config):
+    """Issue 12 item 8: -V/--version, and an inverted range is refused (UNKNOWN), by the
+    installed console script."""
+    script = str(Path(sys.executable).parent / "mailsocketd-check")
+    for flag in ("-V", "--version"):
+        r = subprocess.run([script, flag], capture_output=True, text=True, timeout=30,
+                           check=False)
+        assert (r.returncode, r.stderr) == (0, ""), r
+        assert re.fullmatch(r"mailsocketd-check \d+\.\d+\.\d+\n", r.stdout), r.stdout
+    for args, problem in ((["-w", "20:10"], "argument -w/--warning-unseen: inverted range"),
+                          (["-c", "@9:1"], "argument -c/--critical-unseen: inverted range"),
+                          (["-w", "ten"], "not a range: 'ten'")):
+        code, line, _ = check(config, "--account", "work", *args)
+        assert code == 3 and line.startswith("IMAP UNKNOWN - mailsocketd-check: "), line
+        assert problem in line, line

@@ -380,3 +380,24 @@ def test_one_section_replaces_its_published_results_and_keeps_the_other(tmp_path
     assert published["mail"]["results"] == mail_results([500.0, 520.0, 540.0])
     text = (docs / "benchmarks.md").read_text()
     assert "## Mail" in text and "1 file modified** (line section" in text
+
+
+def test_metrics_overhead_is_judged_against_the_same_daemon_without_metrics():
+    """[metrics] on against off in the same repetitions: 0.97x meets ">= 0.95x", 0.9x does
+    not; a run from before the kind existed shows neither the rows nor the table."""
+    line = line_results({})
+    assert report_line.metrics_targets(line, line_figures(line)) == []
+    for rep in line["repetitions"]:  # type: ignore[attr-defined]
+        rep["mailsocketd_metrics"] = copy.deepcopy(rep["mailsocketd"])
+        for work, factor in (("rr100", 0.97), ("rr1000", 0.9), ("pipe16", 0.96)):
+            figure = rep["mailsocketd_metrics"][work]
+            figure["rps"] = figure["rps"] * factor
+    line["kinds"].append({"key": "mailsocketd_metrics",  # type: ignore[attr-defined]
+                          "label": "mailsocketd [metrics]", "seed": False})
+    figures = line_figures(line)
+    rows = report_line.metrics_targets(line, figures)
+    assert [row[2] for row in rows] == ["**met**", "**not met**", "**met**"]
+    assert rows[0][1].startswith("0.97x")
+    text = report_line.metrics_overhead(line, figures)
+    assert text[0] == "### Metrics overhead"
+    assert any(row.startswith("| 100 connections | 10,000 | 9,700 | 0.97x") for row in text)

@@ -173,3 +173,75 @@ def test_an_event_logged_in_the_middle_of_a_write_is_kept_for_the_next() -> None
     assert out.getvalue() == "before\n"
     reactor.advance(0.05)
     assert out.getvalue() == "before\nReceived SIGTERM\n"
+
+
+# -- SIGUSR1: logrotate's move, or twistd's own rotation ------------------------------------
+
+def test_a_log_file_moved_away_is_reopened_at_its_path_with_its_mode(tmp_path: Any) -> None:
+    import os
+
+    from mailsocketd.logs import ReopeningLogFile
+
+    path = tmp_path / "mailsocketd.log"
+    handle = ReopeningLogFile(path.name, str(tmp_path), maxRotatedFiles=3)
+    os.chmod(path, 0o640)
+    handle.write("before\n")
+    handle.flush()
+    os.rename(path, tmp_path / "mailsocketd.log-20261207")  # what logrotate does
+    assert handle.reopen_or_rotate() == "reopened"
+    handle.write("after\n")
+    handle.flush()
+    assert path.read_text() == "after\n"
+    assert (tmp_path / "mailsocketd.log-20261207").read_text() == "before\n"
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o640)
+    assert not (tmp_path / "mailsocketd.log.1").exists()  # no twistd rotation on top
+    handle.close()
+
+
+def test_a_log_file_logrotate_created_keeps_logrotates_mode(tmp_path: Any) -> None:
+    import os
+
+    from mailsocketd.logs import ReopeningLogFile
+
+    path = tmp_path / "mailsocketd.log"
+    handle = ReopeningLogFile(path.name, str(tmp_path))
+    os.chmod(path, 0o600)
+    os.rename(path, tmp_path / "old")
+    path.write_text("")
+    os.chmod(path, 0o644)  # logrotate's "create 0644"
+    assert handle.reopen_or_rotate() == "reopened"
+    handle.write("new\n")
+    handle.flush()
+    assert path.read_text() == "new\n" and os.stat(path).st_mode & 0o777 == 0o644
+    handle.close()
+
+
+def test_a_log_file_still_in_place_is_rotated_as_twistd_does(tmp_path: Any) -> None:
+    from mailsocketd.logs import ReopeningLogFile
+
+    path = tmp_path / "mailsocketd.log"
+    handle = ReopeningLogFile(path.name, str(tmp_path), maxRotatedFiles=3)
+    handle.write("first\n")
+    assert handle.reopen_or_rotate() == "rotated"
+    handle.write("second\n")
+    handle.flush()
+    assert (tmp_path / "mailsocketd.log.1").read_text() == "first\n"
+    assert path.read_text() == "second\n"
+    assert handle.reopen_or_rotate() == "rotated"  # the identity follows the rotation
+    handle.close()
+
+
+def test_a_reload_changes_the_format_of_the_running_writer() -> None:
+    from mailsocketd import logs
+
+    out = CountingFile()
+    clock = FakeReactor()
+    clock.running = False  # written at once
+    writer = LogWriter(out, ClassicText(), clock)
+    logs._writers.append(writer)
+    try:
+        assert logs.reconfigure("json", 5)
+        Events("mailsocketd.test", writer).info("reloaded", "hello")
+        assert json.loads(out.getvalue())["event"] == "reloaded"
+    finally:
+        logs._writers.remove(writer)

@@ -9,7 +9,6 @@ from typing import Any, cast
 
 import pytest
 from checkrig import make_unrelated_ca
-from twisted.python import usage
 
 from mailsocketd import logs
 from mailsocketd.tap import Options
@@ -30,19 +29,24 @@ def options(tmp_path: Any, toml: str) -> Options:
      "accounts.work.ca_file"),
     ('[accounts.work]\nserver = "tls:imap.example.test"\nuser = "u"\nauth = "xoauth2"\n'
      '[accounts.work.oauth2]\ntoken_url = "https://idp.example.test/token"\n'
-     'client_id = "c"\nrefresh_token_file = "/etc/mailsocketd/rt"\n',
+     'client_id = "c"\nrefresh_token_file = "{RT}"\n',
      "accounts.work.oauth2.ca_file"),
 ])
-def test_a_ca_file_that_cannot_be_used_stops_start_up(tmp_path, table, key):
+def test_a_ca_file_that_cannot_be_used_stops_start_up(tmp_path, monkeypatch, table, key):
+    monkeypatch.setenv("PW", "secret")
+    refresh_token = tmp_path / "rt"
+    refresh_token.write_text("a-refresh-token\n")
+    refresh_token.chmod(0o600)
+    table = table.replace("{RT}", str(refresh_token))
     empty, garbage = tmp_path / "empty.pem", tmp_path / "garbage.pem"
     empty.write_bytes(b"")
     garbage.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
     for path, problem in ((tmp_path / "missing.pem", "cannot read: No such file or directory"),
                           (empty, "no certificate in it"),
                           (garbage, "not a PEM certificate file")):
-        with pytest.raises(usage.UsageError) as info:
+        with pytest.raises(SystemExit) as info:
             options(tmp_path, f'{table}ca_file = "{path}"\n')
-        assert str(info.value) == f"{key}: {path}: {problem}"
+        assert info.value.code == f"twistd mailsocketd: {key}: {path}: {problem}"
 
 
 def test_a_good_ca_file_starts(tmp_path):

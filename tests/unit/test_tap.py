@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
-from twisted.python import usage
 
 from mailsocketd.tap import Options, makeService
 
@@ -43,10 +42,12 @@ def test_listen_repeats_and_overrides_the_file(tmp_path):
     (["--max-per-peer", "0"], "line.max_connections_per_peer: expected an integer >= 1"),
     (["--log-format", "xml"], "log.format: expected one of 'text', 'json'"),
 ])
-def test_bad_options_are_usage_errors(args, message):
-    with pytest.raises(usage.UsageError) as info:
+def test_bad_options_stop_with_one_line(args, message):
+    with pytest.raises(SystemExit) as info:
         parse(*args)
-    assert message in str(info.value)
+    assert isinstance(info.value.code, str)
+    assert info.value.code.startswith("twistd mailsocketd: ") and "\n" not in info.value.code
+    assert message in info.value.code
 
 
 def test_make_service_listens_on_every_endpoint():
@@ -69,5 +70,18 @@ def test_flags_can_undo_the_file(tmp_path):
     options = parse("--config", str(path), "--no-banner", "--log-commands")
     assert options.config.line.banner is False
     assert options.config.log.commands is True
-    with pytest.raises(usage.UsageError, match="--no-banner contradicts another option"):
+    with pytest.raises(SystemExit, match="--no-banner contradicts another option"):
         parse("--banner", "--no-banner")
+
+
+def test_make_service_listens_before_twistd_daemonizes():
+    """Issue 12 item 2: twistd calls makeService in the foreground but starts services only
+    after it has daemonized; listening happens here, so a busy port stops it in the
+    foreground.  twistd's own start later listens no second time."""
+    reactor = MemoryReactorClock()
+    service = makeService(parse("--listen", "tcp:7001:interface=127.0.0.1"), reactor)
+    assert [port for port, *_ in reactor.tcpServers] == [7001]  # before any start
+    service.privilegedStartService()
+    service.startService()
+    assert [port for port, *_ in reactor.tcpServers] == [7001]
+    service.stopService()

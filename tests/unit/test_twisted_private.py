@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import inspect
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,24 @@ from typing import Any
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.testing import MemoryReactor
 from twisted.mail import imap4, smtp
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+from twisted.python.logfile import LogFile
 
 import mailsocketd
 import twisted
 from mailsocketd.twisted_private import COPIED, SURFACE, Private
 
 PACKAGE = Path(mailsocketd.__file__).resolve().parent
+
+def log_file_closed_beneath() -> LogFile:
+    """A LogFile whose file is closed without Twisted's close (which deletes ``_file``)."""
+    log = LogFile("test.log", tempfile.mkdtemp())
+    log._file.close()
+    return log
+
 
 # How to build an owner whose private names are set in __init__.
 INSTANCES: dict[str, Callable[[], Any]] = {
@@ -35,6 +46,11 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     "twisted.application.internet.StreamServerEndpointService":
         lambda: StreamServerEndpointService(None, None),
     "twisted.internet.abstract.FileDescriptor": lambda: FileDescriptor(MemoryReactor()),
+    "twisted.python.logfile.BaseLogFile": log_file_closed_beneath,
+    "twisted.internet.endpoints.SSL4ServerEndpoint":
+        lambda: SSL4ServerEndpoint(MemoryReactor(), 0, None),
+    "twisted.protocols.haproxy._wrapper.HAProxyProtocolWrapper":
+        lambda: HAProxyProtocolWrapper(None, None),  # type: ignore[arg-type]
 }
 
 

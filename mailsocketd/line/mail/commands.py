@@ -113,9 +113,16 @@ class MailBridge(LoginCommands, ReadingCommands, SendingCommands, WatchingComman
                     args=(Arg("switch", choices=("on", "off")), mailbox),
                     summary="push '* new mail' lines", needs_login=True),
         ]
-        return [replace(command, handler=translated(command.handler))
-                if inspect.iscoroutinefunction(command.handler) else command
+        # Listed by help only while [imap] is configured (a reload may add or remove it); they
+        # still answer, that mail is not configured.
+        return [replace(command, listed=self.mail_configured,
+                        handler=translated(command.handler)
+                        if inspect.iscoroutinefunction(command.handler) else command.handler)
                 for command in table]
+
+    def mail_configured(self) -> bool:
+        """Whether ``[imap]`` is configured (users may log in)."""
+        return self.imap is not None
 
     def status_lines(self, viewer: str = "local") -> list[str]:
         """The mail sessions' numbers (the same for every viewer: no names, no addresses)."""

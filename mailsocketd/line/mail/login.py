@@ -84,6 +84,7 @@ class LoginCommands(BridgeState):
         client, name = client_key(session.host, session.uid), user_key(user)
         refusal = refusal or self._session_cap(name) or self._throttled(client, name)
         if refusal is not None:
+            self.logins["refused"] += 1
             raise CommandError(refusal)
         secret = Secret(password.encode("utf-8"))
         self._logins_under_way[name] = self._logins_under_way.get(name, 0) + 1
@@ -91,9 +92,11 @@ class LoginCommands(BridgeState):
             imap = await self.opener(self._imap(), user, secret,
                                      None if session.host == "unix" else session.host)
         except AuthFailed as e:
+            self.logins["failed"] += 1
             await self._failed_login(session, client, name, user, str(e))
             raise CommandError("login failed: wrong user name or password") from None
         except BaseException:
+            self.logins["error"] += 1
             self._release(client, name)
             raise
         finally:
@@ -103,9 +106,11 @@ class LoginCommands(BridgeState):
         self._release(client, name)
         mail_user = MailUser(user, secret, imap)
         if session.closed or self._stopping:  # the client or the daemon went meanwhile
+            self.logins["error"] += 1
             self._log_out_of_imap(mail_user, "connection closed during login")
             raise CommandError(SHUTTING_DOWN if self._stopping else "connection closed")
         session.user = mail_user
+        self.logins["ok"] += 1
         if self._session_closed not in session.on_close:
             session.on_close.append(self._session_closed)
         imap.on_lost = functools.partial(self._lost, session)

@@ -41,8 +41,12 @@ class SendingCommands(BridgeState):
         reader = SendInput(self.reactor, self.clock, self.smtp, user=user.name,
                            password=user.password, to=recipients, peer=session.peer,
                            unsent=self.unsent, offload=self._offload)
+        reader.on_outcome = self._count_send
         return Reply("ok ready: optional Subject:/Cc:/Bcc: lines, a blank line, the text; "
                      "end with a line holding only '.'", reader=reader)
+
+    def _count_send(self, outcome: str) -> None:
+        self.sends[outcome] += 1
 
     def _offload(self, work: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """``work`` (composing a message) in the reactor's thread pool."""

@@ -154,6 +154,8 @@ class SendInput:
         self.buffer = bytearray()  # the lines typed so far, CRLF after each: as sent, if 7bit
         self.held = 0  # bytes taken from ``unsent`` (released once sent, refused or dropped)
         self.refused: str | None = None  # why it will not be sent, once known
+        # Told the outcome once it is known (one of state.SEND_OUTCOMES; the metrics count it).
+        self.on_outcome: Callable[[str], None] | None = None
         # What the wire size depends on (see encoded_size)
         self.raw = self.lines = self.escaped = 0
         self.seven_bit = True
@@ -191,11 +193,16 @@ class SendInput:
         self.unsent.give_back(self.user, self.held)
         self.held = 0
 
+    def _outcome(self, outcome: str) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
     def abandon(self) -> None:
         self._release()
 
     def finish(self) -> Deferred[Reply]:
         if self.refused is not None:
+            self._outcome("refused")
             raise CommandError(f"{self.refused}; not sent")
         sender = sender_address(self.user, self.smtp.from_domain, dict(self.smtp.senders))
         buffer, self.buffer = self.buffer, bytearray()
@@ -205,16 +212,25 @@ class SendInput:
 
     async def _send(self, composed: Deferred[tuple[tuple[str, ...], str, bytes]],
                     sender: str) -> Reply:
+        outcome = "error"
         try:
-            recipients, message_id, message = await composed
+            try:
+                recipients, message_id, message = await composed
+            except CommandError:  # the message cannot be composed as typed
+                outcome = "refused"
+                raise
             await submit(self.reactor, self.smtp, user=self.user, password=self.password,
                          sender=sender, recipients=recipients, message=message)
+            outcome = "sent"
         except RecipientsRefused as e:  # says to whom it went, if to anyone
+            outcome = "failed"
             raise CommandError(str(e)) from None
         except MailError as e:
+            outcome = "failed"
             raise CommandError(f"not sent: {e}") from None
         finally:
             self._release()
+            self._outcome(outcome)
         self.log.info("{peer}: {user} sent {message_id} to {count} recipients",
                       peer=self.peer, user=printable(self.user), message_id=message_id,
                       count=len(recipients), event="mail_sent")

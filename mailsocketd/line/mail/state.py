@@ -33,6 +33,12 @@ __all__ = ["BridgeReactor", "BridgeState", "MailUser", "Opener", "counts_text", 
 
 NOT_CONFIGURED = "mail is not configured on this server (no [imap] in its configuration)"
 SHUTTING_DOWN = "server shutting down"
+# Outcomes counted for the metrics.  login: logged in; wrong user or password; refused before
+# the IMAP server was asked (throttle, caps, cleartext); anything else (server unreachable...).
+LOGIN_OUTCOMES = ("ok", "failed", "refused", "error")
+# send: handed to SMTP/sendmail; refused by us (size, limits, a bad message); refused or failed
+# by the mail server; anything else.
+SEND_OUTCOMES = ("sent", "refused", "failed", "error")
 # How a login reaches the IMAP server: connect, log in, return the session (tests script it).
 # The last argument is the line client's IP address, for the IMAP server (ID, RFC 2971).
 Opener = Callable[[ImapConfig, str, Secret, str | None], Awaitable[UserSession]]
@@ -94,8 +100,21 @@ class BridgeState:
         self.user_throttle = LoginThrottle(self.clock, line.login_user_failures,
                                            line.login_user_lockout)
         self._logins_under_way: dict[str, int] = {}  # by user_key: sessions being opened
+        self.logins = dict.fromkeys(LOGIN_OUTCOMES, 0)  # by outcome, for the metrics
+        self.sends = dict.fromkeys(SEND_OUTCOMES, 0)
         self.sessions: Collection[Session] = ()
         self._stopping = False
+
+    def reconfigure(self, line: LineConfig, imap: ImapConfig | None,
+                    smtp: SmtpConfig | None) -> None:
+        """A reload: new logins use the new ``[imap]``, new sends ``[smtp]``, and the limits
+        apply from now on; users logged in keep their IMAP sessions (and watches)."""
+        self.line, self.imap, self.smtp = line, imap, smtp
+        self.unsent.per_user = smtp.max_unsent_per_user if smtp else 0
+        self.unsent.total = smtp.max_unsent_total if smtp else 0
+        self.throttle.limit, self.throttle.window = line.login_failures, line.login_lockout
+        self.user_throttle.limit = line.login_user_failures
+        self.user_throttle.window = line.login_user_lockout
 
     def _open(self, imap: ImapConfig, user: str, password: Secret,
               client_ip: str | None) -> Awaitable[UserSession]:
@@ -119,6 +138,11 @@ class BridgeState:
         if self.imap is None:
             raise CommandError(NOT_CONFIGURED)
         return self.imap
+
+    def session_counts(self) -> tuple[int, int]:
+        """(users logged in over a live IMAP session, those of them watching a mailbox)."""
+        users = self._live_users()
+        return len(users), sum(1 for u in users if u.watching is not None)
 
     def _live_users(self) -> list[MailUser]:
         return [s.user for s in self.sessions

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -36,8 +37,8 @@ from mailsocketd.mail.imap.connect import ImapClientFactory, connect
 from mailsocketd.mail.imap.login import log_in
 from mailsocketd.mail.secrets import SecretError
 
-__all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "Limits", "Outcome", "ProbeResult",
-           "failed", "perf_label", "plugin_text", "probe", "verdict"]
+__all__ = ["CRITICAL", "OK", "UNKNOWN", "WARNING", "Limits", "Outcome", "ProbeResult", "Range",
+           "failed", "parse_range", "perf_label", "plugin_text", "probe", "verdict"]
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -60,13 +61,63 @@ def perf_label(label: str) -> str:
 
 
 @dataclass(frozen=True)
+class Range:
+    """A threshold in the Monitoring Plugins range syntax, ``[@]START:END``: ``10`` alerts
+    outside 0..10, ``10:`` below 10, ``~:10`` above 10, ``10:20`` outside 10..20, ``@10:20``
+    inside 10..20 (ends included in the range).  ``text`` is as given, for the perfdata."""
+
+    text: str
+    start: float
+    end: float
+    inside: bool = False
+
+    def alerts(self, value: float) -> bool:
+        within = self.start <= value <= self.end
+        return within if self.inside else not within
+
+    def violation(self, value: float) -> str:
+        """How ``value`` breaks the range, for the plugin line (``3 > 2``)."""
+        if self.inside:
+            return f"{value:g} inside @{self.text.lstrip('@')}"
+        if value > self.end:
+            return f"{value:g} > {self.end:g}"
+        if value < self.start:
+            return f"{value:g} < {self.start:g}"
+        return f"{value:g} outside {self.text}"  # never: the value is within
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_range(text: str) -> Range:
+    """A threshold range (see Range); ValueError saying what is wrong, an inverted range
+    (``20:10``) included."""
+    body = text[1:] if text.startswith("@") else text
+    start_text, colon, end_text = body.rpartition(":") if ":" in body else ("0", ":", body)
+    if not colon or not body:
+        raise ValueError(f"not a range: {text!r}")
+    try:
+        start = float("-inf") if start_text == "~" else float(start_text or "0")
+        end = float(end_text) if end_text else float("inf")
+    except ValueError:
+        raise ValueError(f"not a range: {text!r} (e.g. 10, 10:, ~:10, 10:20, @10:20)"
+                         ) from None
+    if math.isnan(start) or math.isnan(end) or start == math.inf or end == -math.inf:
+        raise ValueError(f"not a range: {text!r}")
+    if start > end:
+        raise ValueError(f"inverted range {text!r}: its start is above its end")
+    return Range(text, start, end, inside=text.startswith("@"))
+
+
+@dataclass(frozen=True)
 class Limits:
-    """Thresholds (a value above one is a WARNING / CRITICAL) and the overall timeout."""
+    """Thresholds (a value above a time, or outside an unseen range, is a WARNING /
+    CRITICAL) and the overall timeout."""
 
     warning_time: float | None = None
     critical_time: float | None = None
-    warning_unseen: int | None = None
-    critical_unseen: int | None = None
+    warning_unseen: Range | None = None
+    critical_unseen: Range | None = None
     cert_days: int | None = None
     timeout: float = 10.0
 
@@ -145,6 +196,16 @@ def _level(value: float, warning: float | None, critical: float | None
     return OK, None
 
 
+def _range_level(value: float, warning: Range | None, critical: Range | None
+                 ) -> tuple[int, Range | None]:
+    """The level ``value`` reaches, and the range it broke."""
+    if critical is not None and critical.alerts(value):
+        return CRITICAL, critical
+    if warning is not None and warning.alerts(value):
+        return WARNING, warning
+    return OK, None
+
+
 def _threshold(value: float | None, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
@@ -172,15 +233,15 @@ def verdict(account: AccountConfig, result: ProbeResult, limits: Limits,
             code = CRITICAL
             continue
         parts.append(f"{prefix}: {counts.messages} messages, {counts.unseen} unseen")
-        level, limit = _level(counts.unseen, limits.warning_unseen, limits.critical_unseen)
-        if level:
-            notes.append(f"{name} unseen {counts.unseen} > {limit:g}")
+        level, broken = _range_level(counts.unseen, limits.warning_unseen,
+                                     limits.critical_unseen)
+        if broken is not None:
+            notes.append(f"{name} unseen {broken.violation(counts.unseen)}")
         code = max(code, level)
         label = "" if index == 0 else f"{name} "
         perf.append(_perf(f"{label}messages", str(counts.messages), "", ""))
         perf.append(_perf(f"{label}unseen", str(counts.unseen),
-                          _threshold(limits.warning_unseen, "d"),
-                          _threshold(limits.critical_unseen, "d")))
+                          str(limits.warning_unseen or ""), str(limits.critical_unseen or "")))
     cert_note = _certificate_note(result, limits, now)
     if cert_note:
         notes.append(cert_note)

@@ -6,13 +6,16 @@ through a ClientService (whose retry policy is our ``Backoff``), runs an
 (the ``status`` lines) and the log.
 Stopping logs out politely (bounded by STOP_GRACE), closes the connection and cancels every
 timer: retries, heartbeats, timeouts and pending hook runs.
+
+A reload (``AccountsService.reconfigure``) starts the accounts added, stops those removed, and
+replaces (logs out, then in again) only those whose settings changed; the others keep their
+connection, and those waiting to retry (a long wait after a refused password, say) retry now.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from twisted.application.internet import ClientService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
@@ -28,7 +31,7 @@ from mailsocketd.mail.accounts.hooks import NewMailHook
 from mailsocketd.mail.accounts.state import AccountState, StateName
 from mailsocketd.mail.errors import FailureKind, MailError, describe_failure, failure_kind
 from mailsocketd.mail.imap.client import ImapClient
-from mailsocketd.mail.imap.connect import ImapClientFactory, ImapEndpoint
+from mailsocketd.mail.imap.connect import ImapClientFactory, ImapEndpoint, QuietClientService
 from mailsocketd.mail.imap.login import Credentials
 from mailsocketd.mail.oauth.tokens import TokenProvider
 from mailsocketd.mail.reactor import MailReactor
@@ -67,7 +70,7 @@ class AccountWatcher(Service):
             endpoint = ImapEndpoint(reactor, account.address, account.tls, account.timeout,
                                     on_attempt=self.attempting, on_failure=self.note_failure)
         factory = ImapClientFactory(self._client, on_connected=self.connected)
-        self.connector = ClientService(endpoint, factory, retryPolicy=self._retry_delay,
+        self.connector = QuietClientService(endpoint, factory, retryPolicy=self._retry_delay,
                                        clock=clock)
         self.setName(account.name)  # type: ignore[no-untyped-call]
 
@@ -75,6 +78,20 @@ class AccountWatcher(Service):
         super().startService()  # type: ignore[no-untyped-call]
         self.state.set_state("connecting")
         self.connector.startService()
+
+    def retry_now(self) -> bool:
+        """If waiting to reconnect (backing off), stop waiting and connect now: a reload may
+        have fixed what failed (the password file, the server).  Says whether it did."""
+        if not self.running or self.state.state not in ("backing-off", "auth-failed"):
+            return False
+        connector = self.connector
+
+        def restart(_: object) -> None:
+            if self.running and not connector.running:
+                connector.startService()
+
+        connector.stopService().addCallback(restart)
+        return True
 
     def _client(self) -> ImapClient:
         return ImapClient(self.reactor, self.account.timeout, label=self.account.name)
@@ -171,9 +188,44 @@ class AccountsService(MultiService):
                  environ: Mapping[str, str] | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.reactor = reactor
+        self.environ = environ
         self.watchers = [AccountWatcher(account, reactor, environ) for account in accounts]
         for watcher in self.watchers:
             watcher.setServiceParent(self)  # type: ignore[no-untyped-call]
+
+    def reconfigure(self, accounts: Sequence[AccountConfig]) -> list[str]:
+        """Apply a reloaded ``[accounts]`` (see the module docstring); one line per account
+        that changed, for the log."""
+        before = {watcher.account.name: watcher for watcher in self.watchers}
+        news: list[str] = []
+        watchers: list[AccountWatcher] = []
+        for account in accounts:
+            watcher = before.pop(account.name, None)
+            if watcher is not None and watcher.account == account:
+                if watcher.retry_now():
+                    news.append(f"account {account.name}: retrying now")
+                watchers.append(watcher)
+                continue
+            if watcher is not None:
+                self._stop(watcher)
+            news.append(f"account {account.name}: "
+                        f"{'changed, reconnecting' if watcher else 'added'}")
+            watchers.append(AccountWatcher(account, self.reactor, self.environ))
+        for name, watcher in before.items():
+            self._stop(watcher)
+            news.append(f"account {name}: removed")
+        self.watchers = watchers
+        for watcher in watchers:
+            if watcher.parent is None:
+                watcher.setServiceParent(self)  # type: ignore[no-untyped-call]
+        return news
+
+    def _stop(self, watcher: AccountWatcher) -> None:
+        """Log out and forget an account (in the background, within STOP_GRACE)."""
+        stopped = watcher.disownServiceParent()  # type: ignore[no-untyped-call]
+        if isinstance(stopped, Deferred):
+            stopped.addErrback(lambda f: AccountWatcher.log.failure(
+                "{account}: stopping failed", f, account=watcher.account.name))
 
     def status_lines(self, viewer: str = "local") -> list[str]:
         """One line per account and mailbox, in configuration order, for a ``viewer`` of

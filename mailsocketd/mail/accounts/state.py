@@ -59,6 +59,8 @@ class AccountState:
         self.account = account
         self.clock = clock
         self.on_new_mail = on_new_mail
+        # Told each good check's latency (the metrics' histogram sets it).
+        self.on_check: Callable[[float], None] | None = None
         self.state: StateName = "stopped"
         self.error: str | None = None
         self.mailboxes = {name: MailboxRecord(name) for name in account.mailboxes}
@@ -97,6 +99,8 @@ class AccountState:
         record.last_check = self.clock.seconds()
         record.checks += 1
         self.error = None
+        if self.on_check is not None:
+            self.on_check(latency)
         self.log.info(
             "{account} {mailbox}: {messages} messages, {unseen} unseen, {latency:.3f} s",
             account=self.account.name, mailbox=mailbox, messages=counts.messages,

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar, cast
 
+from twisted.application.internet import ClientService
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.error import TimeoutError as TCPTimeout
@@ -30,6 +31,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -38,7 +40,7 @@ from mailsocketd.mail.errors import CheckTimeout, MailError
 from mailsocketd.mail.imap.client import ImapClient
 from mailsocketd.mail.tls import ConnectReactor, TlsPolicy, server_endpoint
 
-__all__ = ["CONNECT_STEP", "ImapClientFactory", "ImapEndpoint", "connect"]
+__all__ = ["CONNECT_STEP", "ImapClientFactory", "ImapEndpoint", "QuietClientService", "connect"]
 
 C = TypeVar("C", bound=ImapClient)
 CONNECT_STEP = "the connection"
@@ -118,3 +120,21 @@ async def connect(reactor: ConnectReactor, address: ServerAddress, tls: TlsPolic
     ``timeout`` seconds (CheckTimeout otherwise)."""
     client = await ImapEndpoint(reactor, address, tls, timeout).connect(factory)
     return cast(C, client)
+
+
+@implementer(ILogObserver)
+class _WarningsOnly:
+    """Passes on the events of warning level and above."""
+
+    def __call__(self, event: LogEvent) -> None:
+        if event.get("log_level", LogLevel.info) >= LogLevel.warn:
+            globalLogPublisher(event)
+
+
+class QuietClientService(ClientService):
+    """ClientService without its info line at every retry (``Scheduling retry N to connect
+    ...``): the account's own state already logs each failure and the wait before the next
+    attempt.  Its warnings still reach the log.  (``_log`` is Twisted-private: twisted_private.)
+    """
+
+    _log = Logger(observer=_WarningsOnly())

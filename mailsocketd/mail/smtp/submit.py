@@ -235,6 +235,7 @@ class _SubmissionFactory(tsmtp.ESMTPSenderFactory):
     """ESMTPSenderFactory with the policy of ``[smtp]``, an injected clock, and one outcome."""
 
     protocol = _Submission
+    noisy = False  # no "Starting factory"/"Stopping factory" lines at every message
 
     def __init__(self, clock: IReactorTime, smtp: SmtpConfig, *, user: str, password: Secret,
                  sender: str, recipients: Sequence[str], data: bytes,

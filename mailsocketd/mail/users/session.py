@@ -144,7 +144,7 @@ async def start_user_session(client: UserImapClient, imap: ImapConfig, user: str
     """Log in over a connected client and wrap it in a UserSession."""
     caps = await log_in_user(client, imap.address, imap.tls, user, password,
                              timeout=imap.timeout, client_ip=client_ip)
-    log.info("user {user} logged in to the mail server", user=user, event="user_login")
+    # Not logged here: the line service logs each login once, with the client's address.
     session = UserSession(client, imap, user, caps, clock)
     session.open_inbox()
     return session

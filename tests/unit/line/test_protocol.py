@@ -478,3 +478,38 @@ def test_a_closed_connection_is_freed_by_its_refcount_not_left_to_the_cycle_coll
         assert [ref() for ref in alive] == [None, None, None]
     finally:
         gc.enable()
+
+
+def test_a_closing_connection_stops_counting_against_its_address_at_once():
+    """Issue 12 item 8: the count was released only when the lingering close ended (up to
+    close_grace later), so a client reconnecting at once was refused."""
+    rig = Rig(close_grace=5.0, max_connections_per_peer=1)
+    proto, tr = rig.connect()
+    proto.dataReceived(b"quit\r\n")
+    assert take(tr) == b"quit\r\n" and tr.write_closed and not tr.disconnecting  # lingering
+    again, tr2 = rig.connect(port=40001)
+    again.dataReceived(b"time\r\n")
+    assert TIME_RE.match(take(tr2))  # admitted, not "too many connections from your address"
+    assert rig.server.open_connections == 2  # the global count still holds the lingering one
+    _third, tr3 = rig.connect(port=40002)  # the limit still holds for open connections
+    assert take(tr3) == b"error: too many connections from your address\r\n"
+    lose(proto, tr)  # the first one ends: released once, not twice
+    assert rig.server.open_connections == 1
+    _fourth, tr4 = rig.connect(port=40003)
+    assert take(tr4) == b"error: too many connections from your address\r\n"
+
+
+def test_help_lists_a_command_only_while_it_says_it_is_listed():
+    shown = {"flag": False}
+    extra = Command(name="login", handler=lambda session, user: Reply("x"), summary="log in",
+                    args=(Arg("user"),), listed=lambda: shown["flag"])
+    rig = Rig(extra=[extra])
+    proto, tr = rig.connect()
+    proto.dataReceived(b"help\r\n")
+    assert take(tr).decode().split("\r\n")[:2] == [
+        "ok 4 commands", "time            the local date and time, as YYYY/MM/DD HH:MM:SS"]
+    shown["flag"] = True  # [imap] added by a reload, say
+    proto.dataReceived(b"help\r\nhelp login\r\n")
+    text = take(tr).decode()
+    assert text.startswith("ok 5 commands\r\n") and "\r\nlogin USER      log in\r\n" in text
+    assert "ok login USER\r\n" in text  # help COMMAND works either way

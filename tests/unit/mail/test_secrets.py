@@ -149,3 +149,41 @@ async def test_a_command_that_leaves_a_child_holding_its_output_still_gives_the_
     assert secret.reveal() == SECRET.encode()
     assert time.monotonic() - start < 3  # not the 5 s timeout
     assert await ended_within(int(pid_file.read_text())), "the child outlived the command"
+
+
+def setfacl(*args: str) -> None:
+    """The real setfacl (Debian package acl, which scripts/system-packages.sh installs)."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("setfacl")
+    if tool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("setfacl is missing: run scripts/system-packages.sh as root")
+        pytest.skip("setfacl is missing (Debian package acl)")
+    subprocess.run([tool, *args], check=True, capture_output=True)
+
+
+def test_a_systemd_credential_with_an_acl_for_the_service_user_is_accepted(tmp_path):
+    """Issue 12 item 8: systemd's LoadCredential= leaves the file at mode 0400 with an ACL entry
+    granting the service user read, which stat shows as 0440 (the group bits are the ACL's
+    mask).  It was refused as group-readable; a named user's entry is no wider than the
+    owner's own right, so it is accepted now."""
+    path = password_file(tmp_path, mode=0o400)
+    setfacl("-m", "u:nobody:r", str(path))
+    assert os.stat(path).st_mode & 0o777 == 0o440  # what the old check saw
+    assert fetched(PasswordSource("file", file=str(path))).reveal() == SECRET.encode()
+
+
+@pytest.mark.parametrize("entry", ["g::r", "g:nogroup:r", "o::r"])
+def test_an_acl_that_lets_a_group_or_others_read_is_refused(tmp_path, entry):
+    path = password_file(tmp_path, mode=0o400)
+    setfacl("-m", f"u:nobody:r,{entry}", str(path))
+    text = error_text(fetched(PasswordSource("file", file=str(path))))
+    assert text.startswith(f"password_file {path}: readable by group or others")
+
+
+def test_a_named_user_entry_beyond_a_mask_without_read_is_still_private(tmp_path):
+    path = password_file(tmp_path, mode=0o400)
+    setfacl("-m", "u:nobody:r,g:nogroup:r,m::---", str(path))  # the mask cuts the group's read
+    assert fetched(PasswordSource("file", file=str(path))).reveal() == SECRET.encode()

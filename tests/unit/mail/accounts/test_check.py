@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import re
 
 import pytest
 from mailrig import MailReactorClock, account, write_password
@@ -18,6 +19,7 @@ from mailsocketd.mail.accounts.check import (
     Outcome,
     ProbeResult,
     failed,
+    parse_range,
     perf_label,
     plugin_text,
     verdict,
@@ -53,9 +55,16 @@ def test_ok_line_exactly_as_the_issue_shows():
 
 
 @pytest.mark.parametrize(("limits", "code", "note", "perf"), [
-    (Limits(warning_unseen=2), 1, "INBOX unseen 3 > 2", "unseen=3;2;;0"),
-    (Limits(warning_unseen=2, critical_unseen=2), 2, "INBOX unseen 3 > 2", "unseen=3;2;2;0"),
-    (Limits(warning_unseen=3), 0, None, "unseen=3;3;;0"),
+    (Limits(warning_unseen=parse_range("2")), 1, "INBOX unseen 3 > 2", "unseen=3;2;;0"),
+    (Limits(warning_unseen=parse_range("2"), critical_unseen=parse_range("2")), 2,
+     "INBOX unseen 3 > 2", "unseen=3;2;2;0"),
+    (Limits(warning_unseen=parse_range("3")), 0, None, "unseen=3;3;;0"),
+    (Limits(warning_unseen=parse_range("5:")), 1, "INBOX unseen 3 < 5", "unseen=3;5:;;0"),
+    (Limits(critical_unseen=parse_range("~:2")), 2, "INBOX unseen 3 > 2", "unseen=3;;~:2;0"),
+    (Limits(warning_unseen=parse_range("@1:3")), 1, "INBOX unseen 3 inside @1:3",
+     "unseen=3;@1:3;;0"),
+    (Limits(warning_unseen=parse_range("@4:9")), 0, None, "unseen=3;@4:9;;0"),
+    (Limits(warning_unseen=parse_range("4:9")), 1, "INBOX unseen 3 < 4", "unseen=3;4:9;;0"),
     (Limits(warning_time=0.01), 1, "time 0.045 s > 0.01 s", "time=0.045s;0.01;;0"),
     (Limits(warning_time=0.01, critical_time=0.04), 2, "time 0.045 s > 0.04 s",
      "time=0.045s;0.01;0.04;0"),
@@ -170,7 +179,7 @@ def test_the_auth_failure_line_keeps_the_server_reply_readable():
 def test_mailbox_errors_and_names_cannot_break_the_line():
     extra = (("Lists|x\x07", MailboxCounts(40, 0, 0, 41, 1)),
              ("Nope", f"STATUS refused: NO {HOSTILE}"))
-    outcome = verdict(account(), result(extra=extra), Limits(warning_unseen=1))
+    outcome = verdict(account(), result(extra=extra), Limits(warning_unseen=parse_range("1")))
     assert outcome.code == 2
     assert_one_clean_line(outcome.line, bars=1)
     text, perf = outcome.line.split(" | ")
@@ -320,3 +329,28 @@ def test_a_refused_password_is_not_in_the_plugin_line_or_the_log(tmp_path):
     texts = [outcome.line] + [formatEvent(e) for e in events] + [repr(e) for e in events]
     for form in (DISTINCTIVE, DISTINCTIVE[:12], plain.decode()):
         assert not [t for t in texts if form in t], form
+
+
+@pytest.mark.parametrize(("text", "alerting", "quiet"), [
+    ("10", [-1, 11, 100], [0, 5, 10]),  # outside 0..10
+    ("10:", [-1, 0, 9], [10, 11, 10**6]),  # below 10
+    ("~:10", [11, 100], [-(10**6), 0, 10]),  # above 10
+    ("10:20", [9, 21], [10, 15, 20]),  # outside 10..20
+    ("@10:20", [10, 15, 20], [9, 21]),  # inside 10..20, ends included
+    ("-5:-1", [0, -6], [-5, -3, -1]),
+])
+def test_ranges_in_the_monitoring_plugins_syntax(text, alerting, quiet):
+    r = parse_range(text)
+    assert str(r) == text
+    assert [v for v in alerting if not r.alerts(v)] == []
+    assert [v for v in quiet if r.alerts(v)] == []
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("20:10", "inverted range '20:10'"), ("@5:1", "inverted range '@5:1'"),
+    ("x", "not a range: 'x'"), ("", "not a range: ''"), ("@", "not a range: '@'"),
+    ("1:2:3", "not a range"), ("nan", "not a range"),
+])
+def test_bad_and_inverted_ranges_are_refused(text, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        parse_range(text)
