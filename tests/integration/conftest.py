@@ -1,23 +1,46 @@
-"""Fixtures for the integration tests: a REAL Dovecot (IMAP) and Postfix (SMTP) on loopback.
+"""Fixtures for the integration tests: REAL mail servers on loopback.
 
-The servers come from ``mailserver.py`` / ``mailserver.sh`` in this directory; see
-``mailserver.py`` for what an instance offers (``MailServer``). Both fixtures are
-session-scoped: give each test its own user or mailbox, or clean up with
-``clear_mailbox()``; a test that stops or kills Dovecot should start it again itself
-(try/finally); as a safety net, Dovecot is restarted after any test that left it down.
+``mailserver`` (and ``mailserver_notls``): Dovecot (IMAP) and Postfix (SMTP), from
+``mailserver.py`` / ``mailserver.sh``; see ``mailserver.py`` for what an instance offers
+(``MailServer``).
+
+``imap_server``: the tests about IMAP server behaviour run against three servers, one
+parametrized fixture (test ids ``[dovecot]``, ``[cyrus]``, ``[courier]``), each behind the
+one interface of ``imapservers.py`` (``ImapServer``: ports, CA, users, the namespace prefix
+and delimiter, deliver/append, create/delete a mailbox, list messages, stop/kill/start):
+
+    dovecot  Dovecot 2.3, the ``mailserver`` instance itself (so Postfix delivers to it)
+    cyrus    Cyrus IMAP 3.6 (``cyrus.sh``): INBOX. namespace, LOGINDISABLED before STARTTLS
+    courier  Courier-IMAP 5.0 (``courier.sh``): INBOX. namespace; IDLE looks for new mail
+             every 60 s (Debian's IMAP_ENHANCEDIDLE=0); one instance at a time on a machine
+
+``imap_server_variant`` starts, for one test, a Cyrus or Courier without IDLE and/or UIDPLUS
+(``imap_server_variant("courier", uidplus=False)``). The debs of Cyrus's and Courier's IMAP
+servers conflict with Dovecot's: ``scripts/system-packages.sh`` unpacks them into a root-only
+cache instead of installing them (see there).
+
+The servers are session-scoped: give each test its own user or mailbox
+(``server.fresh_mailbox()``), or clean up with ``clear_mailbox()``; a test that stops or kills
+a server should start it again itself (try/finally); as a safety net, a server is restarted
+after any test that left it down. Courier changes system files while it runs (see
+``courier.sh``): the first test that needs it takes a lock file for the rest of the run
+(another run waits for it, up to COURIER_LOCK_WAIT seconds), and its ``stop`` puts them back.
 
 Missing Debian packages (or not running as root) make the fixtures FAIL, never skip:
 run ``scripts/system-packages.sh`` as root. Set ``MAILSERVER_KEEP=1`` to keep the
-instances' directories (config, logs, Maildirs) after the run for a post-mortem.
+instances' directories (config, logs, Maildirs, protocol traces) after the run for a
+post-mortem.
 
 This is the only conftest.py for tests/integration: add shared fixtures here.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +50,22 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+from imapservers import (  # noqa: E402
+    SERVERS,
+    DovecotServer,
+    ImapServer,
+    ScriptServer,
+    start_script_server,
+)
 from mailserver import (  # noqa: E402
     MailServer,
     MailServerError,
     missing_prerequisites,
     start_free_mailserver,
 )
+
+COURIER_LOCK = Path("/run/lock/mailsocketd-test-courier.lock")
+COURIER_LOCK_WAIT = 90.0  # seconds; below pytest-timeout's 120, which counts fixture set-up
 
 
 def _start_mailserver(tls: bool) -> MailServer:
@@ -62,6 +95,9 @@ def _restart_crashed_dovecot(request: pytest.FixtureRequest) -> Iterator[None]:
         server = request.node.funcargs.get(name)  # only fixtures that were set up
         if isinstance(server, MailServer) and not server.stopped and not server.dovecot_running():
             server.start_dovecot()
+    imap = request.node.funcargs.get("imap_server")
+    if isinstance(imap, ScriptServer) and not imap.stopped and not imap.running():
+        imap.start()
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +120,109 @@ def mailserver_notls() -> Iterator[MailServer]:
         yield server
     finally:
         _stop_mailserver(server)
+
+
+class _ImapServers:
+    """The session's Cyrus and Courier, started when a test first needs them, stopped at the
+    end; and the one-test variants, which take Courier's place while they run."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, ScriptServer] = {}
+        self._courier_lock: int | None = None
+
+    def _lock_courier(self) -> None:
+        if self._courier_lock is not None:
+            return
+        fd = os.open(COURIER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + COURIER_LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    pytest.fail(f"another test run holds the test Courier ({COURIER_LOCK}) for "
+                                f"more than {COURIER_LOCK_WAIT:.0f} s: one run at a time",
+                                pytrace=False)
+                time.sleep(0.5)
+        self._courier_lock = fd
+
+    def start(self, name: str, *, idle: bool = True, uidplus: bool = True) -> ScriptServer:
+        if name == "courier":
+            self._lock_courier()
+        try:
+            return start_script_server(name, idle=idle, uidplus=uidplus)
+        except MailServerError as e:
+            pytest.fail(f"could not start the test {name}: {e}", pytrace=False)
+
+    def session_server(self, name: str) -> ScriptServer:
+        server = self.servers.get(name)
+        if server is None:
+            server = self.servers[name] = self.start(name)
+        elif not server.running():
+            server.start()  # displaced by a variant, or left down by a test
+        return server
+
+    def variant(self, name: str, *, idle: bool,
+                uidplus: bool) -> tuple[ScriptServer, ScriptServer | None]:
+        """A new instance, and the session's Courier it stopped (one Courier at a time)."""
+        displaced = self.servers.get("courier") if name == "courier" else None
+        if displaced is not None and displaced.running():
+            displaced.stop()
+        else:
+            displaced = None
+        return self.start(name, idle=idle, uidplus=uidplus), displaced
+
+    def close(self) -> None:
+        keep = os.environ.get("MAILSERVER_KEEP") == "1"
+        for server in self.servers.values():
+            server.shutdown(remove_dir=not keep)
+            if keep:
+                print(f"\n{server.name} directory kept: {server.dir}")
+        if self._courier_lock is not None:
+            os.close(self._courier_lock)
+
+
+@pytest.fixture(scope="session")
+def _imap_servers() -> Iterator[_ImapServers]:
+    servers = _ImapServers()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def imap_server(request: pytest.FixtureRequest, _imap_servers: _ImapServers) -> ImapServer:
+    """Dovecot, Cyrus, Courier in turn (test ids ``[dovecot]``, ``[cyrus]``, ``[courier]``):
+    one ``ImapServer`` each, with IDLE and UIDPLUS. Dovecot is the ``mailserver`` instance."""
+    name: str = request.param
+    if name == "dovecot":
+        mail: MailServer = request.getfixturevalue("mailserver")
+        return DovecotServer.wrap(mail)
+    missing = missing_prerequisites()  # Postfix and Dovecot are the suite's base: checked too
+    if missing:
+        pytest.fail("cannot run the real mail servers: " + "; ".join(missing), pytrace=False)
+    return _imap_servers.session_server(name)
+
+
+@pytest.fixture
+def imap_server_variant(
+        _imap_servers: _ImapServers) -> Iterator[Callable[..., ImapServer]]:
+    """``imap_server_variant(name, idle=True, uidplus=True)``: a Cyrus or Courier of this test
+    alone, started on the call and shut down after the test. A Courier variant stops the
+    session's Courier meanwhile (one at a time), which is started again after the test."""
+    started: list[tuple[ScriptServer, ScriptServer | None]] = []
+
+    def start(name: str, *, idle: bool = True, uidplus: bool = True) -> ImapServer:
+        if name not in ("cyrus", "courier"):
+            raise ValueError(f"no variants of {name}: cyrus or courier")
+        started.append(_imap_servers.variant(name, idle=idle, uidplus=uidplus))
+        return started[-1][0]
+
+    yield start
+    for server, displaced in reversed(started):
+        server.shutdown(remove_dir=os.environ.get("MAILSERVER_KEEP") != "1")
+        if displaced is not None:
+            displaced.start()
