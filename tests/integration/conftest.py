@@ -11,8 +11,10 @@ and delimiter, deliver/append, create/delete a mailbox, list messages, stop/kill
 
     dovecot  Dovecot 2.3, the ``mailserver`` instance itself (so Postfix delivers to it)
     cyrus    Cyrus IMAP 3.6 (``cyrus.sh``): INBOX. namespace, LOGINDISABLED before STARTTLS
-    courier  Courier-IMAP 5.0 (``courier.sh``): INBOX. namespace; IDLE looks for new mail
-             every 60 s (Debian's IMAP_ENHANCEDIDLE=0); one instance at a time on a machine
+    courier  Courier-IMAP 5.0 (``courier.sh``): INBOX. namespace; with IMAP_ENHANCEDIDLE=1,
+             so that IDLE reports new mail at once (Debian's default 0 looks every 60 s:
+             ``imap_server_variant("courier", idle_at_once=False)``); one instance at a time
+             on a machine
 
 ``imap_server_variant`` starts, for one test, a Cyrus or Courier without IDLE and/or UIDPLUS
 (``imap_server_variant("courier", uidplus=False)``). The debs of Cyrus's and Courier's IMAP
@@ -148,11 +150,14 @@ class _ImapServers:
                 time.sleep(0.5)
         self._courier_lock = fd
 
-    def start(self, name: str, *, idle: bool = True, uidplus: bool = True) -> ScriptServer:
+    def start(self, name: str, *, idle: bool = True, uidplus: bool = True,
+              idle_at_once: bool = True) -> ScriptServer:
+        settings: dict[str, str] = {}
         if name == "courier":
             self._lock_courier()
+            settings["ENHANCEDIDLE"] = "1" if idle_at_once else "0"
         try:
-            return start_script_server(name, idle=idle, uidplus=uidplus)
+            return start_script_server(name, idle=idle, uidplus=uidplus, settings=settings)
         except MailServerError as e:
             pytest.fail(f"could not start the test {name}: {e}", pytrace=False)
 
@@ -164,15 +169,15 @@ class _ImapServers:
             server.start()  # displaced by a variant, or left down by a test
         return server
 
-    def variant(self, name: str, *, idle: bool,
-                uidplus: bool) -> tuple[ScriptServer, ScriptServer | None]:
+    def variant(self, name: str, *, idle: bool, uidplus: bool,
+                idle_at_once: bool) -> tuple[ScriptServer, ScriptServer | None]:
         """A new instance, and the session's Courier it stopped (one Courier at a time)."""
         displaced = self.servers.get("courier") if name == "courier" else None
         if displaced is not None and displaced.running():
             displaced.stop()
         else:
             displaced = None
-        return self.start(name, idle=idle, uidplus=uidplus), displaced
+        return self.start(name, idle=idle, uidplus=uidplus, idle_at_once=idle_at_once), displaced
 
     def close(self) -> None:
         keep = os.environ.get("MAILSERVER_KEEP") == "1"
@@ -196,7 +201,8 @@ def _imap_servers() -> Iterator[_ImapServers]:
 @pytest.fixture(scope="session", params=SERVERS)
 def imap_server(request: pytest.FixtureRequest, _imap_servers: _ImapServers) -> ImapServer:
     """Dovecot, Cyrus, Courier in turn (test ids ``[dovecot]``, ``[cyrus]``, ``[courier]``):
-    one ``ImapServer`` each, with IDLE and UIDPLUS. Dovecot is the ``mailserver`` instance."""
+    one ``ImapServer`` each, with IDLE (reporting at once) and UIDPLUS. Dovecot is the
+    ``mailserver`` instance."""
     name: str = request.param
     if name == "dovecot":
         mail: MailServer = request.getfixturevalue("mailserver")
@@ -210,15 +216,19 @@ def imap_server(request: pytest.FixtureRequest, _imap_servers: _ImapServers) -> 
 @pytest.fixture
 def imap_server_variant(
         _imap_servers: _ImapServers) -> Iterator[Callable[..., ImapServer]]:
-    """``imap_server_variant(name, idle=True, uidplus=True)``: a Cyrus or Courier of this test
-    alone, started on the call and shut down after the test. A Courier variant stops the
-    session's Courier meanwhile (one at a time), which is started again after the test."""
+    """``imap_server_variant(name, idle=True, uidplus=True, idle_at_once=True)``: a Cyrus or
+    Courier of this test alone, started on the call and shut down after the test.
+    ``idle_at_once=False`` (Courier): Debian's IMAP_ENHANCEDIDLE=0, IDLE looks for new mail
+    only every 60 s. A Courier variant stops the session's Courier meanwhile (one at a time),
+    which is started again after the test."""
     started: list[tuple[ScriptServer, ScriptServer | None]] = []
 
-    def start(name: str, *, idle: bool = True, uidplus: bool = True) -> ImapServer:
-        if name not in ("cyrus", "courier"):
-            raise ValueError(f"no variants of {name}: cyrus or courier")
-        started.append(_imap_servers.variant(name, idle=idle, uidplus=uidplus))
+    def start(name: str, *, idle: bool = True, uidplus: bool = True,
+              idle_at_once: bool = True) -> ImapServer:
+        if name not in ("cyrus", "courier") or (name == "cyrus" and not idle_at_once):
+            raise ValueError(f"no such variant of {name}")
+        started.append(_imap_servers.variant(name, idle=idle, uidplus=uidplus,
+                                             idle_at_once=idle_at_once))
         return started[-1][0]
 
     yield start

@@ -117,14 +117,17 @@ class ImapServer:
     uidplus: bool  # UIDPLUS offered
     version: str
     log_file: Path
+    # False: IDLE reports new mail only every 60 s (Courier's Debian default, ENHANCEDIDLE=0)
+    idle_at_once: bool = True
     protocol_log: Path | None = None  # a trace of the sessions (Cyrus: per user; Courier)
     other_ca_file: Path | None = None  # a CA that signed nothing here, for negative tests
     stopped: bool = False  # shut down for good
 
     @property
     def label(self) -> str:
-        """The name, and what this instance lacks: ``courier-noidle-nouidplus``."""
-        return self.name + ("" if self.idle else "-noidle") + ("" if self.uidplus else "-nouidplus")
+        """The name, and what this instance lacks: ``courier-noidle-nouidplus``, ``courier-idle60``."""
+        return (self.name + ("" if self.idle else "-noidle") + ("" if self.uidplus else "-nouidplus")
+                + ("" if self.idle_at_once or not self.idle else "-idle60"))
 
     def mailbox(self, name: str) -> str:
         """A mailbox's full name in this server's personal namespace: ``Work`` -> ``INBOX.Work``
@@ -157,13 +160,25 @@ class ImapServer:
             except (imaplib.IMAP4.error, OSError):
                 conn.shutdown()
 
-    def append(self, user: str, mailbox: str, raw: bytes, flags: str = "") -> None:
-        """APPEND ``raw`` to ``mailbox`` (a full name) as ``user``."""
+    def append(self, user: str, mailbox: str, *messages: bytes, flags: str = "",
+               date: str | None = None) -> None:
+        """APPEND each message to ``mailbox`` (a full name) as ``user``, in one session;
+        ``date``: the internal date (``"25-Nov-2026 14:03:07 +0100"``), else now."""
         with self.session(user) as conn:
-            typ, data = conn.append(_quoted(mailbox), flags,
-                                    imaplib.Time2Internaldate(time.time()), raw)
-            if typ != "OK":
-                raise MailServerError(f"{self.name}: APPEND to {mailbox}: {typ} {data}")
+            for raw in messages:
+                when = f'"{date}"' if date else imaplib.Time2Internaldate(time.time())
+                typ, data = conn.append(_quoted(mailbox), flags, when, raw)
+                if typ != "OK":
+                    raise MailServerError(f"{self.name}: APPEND to {mailbox}: {typ} {data}")
+
+    def populate(self, user: str, n: int, mailbox: str = "INBOX") -> None:
+        """n messages "Test message i of n" (unseen, ~1 KB) in ``mailbox``, which must exist
+        unless it is INBOX (Dovecot: written into the Maildir, fast; else APPEND)."""
+        body = "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n" * 16
+        self.append(user, mailbox, *(
+            raw_message(f"Test message {i} of {n}", f"Message {i}\n{body}",
+                        sender=f"Sender {i % 97} <sender{i % 97}@example.org>",
+                        to=f"{user}@example.test") for i in range(1, n + 1)))
 
     def create_mailbox(self, user: str, mailbox: str) -> None:
         with self.session(user) as conn:
@@ -182,17 +197,24 @@ class ImapServer:
         """A new mailbox of ``user`` holding ``messages`` (oldest first); its full name."""
         box = self.mailbox(name or "T-" + uuid.uuid4().hex[:8])
         self.create_mailbox(user, box)
-        for raw in messages:
-            self.append(user, box, raw)
+        if messages:
+            self.append(user, box, *messages)
         return box
+
+    def uidvalidity(self, user: str, mailbox: str = "INBOX") -> int:
+        """UIDVALIDITY of the mailbox (STATUS, as another client)."""
+        return self._status_item(user, mailbox, "UIDVALIDITY")
 
     def message_count(self, user: str, mailbox: str = "INBOX") -> int:
         """MESSAGES of the mailbox (STATUS, as another client)."""
+        return self._status_item(user, mailbox, "MESSAGES")
+
+    def _status_item(self, user: str, mailbox: str, item: str) -> int:
         with self.session(user) as conn:
-            typ, data = conn.status(_quoted(mailbox), "(MESSAGES)")
+            typ, data = conn.status(_quoted(mailbox), f"({item})")
         if typ != "OK" or not data or not isinstance(data[0], bytes):
             raise MailServerError(f"{self.name}: STATUS {mailbox}: {typ} {data}")
-        return int(data[0].rsplit(b"MESSAGES", 1)[1].strip(b" ()"))
+        return int(data[0].rsplit(item.encode(), 1)[1].strip(b" ()").split()[0])
 
     def list_messages(self, user: str, mailbox: str = "INBOX") -> list[Listed]:
         """Every message of the mailbox, oldest first (EXAMINE: nothing is changed)."""
@@ -299,6 +321,9 @@ class DovecotServer(ImapServer):
     def clear_mailbox(self, user: str, mailbox: str = "INBOX") -> None:
         self._mail.clear_mailbox(user, mailbox)
 
+    def populate(self, user: str, n: int, mailbox: str = "INBOX") -> None:
+        self._mail.populate(user, n, mailbox)
+
     def message_count(self, user: str, mailbox: str = "INBOX") -> int:
         return self._mail.message_count(user, mailbox)
 
@@ -375,14 +400,17 @@ class ScriptServer(ImapServer):
             prefix=env["NAMESPACE_PREFIX"], delimiter=env["DELIMITER"],
             idle=env["NO_IDLE"] != "1", uidplus=env["NO_UIDPLUS"] != "1",
             version=env["SERVER_VERSION"], log_file=Path(env["LOG"]),
+            idle_at_once=env.get("ENHANCEDIDLE", "1") == "1",
             protocol_log=Path(env["PROTOCOL_LOG"]))
 
 
 def start_script_server(name: str, *, idle: bool = True, uidplus: bool = True,
-                        attempts: int = 5, **settings: str) -> ScriptServer:
+                        settings: dict[str, str] | None = None,
+                        attempts: int = 5) -> ScriptServer:
     """Start a Cyrus or Courier in a new private directory /tmp/msd.XXXXXXXX on a free port
     base (IMAP base+143, IMAPS base+993). ``settings``: more of the script's variables
-    (``ENHANCEDIDLE="1"``, ``TRACE="0"``). Stopped at interpreter exit if nobody did."""
+    (Courier: ``{"ENHANCEDIDLE": "1", "TRACE": "0"}``). Stopped at interpreter exit if nobody
+    did."""
     problems = missing_server_prerequisites(name)
     if problems:
         raise MailServerError("; ".join(problems))
@@ -391,7 +419,7 @@ def start_script_server(name: str, *, idle: bool = True, uidplus: bool = True,
         directory = Path(tempfile.mkdtemp(prefix="msd.", dir="/tmp"))
         env = dict(os.environ, IMAP_PORT=str(base + 143), IMAPS_PORT=str(base + 993),
                    MAIL_USERS="alice:pw bob:pw", NO_IDLE="0" if idle else "1",
-                   NO_UIDPLUS="0" if uidplus else "1", **settings)
+                   NO_UIDPLUS="0" if uidplus else "1", **(settings or {}))
         cmd = [str(SCRIPTS[name]), "start", str(directory)]
         try:
             r = _run_script(cmd, env=env, timeout=120)
