@@ -36,12 +36,14 @@ from mailsocketd.mail.imap.login import log_in
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.tls import ReactorClock, TlsPolicy
 
-__all__ = ["HEADER_FIELDS", "HEADER_LIMIT", "FetchedMessage", "ListedMessage", "MailboxEntry",
-           "Selected", "UserImapClient", "id_arguments", "log_in_user", "loss_line",
+__all__ = ["HEADER_FIELDS", "HEADER_ITEMS", "HEADER_LIMIT", "FetchedMessage", "ListedMessage",
+           "MailboxEntry", "Selected", "UserImapClient", "id_arguments", "log_in_user", "loss_line",
            "mailbox_key", "uid_set", "unreachable"]
 
 HEADER_FIELDS = b"DATE FROM SUBJECT CONTENT-TYPE"  # Content-Type: the charset of raw 8-bit headers
 HEADER_LIMIT = 2048  # bytes of the HEADER_FIELDS block fetched per listed message
+HEADER_ITEMS = (b"(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS ("
+                + HEADER_FIELDS + b")]<0." + str(HEADER_LIMIT).encode() + b">)")
 MAX_MAILBOX_LINES = 10000  # LIST replies accepted (the session STATUSes far fewer)
 T = TypeVar("T")
 SELECTING = (b"SELECT", b"EXAMINE")
@@ -81,11 +83,13 @@ class Selected:
 
 @dataclass(frozen=True)
 class MailboxEntry:
-    """One LIST line: the decoded name (None if it is not valid modified UTF-7), raw flags."""
+    """One LIST line: the decoded name (None if it is not valid modified UTF-7), raw flags,
+    the hierarchy delimiter (None for a flat name space)."""
 
     name: str | None
     raw: bytes
     flags: frozenset[str]
+    delimiter: str | None = None
 
     @property
     def selectable(self) -> bool:
@@ -147,6 +151,14 @@ def _text(value: Any) -> str:
     return value.decode("ascii", "replace")[:64] if isinstance(value, bytes) else ""
 
 
+def _decoded(name: bytes) -> str | None:
+    """A mailbox name from modified UTF-7; None if it is not valid."""
+    try:
+        return name.decode("imap4-utf-7")
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 def _body(value: Any) -> bytes:
     return value if isinstance(value, bytes) else b""  # NIL: an empty body
 
@@ -178,7 +190,10 @@ def parse_selected(lines: list[list[Any]], last: bytes, mailbox: str,
                     granted_readonly)
 
 
-def parse_headers(lines: list[list[Any]], first: int, last: int) -> list[ListedMessage]:
+def parse_headers(lines: list[list[Any]], first: int = 1, last: int = MAX_UID
+                  ) -> list[ListedMessage]:
+    """The listed messages of a FETCH reply (those numbered ``first`` to ``last``), newest
+    first."""
     found = _fetches(lines)
     listed = []
     for number in sorted(found, reverse=True):
@@ -274,20 +289,38 @@ class UserImapClient(ImapClient):
         for parts in await self._reply(b"LIST", b'"" "*"'):
             if len(parts) < 4 or parts[0] != b"LIST" or not isinstance(parts[3], bytes):
                 continue
-            try:
-                name: str | None = parts[3].decode("imap4-utf-7")
-            except (UnicodeDecodeError, ValueError):
-                name = None
-            entries.append(MailboxEntry(name, parts[3], _flags(parts[1])))
+            delimiter = parts[2].decode("utf-8", "replace") if isinstance(parts[2], bytes) \
+                else None
+            entries.append(MailboxEntry(_decoded(parts[3]), parts[3], _flags(parts[1]),
+                                        delimiter))
         return entries
 
     async def fetch_headers(self, first: int, last: int) -> list[ListedMessage]:
         """One FETCH of the messages ``first:last``: UID, flags, size, arrival date,
         Date/From/Subject; newest (highest number) first."""
-        items = (b"(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS ("
-                 + HEADER_FIELDS + b")]<0." + str(HEADER_LIMIT).encode() + b">)")
-        lines = await self._reply(b"FETCH", f"{first}:{last} ".encode() + items)
+        lines = await self._reply(b"FETCH", f"{first}:{last} ".encode() + HEADER_ITEMS)
         return self._parse(parse_headers, lines, first, last)
+
+    async def uid_fetch_headers(self, uids: Sequence[int]) -> list[ListedMessage]:
+        """What ``fetch_headers`` fetches, of the messages with these UIDs (those that
+        exist)."""
+        lines = await self._reply(b"UID FETCH", uid_set(uids) + b" " + HEADER_ITEMS)
+        return self._parse(parse_headers, lines)
+
+    async def personal_namespace(self) -> tuple[str, str | None] | None:
+        """NAMESPACE (RFC 2342): the first personal namespace's prefix and delimiter
+        (``("INBOX.", ".")`` on Cyrus and Courier as Debian sets them up), None if none."""
+        for parts in await self._reply(b"NAMESPACE"):
+            if len(parts) >= 2 and parts[0] == b"NAMESPACE" and isinstance(parts[1], list):
+                for space in parts[1]:
+                    if not (isinstance(space, list) and space and isinstance(space[0], bytes)):
+                        continue
+                    prefix = _decoded(space[0])
+                    delimiter = space[1] if len(space) > 1 else None
+                    if prefix is not None:
+                        return prefix, (delimiter.decode("utf-8", "replace")
+                                        if isinstance(delimiter, bytes) else None)
+        return None
 
     async def fetch_body(self, uid: int, limit: int) -> FetchedMessage | None:
         """``UID FETCH uid (RFC822.SIZE BODY[]<0.limit>)`` (not PEEK: the server sets \\Seen);

@@ -241,7 +241,7 @@ def test_a_watch_pushes_new_mail_and_says_when_it_ends():
     imap.done()
     imap.fresh_status_of("Work", messages=13, unseen=4, uidnext=14)
     assert take(tr) == b"* new mail: Work messages=13 unseen=4\r\n"
-    rig.clock.advance(60)
+    rig.clock.advance(1)  # IDLE_MIN_SPACING
     imap.idle()
     proto.dataReceived(b"watch off\n")
     imap.done()
