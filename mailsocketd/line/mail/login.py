@@ -144,13 +144,17 @@ class LoginCommands(BridgeState):
 
     def _lost(self, session: Session, reason: str) -> None:
         """The IMAP session died under a logged-in user: say so in a pushed ``*`` line (it may
-        come between a command and its reply); the user stays on the session, dead, so the
-        next mail command answers ``error: the mail session was lost ...``."""
+        come between a command and its reply), after ``* watch ended`` if it watched (Dovecot
+        ends a session whose selected mailbox another client deleted); the user stays on the
+        session, dead, so the next mail command answers ``error: the mail session was lost``."""
         user = session.user
         if not isinstance(user, MailUser):
             return
         self.log.info("{peer}: mail session of {user} lost: {reason}", peer=session.peer,
                       user=printable(user.name), reason=reason, event="mail_session_lost")
+        if user.watching is not None:  # every watch ends with "* watch ended" or "ok not ..."
+            user.watching = None
+            session.push("* watch ended: the mail session was lost")
         session.push(f"* mail session lost ({clean_text(reason)}); login again")
 
     def _alert(self, session: Session, imap: UserSession, text: str) -> None:

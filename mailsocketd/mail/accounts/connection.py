@@ -65,6 +65,7 @@ class AccountConnection:
         self.stopping = False
         self._dirty = False
         self._settled: set[str] = set()  # mailboxes selected read-write to settle them
+        self._selected: str | None = None  # the mailbox this connection has selected
         self._wakeup: Deferred[Wakeup] | None = None
         self.idle = IdleLoop(client, clock, keepalive=account.keepalive,
                              has_news=lambda: self._dirty, poll_interval=account.interval,
@@ -155,8 +156,10 @@ class AccountConnection:
     async def _select_watched(self) -> bool:
         """EXAMINE the first mailbox for IDLE; on refusal, fall back to polling."""
         mailbox = self.account.mailboxes[0]
+        self._selected = None
         try:
             await self.client.examine(mailbox)
+            self._selected = mailbox
         except ServerRefused as e:
             self.state.record_check_error(mailbox, f"cannot IDLE on it: {e}")
             return False
@@ -183,6 +186,10 @@ class AccountConnection:
         self.state.set_state("checking")
         started = self.clock.seconds()
         try:
+            if mailbox == self._selected and not self.idle.use_idle:
+                # the selected mailbox's STATUS may show this session's view (RFC 3501
+                # 6.3.10; Courier's does), which only IDLE or a NOOP brings up to date
+                await self.client.noop_check()
             counts = await self.client.status_counts(mailbox)
             latency = self.clock.seconds() - started
             previous = self.state.mailboxes[mailbox].counts
@@ -204,7 +211,9 @@ class AccountConnection:
             "{account} {mailbox}: UIDVALIDITY changed while the messages did not; selecting "
             "it read-write once so that the server settles it", account=self.account.name,
             mailbox=mailbox, event="uidvalidity_unsettled")
+        self._selected = None
         await self.client.select_read_write(mailbox)
+        self._selected = mailbox
         if self.idle.use_idle:
             self.idle.use_idle = await self._select_watched()
         return await self.client.status_counts(mailbox)

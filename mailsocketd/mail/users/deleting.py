@@ -60,7 +60,7 @@ def find_trash(entries: Sequence[MailboxEntry], prefix: str = "") -> str | None:
 async def remove(client: UserImapClient, capabilities: frozenset[bytes], mailbox: str,
                  uids: list[int], trash: str | None) -> str:
     """Delete these existing UIDs of the selected ``mailbox``; how, for the reply
-    ("expunged", "moved to Trash", "marked deleted").  ``trash`` is where they go without
+    ("expunged", "moved to INBOX.Trash", "marked deleted").  ``trash`` is where they go without
     UIDPLUS (None: nowhere, only mark them)."""
     if b"UIDPLUS" in capabilities:
         await client.uid_store_deleted(uids)
@@ -78,6 +78,6 @@ async def remove(client: UserImapClient, capabilities: frozenset[bytes], mailbox
                             ) from None
         if b"MOVE" not in capabilities:
             await client.uid_store_deleted(uids)
-        return "moved to Trash"
+        return f"moved to {trash}"
     await client.uid_store_deleted(uids)
     return "marked deleted"

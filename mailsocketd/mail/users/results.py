@@ -46,7 +46,7 @@ class Deletion:
 
     deleted: tuple[int, ...]
     missing: tuple[int, ...]
-    method: str  # "expunged" | "moved to Trash" | "marked deleted"
+    method: str  # "expunged" | "moved to TRASH" (its name) | "marked deleted"
 
 
 def check_mailbox_name(mailbox: str) -> str:

@@ -195,6 +195,7 @@ def test_an_idle_answered_by_an_immediate_ok_is_paced_then_given_up_for_polling(
         rig.clock.advance(100)
         rig.answer(b"NOOP")
         rig.clock.advance(300 - rig.clock.seconds())
+        rig.answer(b"NOOP")  # INBOX is still selected (EXAMINE): a NOOP brings its news
         rig.status(messages=13, uidnext=14)
         for _ in range(6):  # an hour of polling: still no IDLE, still one log line
             rig.clock.advance(100)
@@ -202,6 +203,7 @@ def test_an_idle_answered_by_an_immediate_ok_is_paced_then_given_up_for_polling(
             rig.clock.advance(100)
             rig.answer(b"NOOP")
             rig.clock.advance(100)
+            rig.answer(b"NOOP")
             rig.status(messages=13, uidnext=14)
     assert rig.client.commands_sent["IDLE"] == IDLE_SHORT_LIMIT
     (event,) = fallbacks(events)
@@ -325,6 +327,7 @@ def test_idle_refused_with_no_falls_back_to_polling_quietly():
         rig.clock.advance(100)
         rig.answer(b"NOOP")
         rig.clock.advance(200)
+        rig.answer(b"NOOP")  # INBOX is selected: its news first
         rig.status()
         gc.collect()
     assert rig.client.commands_sent["IDLE"] == 1 and not done.called
@@ -366,11 +369,15 @@ def test_an_unsettled_uidvalidity_is_settled_by_one_read_write_select():
 
 
 def test_a_mailbox_is_settled_at_most_once_per_connection():
+    """Polled: the settled mailbox stays selected, so each STATUS of it follows a NOOP (a
+    selected mailbox's STATUS shows the session's view: Courier's stayed at the SELECT's)."""
     rig, _, _, _ = logged_in(caps_after="IMAP4rev1", interval=60, keepalive=240)
     rig.status(messages=3, uidnext=4, uidvalidity=10)
     with capturedLogs() as events:
         for value in (11, 13, 14):
             rig.clock.advance(60)
+            if value != 11:
+                rig.answer(b"NOOP")
             rig.status(messages=3, uidnext=4, uidvalidity=value)
             if value == 11:
                 rig.answer(b"SELECT", "3 EXISTS", "OK [UIDVALIDITY 12] ok")

@@ -227,7 +227,7 @@ def test_cyrus_without_uidplus_moves_to_inbox_trash_found_in_its_namespace():
     rig.reply(*CYRUS_LIST)
     assert rig.expect(b"UID") == b"MOVE 3 INBOX.Trash"
     rig.reply("1 EXPUNGE")
-    assert result_of(d).method == "moved to Trash"
+    assert result_of(d).method == "moved to INBOX.Trash"
 
 
 def test_courier_without_uidplus_copies_to_inbox_trash_and_marks():
@@ -241,7 +241,7 @@ def test_courier_without_uidplus_copies_to_inbox_trash_and_marks():
     rig.reply()
     assert rig.expect(b"UID") == b"STORE 3 +FLAGS.SILENT (\\Deleted)"
     rig.reply()
-    assert result_of(d).method == "moved to Trash"
+    assert result_of(d).method == "moved to INBOX.Trash"
     d = run(session.delete("INBOX", [3]))  # the namespace is asked once per session
     rig.answer(b"NOOP")
     rig.expect(b"UID")

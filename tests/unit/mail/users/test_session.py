@@ -405,7 +405,7 @@ def test_delete_without_uidplus_moves_to_the_special_use_trash():
     trash_list(rig, 'LIST () "." Trash', 'LIST (\\Trash) "." "Deleted Items"')
     assert rig.expect(b"UID") == b'MOVE 3 "Deleted Items"'
     rig.reply("1 EXPUNGE")
-    assert result_of(d).method == "moved to Trash"
+    assert result_of(d).method == "moved to Deleted Items"
     assert not {"EXPUNGE", "UID EXPUNGE", "UID STORE"} & set(rig.client.commands_sent)
 
 
