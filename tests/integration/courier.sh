@@ -169,9 +169,11 @@ start_imapd() {
     local imapd=$ROOT/usr/bin/imapd login=$ROOT/usr/lib/courier/courier/imaplogin post
     post=$imapd
     if [ "$TRACE" = 1 ]; then
-        # imaplogin takes exactly two arguments (the imapd program and the Maildir): a wrapper
+        # imaplogin takes exactly two arguments (the imapd program and the Maildir): a wrapper;
+        # the trace runs as the mail user, who may not read this checkout: a copy in DIR
         mkdir -p "$D/protolog"; chmod 1777 "$D/protolog"
-        printf '#!/bin/sh\nexec %s %s %s %s "$@"\n' "$PYTHON" "$HERE/courier_trace.py" "$D/protolog" "$imapd" >"$D/imapd-traced"
+        install -m 644 "$HERE/courier_trace.py" "$D/courier_trace.py"
+        printf '#!/bin/sh\nexec %s %s %s %s "$@"\n' "$PYTHON" "$D/courier_trace.py" "$D/protolog" "$imapd" >"$D/imapd-traced"
         chmod 755 "$D/imapd-traced"
         post=$D/imapd-traced
     fi

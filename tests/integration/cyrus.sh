@@ -144,6 +144,8 @@ cmd_start() {
     local fresh=0
     [ -d "$D/conf/db" ] || fresh=1
     mkdir -p "$D"/conf/{db,proc,lock,socket,log,sieve,quota,user,ptclient,sync,msg} "$D/spool"
+    # protocol telemetry: Cyrus writes every session of USER (after TLS) into conf/log/USER/
+    for entry in $MAIL_USERS; do mkdir -p "$D/conf/log/${entry%%:*}"; done
     make_tls
     write_config
     chown -R cyrus:mail "$D/conf" "$D/spool" "$D/run" "$D/log"

@@ -131,8 +131,10 @@ class ImapServer:
 
     def mailbox(self, name: str) -> str:
         """A mailbox's full name in this server's personal namespace: ``Work`` -> ``INBOX.Work``
-        on Cyrus and Courier; ``INBOX`` stays itself."""
-        return name if name.upper() == "INBOX" else self.prefix + name
+        on Cyrus and Courier; ``INBOX`` and a name that is full already stay themselves."""
+        if name.upper() == "INBOX" or (self.prefix and name.startswith(self.prefix)):
+            return name
+        return self.prefix + name
 
     @property
     def trash(self) -> str:
@@ -172,8 +174,11 @@ class ImapServer:
                     raise MailServerError(f"{self.name}: APPEND to {mailbox}: {typ} {data}")
 
     def populate(self, user: str, n: int, mailbox: str = "INBOX") -> None:
-        """n messages "Test message i of n" (unseen, ~1 KB) in ``mailbox``, which must exist
-        unless it is INBOX (Dovecot: written into the Maildir, fast; else APPEND)."""
+        """n messages "Test message i of n" (unseen, ~1 KB) in ``mailbox``, created if need be
+        (Dovecot: written into the Maildir, fast; else APPEND)."""
+        if mailbox != "INBOX":
+            with self.session(user) as conn:
+                conn.create(_quoted(mailbox))  # NO when it exists: fine
         body = "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n" * 16
         self.append(user, mailbox, *(
             raw_message(f"Test message {i} of {n}", f"Message {i}\n{body}",
@@ -282,8 +287,8 @@ class ImapServer:
 
 
 def _quoted(mailbox: str) -> str:
-    """A mailbox name as imaplib must be given it: quoted when it holds spaces or quotes."""
-    if mailbox.startswith('"') or not any(c in mailbox for c in ' "\\(){%*'):
+    """A mailbox name as imaplib must be given it (it sends arguments as they are): quoted."""
+    if mailbox.startswith('"'):
         return mailbox
     return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
