@@ -203,9 +203,10 @@ class AccountConnection:
 
     async def _settle(self, mailbox: str) -> MailboxCounts:
         """One read-write SELECT, which makes a Courier folder write its UID database and so
-        keep its UIDVALIDITY from now on; then the IDLE mailbox is EXAMINEd again and the
-        mailbox gets a new STATUS.  The cost: the folder's messages lose \\Recent (for every
-        client), as with any read-write open."""
+        keep its UIDVALIDITY from now on; then an EXAMINE (of the IDLE mailbox, or of this one
+        when polling), so that no mailbox stays open read-write, and a new STATUS.  The cost:
+        the messages in the folder then lose \\Recent (for every client), as with any
+        read-write open."""
         self._settled.add(mailbox)
         self.log.info(
             "{account} {mailbox}: UIDVALIDITY changed while the messages did not; selecting "
@@ -213,9 +214,11 @@ class AccountConnection:
             mailbox=mailbox, event="uidvalidity_unsettled")
         self._selected = None
         await self.client.select_read_write(mailbox)
-        self._selected = mailbox
         if self.idle.use_idle:
             self.idle.use_idle = await self._select_watched()
+        else:  # read-only again at once: mail that comes later keeps its \Recent
+            await self.client.examine(mailbox)
+            self._selected = mailbox
         return await self.client.status_counts(mailbox)
 
     async def _log_out(self) -> None:

@@ -369,8 +369,9 @@ def test_an_unsettled_uidvalidity_is_settled_by_one_read_write_select():
 
 
 def test_a_mailbox_is_settled_at_most_once_per_connection():
-    """Polled: the settled mailbox stays selected, so each STATUS of it follows a NOOP (a
-    selected mailbox's STATUS shows the session's view: Courier's stayed at the SELECT's)."""
+    """Polled: the settled mailbox is EXAMINEd at once (read-only: later mail keeps its
+    \\Recent) and stays selected, so each STATUS of it follows a NOOP (a selected mailbox's
+    STATUS shows the session's view: Courier's stayed at the SELECT's)."""
     rig, _, _, _ = logged_in(caps_after="IMAP4rev1", interval=60, keepalive=240)
     rig.status(messages=3, uidnext=4, uidvalidity=10)
     with capturedLogs() as events:
@@ -380,7 +381,8 @@ def test_a_mailbox_is_settled_at_most_once_per_connection():
                 rig.answer(b"NOOP")
             rig.status(messages=3, uidnext=4, uidvalidity=value)
             if value == 11:
-                rig.answer(b"SELECT", "3 EXISTS", "OK [UIDVALIDITY 12] ok")
+                assert rig.answer(b"SELECT", "3 EXISTS", "OK [UIDVALIDITY 12] ok") == b"INBOX"
+                assert rig.answer(b"EXAMINE", "3 EXISTS", "OK [UIDVALIDITY 12] ok") == b"INBOX"
                 rig.status(messages=3, uidnext=4, uidvalidity=12)
     assert [e["event"] for e in events if e.get("event", "check") != "check"] == [
         "uidvalidity_unsettled"]
