@@ -435,9 +435,6 @@ async def test_a_hostile_server_is_dropped_with_a_logged_error(tmp_path, attack,
     assert factory.statuses >= 1
 
 
-@pytest.mark.server_defect(
-    ("courier",), "Courier refuses [ and ] in a mailbox name sent unquoted (RFC 3501 allows "
-    "them in an astring): mailsocketd should quote such names (issue 15: hardening on all three)")
 @pytest_twisted.ensureDeferred
 async def test_an_account_watching_mailboxes_with_brackets_and_backslashes_settles(
         imap_server, tmp_path):

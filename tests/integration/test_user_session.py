@@ -475,9 +475,6 @@ def create_with_one_message(server, names, user="alice"):
         server.append(user, name, b"Subject: in " + name.encode() + b"\r\n\r\nx\r\n")
 
 
-@pytest.mark.server_defect(
-    ("courier",), "Courier refuses [ and ] in a mailbox name sent unquoted (RFC 3501 allows "
-    "them in an astring): mailsocketd should quote such names (issue 15: hardening on all three)")
 @pytest_twisted.ensureDeferred
 async def test_mailbox_names_with_brackets_backslashes_and_quotes(imap_server):
     names = odd_names(imap_server, uuid.uuid4().hex[:6])

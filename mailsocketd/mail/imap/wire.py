@@ -28,15 +28,17 @@ def command(name: bytes, args: bytes | None = None,
     return FastCommand(name, args, (), continuation)  # type: ignore[no-untyped-call]
 
 
-# What an atom may not hold (RFC 3501 / 9051 atom-specials, "]" excepted: a mailbox is an
-# astring, whose characters include it); a mailbox name holding one is sent quoted.
-_NOT_ATOM = re.compile(rb'[\x00-\x20\x7f-\xff(){%*"\\]')
+# What an atom may not hold (RFC 3501 / 9051 atom-specials), and "[" and "]": a mailbox is an
+# astring, whose characters include both, but Courier-IMAP refuses either unquoted ("NO Mailbox
+# does not exist"); a mailbox name holding one is sent quoted, which every server reads.
+_NOT_ATOM = re.compile(rb'[\x00-\x20\x7f-\xff(){%*"\\\[\]]')
 
 
 def mailbox_arg(mailbox: str) -> bytes:
     """A mailbox name as a command argument: modified UTF-7 (RFC 3501 5.1.3), as an atom when
-    it is one, else a quoted string with ``\\`` and ``"`` escaped (``back\\slash`` is sent
-    ``"back\\\\slash"``; Twisted's ``_prepareMailboxName`` sends it bare, which the server refuses).
+    it is one (and holds no bracket), else a quoted string with ``\\`` and ``"`` escaped
+    (``back\\slash`` is sent ``"back\\\\slash"``, ``[Gmail]`` as ``"[Gmail]"``; Twisted's
+    ``_prepareMailboxName`` sends them bare, which servers refuse).
     """
     name = mailbox.encode("imap4-utf-7")
     if name and not _NOT_ATOM.search(name):
