@@ -10,7 +10,8 @@ one interface of ``imapservers.py`` (``ImapServer``: ports, CA, users, the names
 and delimiter, deliver/append, create/delete a mailbox, list messages, stop/kill/start):
 
     dovecot  Dovecot 2.3, the ``mailserver`` instance itself (so Postfix delivers to it)
-    cyrus    Cyrus IMAP 3.6 (``cyrus.sh``): INBOX. namespace, LOGINDISABLED before STARTTLS
+    cyrus    Cyrus IMAP 3.6 (``cyrus.sh``, ``scriptservers.py``): INBOX. namespace, LOGINDISABLED
+             before STARTTLS
     courier  Courier-IMAP 5.0 (``courier.sh``): INBOX. namespace; with IMAP_ENHANCEDIDLE=1,
              so that IDLE reports new mail at once (Debian's default 0 looks every 60 s:
              ``imap_server_variant("courier", idle_at_once=False)``); one instance at a time
@@ -67,19 +68,14 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from imapservers import (  # noqa: E402
-    SERVERS,
-    DovecotServer,
-    ImapServer,
-    ScriptServer,
-    start_script_server,
-)
+from imapservers import SERVERS, DovecotServer, ImapServer  # noqa: E402
 from mailserver import (  # noqa: E402
     MailServer,
     MailServerError,
     missing_prerequisites,
     start_free_mailserver,
 )
+from scriptservers import ScriptServer, start_script_server  # noqa: E402
 
 COURIER_LOCK = Path("/run/lock/mailsocketd-test-courier.lock")
 COURIER_LOCK_WAIT = 90.0  # seconds; below pytest-timeout's 120, which counts fixture set-up
