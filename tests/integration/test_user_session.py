@@ -339,8 +339,8 @@ async def test_delete_without_uidplus_moves_to_trash(imap_server, missing):
     assert not {"EXPUNGE", "UID EXPUNGE"} & set(session.client.commands_sent)
     assert await in_thread(trash_count) == in_trash + 1
     left = await in_thread(uids_and_flags, imap_server, box)
-    if b"MOVE" in missing:  # copied, and marked here; nothing expunged
-        assert left == {1: "\\Deleted", 2: "", 3: "\\Deleted"}
+    if b"MOVE" not in session.capabilities:  # copied, and marked here; nothing expunged
+        assert left == {1: "\\Deleted", 2: "", 3: "\\Deleted"}  # (Courier has no MOVE)
     else:
         assert left == {2: "", 3: "\\Deleted"}
     await logged_out(session)
