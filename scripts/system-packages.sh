@@ -13,7 +13,17 @@
 # ("exit 101") keeps the init scripts from starting anything (removed again only
 # if this script created it), and debconf's "No configuration" answer keeps
 # Postfix from writing /etc/postfix/main.cf. The tests run their own private
-# instances (tests/integration/mailserver.sh).
+# instances (tests/integration/mailserver.sh, cyrus.sh, courier.sh).
+#
+# Cyrus IMAP and Courier IMAP: their IMAP servers, cyrus-imapd and courier-imap,
+# both "Conflict: imap-server", which dovecot-imapd provides; installing either would
+# remove Dovecot. So only their non-conflicting packages are installed (libraries,
+# tools, Courier's authdaemon) and the two conflicting .debs are downloaded with
+# "apt-get download" and unpacked (dpkg -x, nothing runs) into a cache that only
+# root can write, TEST_PKG_CACHE (default /var/cache/mailsocketd-tests):
+# TEST_PKG_CACHE/cyrus-imapd/usr/lib/cyrus/bin/imapd, TEST_PKG_CACHE/courier-imap/usr/bin/imapd.
+# They are unpacked again when the installed cyrus-common / courier-base changes
+# version. Remove the directory to take them away.
 set -euo pipefail
 
 PROG=${0##*/}
@@ -26,7 +36,15 @@ PACKAGES=(
     logrotate systemd                        # contrib/logrotate and contrib/systemd checks
     acl                                      # setfacl: a systemd credential's ACL
     prometheus                               # promtool: checks /metrics and the alert rules
+    cyrus-common sasl2-bin libsasl2-modules  # Cyrus: master, lmtpd, deliver; saslpasswd2
+    libwrap0 libcom-err2                     # Cyrus: the libraries of the unpacked imapd
+    courier-base courier-authdaemon          # Courier: couriertcpd, couriertls, authdaemond
+    courier-authlib-userdb                   # Courier: userdb, userdbpw, makeuserdb
+    gamin libgamin0 libidn12 libgdbm6        # Courier: the unpacked imapd's IDLE and libraries
 )
+# unpacked, not installed (see above): PACKAGE:THE INSTALLED PACKAGE OF THE SAME VERSION
+UNPACKED=(cyrus-imapd:cyrus-common courier-imap:courier-base)
+CACHE=${TEST_PKG_CACHE:-/var/cache/mailsocketd-tests}
 check=
 if [ "${1:-}" = --check ]; then check=1; shift; fi
 PACKAGES+=("$@")  # what a caller needs besides the tests' packages (the benchmarks: PHP, gcc)
@@ -43,17 +61,57 @@ missing_packages() {
     done
 }
 
+# stale_unpacked: the packages of UNPACKED whose unpacked copy is missing or was made for
+# another version of its installed sibling (CACHE/PACKAGE/.sibling-version)
+stale_unpacked() {
+    local entry pkg sibling want have
+    for entry in "${UNPACKED[@]}"; do
+        pkg=${entry%%:*} sibling=${entry#*:}
+        want=$(dpkg-query -W -f='${Version}' "$sibling" 2>/dev/null || true)
+        have=$(cat "$CACHE/$pkg/.sibling-version" 2>/dev/null || true)
+        [ -n "$want" ] && [ "$want" = "$have" ] || printf '%s\n' "$pkg"
+    done
+}
+
+# unpack PACKAGE...: apt-get download each .deb (the candidate version, which is the
+# installed sibling's right after apt-get install) and dpkg -x it into CACHE/PACKAGE
+unpack() {
+    local pkg sibling entry tmp deb
+    install -d -m 755 "$CACHE"
+    for pkg in "$@"; do
+        for entry in "${UNPACKED[@]}"; do [ "${entry%%:*}" = "$pkg" ] && sibling=${entry#*:}; done
+        tmp=$(mktemp -d "$CACHE/.unpack.XXXXXX")
+        if ! (cd "$tmp" && apt-get -q -o APT::Sandbox::User=root download "$pkg" >>"$alog" 2>&1); then
+            rm -rf "$tmp"
+            tail -n 25 "$alog" >&2
+            echo "$PROG: apt-get download $pkg failed" >&2
+            exit 1
+        fi
+        deb=$(echo "$tmp"/*.deb)
+        mkdir "$tmp/root"
+        dpkg -x "$deb" "$tmp/root"
+        dpkg-query -W -f='${Version}' "$sibling" >"$tmp/root/.sibling-version"
+        dpkg-deb -f "$deb" Version >"$tmp/root/.version"
+        chmod 755 "$tmp/root"
+        rm -rf "${CACHE:?}/$pkg"
+        mv "$tmp/root" "$CACHE/$pkg"
+        rm -rf "$tmp"
+        echo "$PROG: unpacked $pkg $(cat "$CACHE/$pkg/.version") into $CACHE/$pkg (not installed: it conflicts with dovecot-imapd)"
+    done
+}
+
 mapfile -t missing < <(missing_packages)
-if [ ${#missing[@]} -eq 0 ]; then
-    echo "$PROG: all packages installed (${PACKAGES[*]})"
+mapfile -t stale < <(stale_unpacked)
+if [ ${#missing[@]} -eq 0 ] && [ ${#stale[@]} -eq 0 ]; then
+    echo "$PROG: all packages installed (${PACKAGES[*]}); unpacked in $CACHE: ${UNPACKED[*]%%:*}"
     exit 0
 fi
 if [ -n "$check" ]; then
-    echo "$PROG: missing Debian packages: ${missing[*]}" >&2
+    echo "$PROG: missing Debian packages: ${missing[*]} ${stale[*]}" >&2
     exit 1
 fi
 if [ "$(id -u)" != 0 ]; then
-    echo "$PROG: missing Debian packages: ${missing[*]} - run this script as root (sudo $0) or: apt-get install ${missing[*]}" >&2
+    echo "$PROG: missing Debian packages: ${missing[*]} ${stale[*]} - run this script as root (sudo $0)" >&2
     exit 1
 fi
 
@@ -70,20 +128,29 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 
-echo "$PROG: installing ${missing[*]}"
 alog=$(mktemp /tmp/system-packages-apt.XXXXXX)
 apt_opts=(-q -o DPkg::Lock::Timeout=300)
-if ! apt-get "${apt_opts[@]}" update >>"$alog" 2>&1 ||
-    ! DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y --no-install-recommends \
-        "${missing[@]}" >>"$alog" 2>&1; then
+if ! apt-get "${apt_opts[@]}" update >>"$alog" 2>&1; then
     tail -n 25 "$alog" >&2
-    echo "$PROG: apt-get failed installing ${missing[*]}" >&2
+    echo "$PROG: apt-get update failed" >&2
     exit 1
 fi
+if [ ${#missing[@]} -ne 0 ]; then
+    echo "$PROG: installing ${missing[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y --no-install-recommends \
+        "${missing[@]}" >>"$alog" 2>&1; then
+        tail -n 25 "$alog" >&2
+        echo "$PROG: apt-get failed installing ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+mapfile -t stale < <(stale_unpacked)
+[ ${#stale[@]} -eq 0 ] || unpack "${stale[@]}"
 
 mapfile -t missing < <(missing_packages)
-if [ ${#missing[@]} -ne 0 ]; then
-    echo "$PROG: still missing after apt-get: ${missing[*]}" >&2
+mapfile -t stale < <(stale_unpacked)
+if [ ${#missing[@]} -ne 0 ] || [ ${#stale[@]} -ne 0 ]; then
+    echo "$PROG: still missing after apt-get: ${missing[*]} ${stale[*]}" >&2
     exit 1
 fi
 echo "$PROG: installed; all packages present"

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import pytest_twisted
+from imapservers import DovecotServer
 from test_checker import Watching, eventually, imaps_account, state_of, unique_mailbox
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
@@ -22,7 +23,7 @@ WATCHING_S = 11.0
 
 @pytest_twisted.ensureDeferred
 async def test_the_account_is_watching_within_5_s_of_each_restart(mailserver, tmp_path):
-    box = unique_mailbox()
+    box = unique_mailbox(DovecotServer.wrap(mailserver))
     await threads.deferToThread(mailserver.populate, "alice", 2, box)
     account = imaps_account(mailserver, tmp_path, mailboxes=[box])
     recovered: list[float] = []

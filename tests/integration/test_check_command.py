@@ -1,4 +1,5 @@
-"""``mailsocketd-check`` against the REAL Dovecot: output line and exit code of each case.
+"""``mailsocketd-check`` against the REAL Dovecot (and, for the plain checks, Cyrus and Courier:
+``imap_server``): output line and exit code of each case.
 
 Run as a separate process (``python -m mailsocketd.check_command``, this checkout's code),
 as Nagios or Icinga would run the console script.
@@ -98,6 +99,30 @@ def test_ok(config, box):
 def test_ok_over_starttls_by_host_name(config, box):
     code, line, _ = check(config, "--account", "starttls")
     assert code == 0 and line.startswith(f"IMAP OK - starttls {box}: 12 messages"), line
+
+
+def test_ok_and_a_missing_mailbox_on_each_imap_server(imap_server, tmp_path):
+    """The check against Dovecot, Cyrus (LOGINDISABLED before STARTTLS) and Courier, over
+    IMAPS and STARTTLS, in the server's namespace; a mailbox it lacks is CRITICAL."""
+    box = imap_server.fresh_mailbox("alice")
+    imap_server.populate("alice", 3, box)
+    pw, ca = write_password(tmp_path), str(imap_server.ca_file)
+    config = tmp_path / "mailsocketd.toml"
+    config.write_text("".join(
+        account_toml(name, server=server, user="alice", password_file=pw, ca_file=ca,
+                     mailboxes=[box, *more])
+        for name, server, more in [
+            ("imaps", f"tls:127.0.0.1:{imap_server.imaps_port}", []),
+            ("starttls", f"tcp:localhost:{imap_server.imap_port}", []),
+            ("nobox", f"tcp:localhost:{imap_server.imap_port}",
+             [imap_server.mailbox("DoesNotExist")])]))
+    for name in ("imaps", "starttls"):
+        code, line, _ = check(config, "--account", name)
+        assert code == 0 and line.startswith(
+            f"IMAP OK - {name} {box}: 3 messages, 3 unseen, "), line
+    code, line, _ = check(config, "--account", "nobox")
+    assert code == 2 and line.startswith("IMAP CRITICAL - nobox "), line
+    assert imap_server.mailbox("DoesNotExist") in line, line
 
 
 @pytest.mark.parametrize(("args", "code", "note", "perf"), [

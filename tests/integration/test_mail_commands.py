@@ -1,10 +1,13 @@
-"""The mail commands end to end: telnet-like sessions through the installed daemon, against the
-REAL Dovecot (IMAP, STARTTLS verified with the test CA) and Postfix (SMTP, STARTTLS + AUTH).
+"""The mail commands end to end: telnet-like sessions through the installed daemon, against
+REAL servers: IMAP (STARTTLS verified with the test CA) and Postfix (SMTP, STARTTLS + AUTH).
 
 A user logs in with their own credentials, lists, reads, deletes and sends, and a second user
 sees the sent message arrive through ``watch``; then the failure paths: bad login and the rate
-limit, unknown UID, stale UIDVALIDITY, a refused recipient, the SMTP server down, Dovecot
-killed in the middle of a session.
+limit, unknown UID, stale UIDVALIDITY, a refused recipient, the SMTP server down, the IMAP
+server killed in the middle of a session.  What is IMAP server behaviour (list, read, delete,
+mailbox names, UIDVALIDITY, watch, the server killed) runs against Dovecot, Cyrus and Courier
+(``imap_server`` and the daemon ``imap_maild`` on it); sending, logins and the daemon's own
+limits against the Dovecot and Postfix of ``mailserver``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from email.utils import formatdate
 
 import pytest
 from daemon import Daemon, free_port, start_daemon
+from imapservers import ImapServer
 from lineclient import LineClient
 from mailserver import MailServer
 
@@ -51,7 +55,26 @@ def maild(mailserver: MailServer, tmp_path_factory: pytest.TempPathFactory) -> I
     daemon.stop()
 
 
-def imap(server: MailServer, user: str) -> imaplib.IMAP4:
+def imap_mail_config(server: ImapServer, mailserver: MailServer) -> str:
+    """mail_config() with [imap] on ``server`` (Dovecot, Cyrus or Courier); [smtp] stays the
+    Postfix of ``mailserver``."""
+    smtp = mail_config(mailserver).split("[smtp]\n", 1)[1]
+    return ("[line]\nlogin_failures = 50\n"
+            f'[imap]\nserver = "tcp:127.0.0.1:{server.imap_port}"\n'
+            f'ca_file = "{server.ca_file}"\n[smtp]\n{smtp}')
+
+
+@pytest.fixture(scope="module")
+def imap_maild(imap_server: ImapServer, mailserver: MailServer,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """The daemon on ``imap_server`` (one per server and module)."""
+    daemon = start_daemon(tmp_path_factory.mktemp("imap_maild"),
+                          config_toml=imap_mail_config(imap_server, mailserver))
+    yield daemon
+    daemon.stop()
+
+
+def imap(server: MailServer | ImapServer, user: str) -> imaplib.IMAP4:
     conn = imaplib.IMAP4("127.0.0.1", server.imap_port)
     conn.starttls(server.ssl_context())
     conn.login(user, server.users[user])
@@ -80,8 +103,10 @@ def with_attachment(subject: str) -> bytes:
     return msg.as_bytes().replace(b"\n", b"\r\n")
 
 
-def fresh_mailbox(server: MailServer, user: str, *messages: bytes) -> str:
-    """A new mailbox of ``user`` holding ``messages`` (oldest first); returns its name."""
+def fresh_mailbox(server: MailServer | ImapServer, user: str, *messages: bytes) -> str:
+    """A new mailbox of ``user`` holding ``messages`` (oldest first); returns its full name."""
+    if isinstance(server, ImapServer):
+        return server.fresh_mailbox(user, *messages)
     name = "T-" + uuid.uuid4().hex[:8]
     conn = imap(server, user)
     try:
@@ -97,7 +122,7 @@ def uids_of(lines: list[str]) -> list[int]:
     return [int(line.split()[0]) for line in lines]
 
 
-def logged_in(daemon: Daemon, user: str, server: MailServer) -> LineClient:
+def logged_in(daemon: Daemon, user: str, server: MailServer | ImapServer) -> LineClient:
     client = LineClient.connect(daemon.port)
     assert client.ask(f"login {user} {server.users[user]}") == f"ok logged in as {user}"
     return client
@@ -113,12 +138,12 @@ def test_mail_commands_need_login(maild: Daemon) -> None:
         assert re.match(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d$", c.ask("time"))
 
 
-def test_login_list_read_delete(maild: Daemon, mailserver: MailServer) -> None:
-    box = fresh_mailbox(mailserver, "alice",
+def test_login_list_read_delete(imap_maild: Daemon, imap_server: ImapServer) -> None:
+    box = fresh_mailbox(imap_server, "alice",
                         message("first", "one\n"),
                         with_attachment("=?utf-8?b?0J/RgNC40LLQtdGC?="),
                         message("dots", "before\n.\n..two\nafter\n"))
-    with logged_in(maild, "alice", mailserver) as c:
+    with logged_in(imap_maild, "alice", imap_server) as c:
         counts = COUNTS.match(c.ask(f"check {box}"))
         assert counts and counts["messages"] == "3" and counts["unseen"] == "3"
 
@@ -148,30 +173,30 @@ def test_login_list_read_delete(maild: Daemon, mailserver: MailServer) -> None:
         assert [line.split()[1] for line in c.ask_multi(f"list {box}").body] == ["-", "-", "N"]
 
         assert c.ask(f"delete {uids[1]}") == f"ok deleted 1 message from {box} (expunged)"
-        assert mailserver.message_count("alice", box) == 2
+        assert imap_server.message_count("alice", box) == 2
         assert c.ask(f"read {uids[1]}") == f"error: no message with UID {uids[1]} in {box}"
         assert uids_of(c.ask_multi(f"list {box}").body) == [uids[0], uids[2]]
 
 
-def test_delete_leaves_messages_other_clients_marked(maild: Daemon,
-                                                      mailserver: MailServer) -> None:
-    box = fresh_mailbox(mailserver, "alice", message("keep me", "k\n"),
+def test_delete_leaves_messages_other_clients_marked(imap_maild: Daemon,
+                                                      imap_server: ImapServer) -> None:
+    box = fresh_mailbox(imap_server, "alice", message("keep me", "k\n"),
                         message("delete me", "d\n"))
-    other = imap(mailserver, "alice")
+    other = imap(imap_server, "alice")
     try:
         other.select(box)
         other.uid("STORE", "1", "+FLAGS", r"(\Deleted)")  # marked, not expunged, by another
-        with logged_in(maild, "alice", mailserver) as c:
+        with logged_in(imap_maild, "alice", imap_server) as c:
             uids = uids_of(c.ask_multi(f"list {box}").body)
             assert c.ask(f"delete {max(uids)}").startswith("ok deleted 1 message")
     finally:
         other.logout()
-    assert mailserver.message_count("alice", box) == 1  # UID EXPUNGE took only ours
+    assert imap_server.message_count("alice", box) == 1  # UID EXPUNGE took only ours
 
 
-def test_mailboxes_and_bad_arguments(maild: Daemon, mailserver: MailServer) -> None:
-    box = fresh_mailbox(mailserver, "alice", message("x", "y\n"))
-    with logged_in(maild, "alice", mailserver) as c:
+def test_mailboxes_and_bad_arguments(imap_maild: Daemon, imap_server: ImapServer) -> None:
+    box = fresh_mailbox(imap_server, "alice", message("x", "y\n"))
+    with logged_in(imap_maild, "alice", imap_server) as c:
         boxes = c.ask_multi("mailboxes")
         assert boxes.head.startswith("ok ") and f"messages=1 unseen=1 {box}" in boxes.body
         assert any(line.endswith(" INBOX") for line in boxes.body)
@@ -187,16 +212,10 @@ def test_mailboxes_and_bad_arguments(maild: Daemon, mailserver: MailServer) -> N
 
 
 def test_mailbox_names_keep_their_spaces_and_help_names_the_arguments(
-        maild: Daemon, mailserver: MailServer) -> None:
-    box = "T-" + uuid.uuid4().hex[:8] + "  Two  Spaces"
-    conn = imap(mailserver, "alice")
-    try:
-        assert conn.create(f'"{box}"')[0] == "OK"
-        assert conn.append(f'"{box}"', "", imaplib.Time2Internaldate(time.time()),
-                           message("spaced", "s\n"))[0] == "OK"
-    finally:
-        conn.logout()
-    with logged_in(maild, "alice", mailserver) as c:
+        imap_maild: Daemon, imap_server: ImapServer) -> None:
+    box = imap_server.mailbox("T-" + uuid.uuid4().hex[:8] + "  Two  Spaces")
+    imap_server.fresh_mailbox("alice", message("spaced", "s\n"), name=box)
+    with logged_in(imap_maild, "alice", imap_server) as c:
         assert c.ask(f"check {box}").startswith(f"ok {box} messages=1 unseen=1 recent=")
         listing = c.ask_multi(f"list 5 {box}")
         head = LIST_HEAD.match(listing.head)
@@ -230,22 +249,17 @@ def test_stopping_the_daemon_logs_users_out_of_imap(mailserver: MailServer, tmp_
     assert "mail session lost" not in log and "Traceback" not in log
 
 
-def test_stale_uidvalidity_is_refused(maild: Daemon, mailserver: MailServer) -> None:
-    box = fresh_mailbox(mailserver, "alice", message("old", "o\n"))
-    with logged_in(maild, "alice", mailserver) as c:
+def test_stale_uidvalidity_is_refused(imap_maild: Daemon, imap_server: ImapServer) -> None:
+    box = fresh_mailbox(imap_server, "alice", message("old", "o\n"))
+    with logged_in(imap_maild, "alice", imap_server) as c:
         old_uid = uids_of(c.ask_multi(f"list {box}").body)[0]
-        conn = imap(mailserver, "alice")  # another client replaces the mailbox
-        try:
-            assert conn.delete(box)[0] == "OK"
-            time.sleep(1.1)  # UIDVALIDITY is time-based in Dovecot: make it differ
-            assert conn.create(box)[0] == "OK"
-            conn.append(box, "", imaplib.Time2Internaldate(time.time()), message("new", "n\n"))
-        finally:
-            conn.logout()
+        imap_server.delete_mailbox("alice", box)  # another client replaces the mailbox
+        time.sleep(1.1)  # UIDVALIDITY is time-based in Dovecot: make it differ
+        imap_server.fresh_mailbox("alice", message("new", "n\n"), name=box)
         stale = f"error: {box} changed on the server (UIDVALIDITY); run list again"
         assert c.ask(f"read {old_uid} {box}") == stale
         assert c.ask(f"delete {old_uid}") == stale
-        assert mailserver.message_count("alice", box) == 1  # nothing was deleted
+        assert imap_server.message_count("alice", box) == 1  # nothing was deleted
         new_uid = uids_of(c.ask_multi(f"list {box}").body)[0]
         assert "Subject: new" in c.ask_multi(f"read {new_uid}").body
 
@@ -277,6 +291,20 @@ def test_send_arrives_through_watch_for_another_user(maild: Daemon,
         mailserver.deliver("bob", "after watch off", wait=True)
         assert bob.ask("check").startswith("ok INBOX messages=2 ")
         assert not any(p.startswith("* new mail") for p in bob.pushed)
+
+
+def test_watch_pushes_mail_as_it_arrives_at_the_server(imap_maild: Daemon,
+                                                      imap_server: ImapServer) -> None:
+    """``watch`` on each server: mail delivered the server's own way (Dovecot: SMTP and LMTP;
+    Cyrus: LMTP; Courier: a file in Maildir/new) is pushed within seconds."""
+    imap_server.clear_mailbox("bob")
+    with logged_in(imap_maild, "bob", imap_server) as bob:
+        assert bob.ask("watch on") == "ok watching INBOX messages=0 unseen=0 recent=0"
+        imap_server.deliver("bob", "watched " + uuid.uuid4().hex[:6])
+        pushed, waited = bob.wait_push("* new mail: INBOX", timeout=10)
+        assert pushed == "* new mail: INBOX messages=1 unseen=1", pushed
+        assert waited < 5.0
+        assert bob.ask("watch off") == "ok not watching"
 
 
 def test_smtp_refusals_are_named_and_nothing_is_reported_sent(maild: Daemon,
@@ -350,11 +378,11 @@ def test_bad_logins_are_slowed_then_refused(mailserver: MailServer, tmp_path) ->
     assert wrong not in log
 
 
-def test_dovecot_killed_mid_session(maild: Daemon, mailserver: MailServer) -> None:
-    with logged_in(maild, "alice", mailserver) as c:
+def test_dovecot_killed_mid_session(imap_maild: Daemon, imap_server: ImapServer) -> None:
+    with logged_in(imap_maild, "alice", imap_server) as c:
         assert c.ask("check").startswith("ok INBOX ")
         try:
-            mailserver.kill_dovecot()
+            imap_server.kill()
             lost = c.raw_line(timeout=15)  # pushed (issue 11 item 19): a `* ` line
             assert lost.startswith("* mail session lost ("), lost
             assert lost.endswith("; login again")
@@ -364,7 +392,7 @@ def test_dovecot_killed_mid_session(maild: Daemon, mailserver: MailServer) -> No
             refused = c.ask("login alice pw")
             assert refused.startswith("error: ") and "refused" in refused, refused
         finally:
-            mailserver.start_dovecot()
+            imap_server.start()
         assert c.ask("login alice pw") == "ok logged in as alice"
         assert c.ask("check").startswith("ok INBOX ")
 
@@ -670,25 +698,20 @@ def test_watch_is_not_ended_by_the_idle_timeout(mailserver: MailServer, tmp_path
 
 
 def test_mailbox_names_with_bidi_and_c1_characters_are_shown_cleaned(
-        maild: Daemon, mailserver: MailServer) -> None:
+        imap_maild: Daemon, imap_server: ImapServer) -> None:
     """Issue 11 item 12: a mailbox named ``&AJs-2J`` (U+009B, CSI) was printed raw by
     ``mailboxes``; ``check \\u202egpj.exe`` echoed U+202E, and so did the ``list`` head line,
     ``watch`` and ``* new mail:``.  Every one goes through the one cleaner: ``?``."""
     tag = uuid.uuid4().hex[:6]
-    csi_box, rlo_box = f"T-{tag}&AJs-2J", f"T-{tag}&IC4-gpj.exe"  # as IMAP spells them
-    conn = imap(mailserver, "alice")
-    try:
-        for box in (csi_box, rlo_box):
-            assert conn.create(box)[0] == "OK", box
-        assert conn.append(rlo_box, "", imaplib.Time2Internaldate(time.time()),
-                           message("mirrored", "m\n"))[0] == "OK"
-    finally:
-        conn.logout()
-    typed = f"T-{tag}\u202egpj.exe"
-    shown = f"T-{tag}?gpj.exe"
-    with logged_in(maild, "alice", mailserver) as c:
+    prefix = imap_server.prefix  # INBOX. on Cyrus and Courier
+    csi_box, rlo_box = f"{prefix}T-{tag}&AJs-2J", f"{prefix}T-{tag}&IC4-gpj.exe"  # as IMAP has it
+    imap_server.fresh_mailbox("alice", name=csi_box)
+    imap_server.fresh_mailbox("alice", message("mirrored", "m\n"), name=rlo_box)
+    typed = f"{prefix}T-{tag}\u202egpj.exe"
+    shown = f"{prefix}T-{tag}?gpj.exe"
+    with logged_in(imap_maild, "alice", imap_server) as c:
         boxes = c.ask_multi("mailboxes")
-        assert f"messages=0 unseen=0 T-{tag}?2J" in boxes.body, boxes.body
+        assert f"messages=0 unseen=0 {prefix}T-{tag}?2J" in boxes.body, boxes.body
         assert f"messages=1 unseen=1 {shown}" in boxes.body, boxes.body
         assert c.ask(f"check {typed}").startswith(f"ok {shown} messages=1 unseen=1 recent=")
         listing = c.ask_multi(f"list 5 {typed}")
@@ -698,12 +721,7 @@ def test_mailbox_names_with_bidi_and_c1_characters_are_shown_cleaned(
         assert c.ask_multi(f"read {uid}").head.startswith(f"ok message {uid} in {shown} (")
         assert c.ask(f"watch on {typed}").startswith(
             f"ok watching {shown} messages=1 unseen=0 recent=")
-        conn = imap(mailserver, "alice")
-        try:
-            conn.append(rlo_box, "", imaplib.Time2Internaldate(time.time()),
-                        message("second", "s\n"))
-        finally:
-            conn.logout()
+        imap_server.append("alice", rlo_box, message("second", "s\n"))
         pushed, _ = c.wait_push("* new mail: ", timeout=10)
         assert pushed == f"* new mail: {shown} messages=2 unseen=1", pushed
         assert c.ask("watch off") == "ok not watching"

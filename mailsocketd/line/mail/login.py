@@ -18,7 +18,9 @@ from mailsocketd.line.mail.throttle import MAX_DELAY, client_key, user_key
 from mailsocketd.line.replies import CommandError, Reply, printable
 from mailsocketd.line.session import Session
 from mailsocketd.mail.errors import AuthFailed, clean_text
+from mailsocketd.mail.imap.client import ALERT_LIMIT
 from mailsocketd.mail.secrets import Secret
+from mailsocketd.mail.users.session import UserSession
 from mailsocketd.net import is_local
 
 __all__ = ["LoginCommands"]
@@ -114,6 +116,7 @@ class LoginCommands(BridgeState):
         if self._session_closed not in session.on_close:
             session.on_close.append(self._session_closed)
         imap.on_lost = functools.partial(self._lost, session)
+        imap.listen_for_alerts(functools.partial(self._alert, session, imap))
         self.log.info("{peer}: {user} logged in", peer=session.peer, user=printable(user),
                       event="login")
         return Reply(f"ok logged in as {printable(user)}")
@@ -146,14 +149,25 @@ class LoginCommands(BridgeState):
 
     def _lost(self, session: Session, reason: str) -> None:
         """The IMAP session died under a logged-in user: say so in a pushed ``*`` line (it may
-        come between a command and its reply); the user stays on the session, dead, so the
-        next mail command answers ``error: the mail session was lost ...``."""
+        come between a command and its reply), after ``* watch ended`` if it watched (Dovecot
+        ends a session whose selected mailbox another client deleted); the user stays on the
+        session, dead, so the next mail command answers ``error: the mail session was lost``."""
         user = session.user
         if not isinstance(user, MailUser):
             return
         self.log.info("{peer}: mail session of {user} lost: {reason}", peer=session.peer,
                       user=printable(user.name), reason=reason, event="mail_session_lost")
+        if user.watching is not None:  # every watch ends with "* watch ended" or "ok not ..."
+            user.watching = None
+            session.push("* watch ended: the mail session was lost")
         session.push(f"* mail session lost ({clean_text(reason)}); login again")
+
+    def _alert(self, session: Session, imap: UserSession, text: str) -> None:
+        """An ``[ALERT]`` from the mail server: the user must see it (RFC 3501 7.1), in a
+        pushed ``*`` line (it may come before the reply of the command that brought it)."""
+        user = session.user
+        if isinstance(user, MailUser) and user.imap is imap and not session.closed:
+            session.push(f"* mail server alert: {clean_text(text, ALERT_LIMIT)}")
 
     def log_out(self, session: Session) -> Reply:
         self._end(session, "logout")

@@ -86,7 +86,7 @@ class ReadingCommands(BridgeState):
         outcome = await user.imap.delete(mailbox, sorted(set(uids)))
         n = len(outcome.deleted)
         text = (f"ok deleted {n} message{'s' if n != 1 else ''} from {shown(mailbox)} "
-                f"({outcome.method})")
+                f"({shown(outcome.method)})")  # the Trash's name comes from the server
         if outcome.missing:
             text += "; no such UID: " + " ".join(map(str, outcome.missing))
         return Reply(text)

@@ -15,6 +15,9 @@ healthy (``on_healthy``: the service reconnects at once when such a session ends
   selected mailbox; for it this is a safety net).  A reply that does not come within
   ``timeout`` seconds aborts the connection, so a connection that a server or NAT box dropped
   silently is replaced within ``keepalive + timeout`` seconds.
+* A mailbox whose UIDVALIDITY changed while its messages did not (a Courier folder that no
+  client opened read-write: ``imap/uidvalidity.py``) is SELECTed read-write once per
+  connection, which settles it, and checked again.
 
 What a change triggers (one STATUS) and what polling does (STATUS, NOOP) are this module's;
 the IDLE mechanics are the loop's.  Errors propagate out of ``run()``; the caller
@@ -34,9 +37,10 @@ from twisted.python.failure import Failure
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.accounts.state import AccountState
 from mailsocketd.mail.errors import ServerRefused
-from mailsocketd.mail.imap.client import LOGOUT_TIMEOUT, ImapClient
+from mailsocketd.mail.imap.client import LOGOUT_TIMEOUT, ImapClient, MailboxCounts
 from mailsocketd.mail.imap.idle import IdleLoop
 from mailsocketd.mail.imap.login import Credentials, log_in
+from mailsocketd.mail.imap.uidvalidity import compare
 from mailsocketd.mail.tls import ReactorClock
 
 __all__ = ["AccountConnection", "Wakeup"]
@@ -62,12 +66,20 @@ class AccountConnection:
         self.on_healthy = on_healthy
         self.stopping = False
         self._dirty = False
+        self._settled: set[str] = set()  # mailboxes selected read-write to settle them
+        self._selected: str | None = None  # the mailbox this connection has selected
         self._wakeup: Deferred[Wakeup] | None = None
         self.idle = IdleLoop(client, clock, keepalive=account.keepalive,
                              has_news=lambda: self._dirty, poll_interval=account.interval,
                              label=account.name, log_fields={"account": account.name},
                              on_idling=lambda: state.set_state("idling"), use_idle=False)
         client.lost_callbacks.append(self._lost)
+        client.listen_for_alerts(self._alert)
+
+    def _alert(self, text: str) -> None:
+        """An ``[ALERT]`` from the server (RFC 3501 7.1: for a human to see): logged."""
+        self.log.warn("{account}: the mail server says: {text}", account=self.account.name,
+                      text=text, event="imap_alert")
 
     # -- waiting -----------------------------------------------------------------------------
 
@@ -148,8 +160,10 @@ class AccountConnection:
     async def _select_watched(self) -> bool:
         """EXAMINE the first mailbox for IDLE; on refusal, fall back to polling."""
         mailbox = self.account.mailboxes[0]
+        self._selected = None
         try:
             await self.client.examine(mailbox)
+            self._selected = mailbox
         except ServerRefused as e:
             self.state.record_check_error(mailbox, f"cannot IDLE on it: {e}")
             return False
@@ -170,15 +184,46 @@ class AccountConnection:
             await self.check(mailbox)
 
     async def check(self, mailbox: str) -> None:
-        """One STATUS round trip; a refusal (no such mailbox) is that mailbox's error."""
+        """One STATUS round trip; a refusal (no such mailbox) is that mailbox's error.  A
+        mailbox whose UIDVALIDITY changed while its messages did not is settled first (once
+        per connection, see ``_settle``)."""
         self.state.set_state("checking")
         started = self.clock.seconds()
         try:
+            if mailbox == self._selected and not self.idle.use_idle:
+                # the selected mailbox's STATUS may show this session's view (RFC 3501
+                # 6.3.10; Courier's does), which only IDLE or a NOOP brings up to date
+                await self.client.noop_check()
             counts = await self.client.status_counts(mailbox)
+            latency = self.clock.seconds() - started
+            previous = self.state.mailboxes[mailbox].counts
+            if (previous is not None and mailbox not in self._settled
+                    and compare(previous, counts).continuity == "unsettled"):
+                counts = await self._settle(mailbox)
         except ServerRefused as e:
             self.state.record_check_error(mailbox, str(e))
             return
-        self.state.record_check(mailbox, counts, self.clock.seconds() - started)
+        self.state.record_check(mailbox, counts, latency)
+
+    async def _settle(self, mailbox: str) -> MailboxCounts:
+        """One read-write SELECT, which makes a Courier folder write its UID database and so
+        keep its UIDVALIDITY from now on; then an EXAMINE (of the IDLE mailbox, or of this one
+        when polling), so that no mailbox stays open read-write, and a new STATUS.  The cost:
+        the messages in the folder then lose \\Recent (for every client), as with any
+        read-write open."""
+        self._settled.add(mailbox)
+        self.log.info(
+            "{account} {mailbox}: UIDVALIDITY changed while the messages did not; selecting "
+            "it read-write once so that the server settles it", account=self.account.name,
+            mailbox=mailbox, event="uidvalidity_unsettled")
+        self._selected = None
+        await self.client.select_read_write(mailbox)
+        if self.idle.use_idle:
+            self.idle.use_idle = await self._select_watched()
+        else:  # read-only again at once: mail that comes later keeps its \Recent
+            await self.client.examine(mailbox)
+            self._selected = mailbox
+        return await self.client.status_counts(mailbox)
 
     async def _log_out(self) -> None:
         """LOGOUT politely, but briefly: the caller aborts the connection after this."""

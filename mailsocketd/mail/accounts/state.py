@@ -3,8 +3,10 @@
 This is the data behind the line service's ``status`` lines and the structured log events; it
 knows nothing of the network.  Every check result is kept (time, latency, counts, error) and
 logged as a ``event="check"`` event; UIDNEXT growing between two checks of the same
-mailbox (same UIDVALIDITY) is new mail, logged as ``event="new_mail"`` and passed to the
-``on_new_mail`` callback (the hook).  The first check after start-up sets the baseline.
+mailbox is new mail, even across a UIDVALIDITY that changed while the messages did not (a
+Courier folder's, until it settles: ``imap/uidvalidity.py``), logged as ``event="new_mail"``
+and passed to the ``on_new_mail`` callback (the hook).  The first check after start-up sets
+the baseline.
 
 Errors follow the account's current state: a failed connection (``connection_failed``) is the
 error of every line and clears the mailboxes' own errors, which belonged to the session that
@@ -23,6 +25,7 @@ from twisted.logger import Logger
 from mailsocketd.mail.accounts.config import AccountConfig
 from mailsocketd.mail.errors import clean_text
 from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.imap.uidvalidity import compare
 from mailsocketd.mail.tls import ReactorClock
 from mailsocketd.timefmt import format_time
 
@@ -112,21 +115,21 @@ class AccountState:
                          counts: MailboxCounts) -> None:
         if previous is None:
             return
-        if previous.uidvalidity != counts.uidvalidity:
+        change = compare(previous, counts)
+        if change.continuity == "recreated":
             self.log.info("{account} {mailbox}: UIDVALIDITY changed; counting afresh",
                           account=self.account.name, mailbox=record.name,
                           event="uidvalidity_changed")
             return
-        new = counts.uidnext - previous.uidnext
-        if new <= 0:
+        if change.new <= 0:
             return
-        record.new_mail += new
+        record.new_mail += change.new
         self.log.info("{account} {mailbox}: new mail ({new} new, {unseen} unseen)",
-                      account=self.account.name, mailbox=record.name, new=new,
+                      account=self.account.name, mailbox=record.name, new=change.new,
                       messages=counts.messages, unseen=counts.unseen,
                       uidnext=counts.uidnext, event="new_mail")
         if self.on_new_mail is not None:
-            self.on_new_mail(record.name, counts, new)
+            self.on_new_mail(record.name, counts, change.new)
 
     def record_check_error(self, mailbox: str, error: str) -> None:
         """A check of one mailbox failed while the connection stayed usable."""

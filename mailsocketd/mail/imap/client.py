@@ -12,6 +12,9 @@ What it adds to ``twisted.mail.imap4.IMAP4Client``:
 * ``encrypted`` and ``peer_certificate()`` for the TLS policy of ``login.py``, which also
   holds the authentication (AUTHENTICATE PLAIN/LOGIN/CRAM-MD5, or LOGIN).
 * ``commands_sent`` counts the commands by name, so tests can prove a check is one STATUS.
+* ``[ALERT]`` (RFC 3501 7.1: the text MUST be shown to the user), in any OK/NO/BAD/BYE,
+  tagged or not, goes to ``on_alert`` as one cleaned line; until one is set the last few wait
+  in ``alerts`` (a login's alert comes before its owner is ready).
 
 This reaches into IMAP4Client's and Command's internals; every such name is declared, with why,
 in ``mailsocketd/twisted_private.py``, which the canary test checks on the installed Twisted.
@@ -20,9 +23,8 @@ in ``mailsocketd/twisted_private.py``, which the canary test checks on the insta
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -39,66 +41,30 @@ from mailsocketd.mail.errors import (
     ServerRefused,
     clean_text,
 )
-from mailsocketd.mail.imap.parse import FastCommand
+from mailsocketd.mail.imap.wire import (
+    MAX_UID,
+    STATUS_ARGS,
+    STATUS_ITEMS,
+    MailboxCounts,
+    command,
+    mailbox_arg,
+    status_items,
+)
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.tls import ReactorClock
 
-__all__ = ["LOGOUT_TIMEOUT", "MAX_UID", "ImapClient", "MailboxCounts", "command", "mailbox_arg"]
+# MAX_UID, MailboxCounts, command and mailbox_arg live in wire.py; they are exported from here
+# too, where the rest of the package has always found them.
+__all__ = ["ALERT_LIMIT", "LOGOUT_TIMEOUT", "MAX_UID", "ImapClient", "MailboxCounts", "command",
+           "mailbox_arg"]
 
 T = TypeVar("T")
-MAX_UID = 2**32 - 1  # UIDs, UIDVALIDITY, counts: 32-bit unsigned (RFC 3501 9, nz-number)
 LOGOUT_TIMEOUT = 2.0  # seconds a LOGOUT may take before the connection is simply closed
-STATUS_ITEMS = ("MESSAGES", "UNSEEN", "RECENT", "UIDNEXT", "UIDVALIDITY")
-_STATUS_ARGS = " ".join(STATUS_ITEMS).encode()
+MAX_ALERTS_KEPT = 5  # [ALERT] texts kept until on_alert is set
+ALERT_LIMIT = 300  # characters of one [ALERT] text
+_ALERT = re.compile(rb"(?:OK|NO|BAD|BYE|PREAUTH) \[ALERT\] ?", re.IGNORECASE)
 CHANGE_KINDS = {b"EXISTS": "exists", b"EXPUNGE": "expunge", b"FETCH": "flags",
                 b"RECENT": "recent"}
-
-
-def command(name: bytes, args: bytes | None = None,
-            continuation: Callable[[bytes], None] | None = None) -> imap4.Command:
-    """An ``imap4.Command`` (its constructor is untyped) that parses its reply fast."""
-    if continuation is None:
-        return FastCommand(name, args)  # type: ignore[no-untyped-call]
-    return FastCommand(name, args, (), continuation)  # type: ignore[no-untyped-call]
-
-
-# What an atom may not hold (RFC 3501 / 9051 atom-specials, "]" excepted: a mailbox is an
-# astring, whose characters include it); a mailbox name holding one is sent quoted.
-_NOT_ATOM = re.compile(rb'[\x00-\x20\x7f-\xff(){%*"\\]')
-
-
-def mailbox_arg(mailbox: str) -> bytes:
-    """A mailbox name as a command argument: modified UTF-7 (RFC 3501 5.1.3), as an atom when
-    it is one, else a quoted string with ``\\`` and ``"`` escaped (``back\\slash`` is sent
-    ``"back\\\\slash"``; Twisted's ``_prepareMailboxName`` sends it bare, which the server refuses).
-    """
-    name = mailbox.encode("imap4-utf-7")
-    if name and not _NOT_ATOM.search(name):
-        return name
-    return b'"' + name.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-
-
-def _status_items(reply: tuple[list[list[Any]], bytes]) -> dict[str, Any]:
-    """The items of a STATUS reply's untagged ``STATUS name (ITEM value ...)`` line."""
-    status: dict[str, Any] = {}
-    for parts in reply[0]:
-        if len(parts) >= 3 and parts[0] == b"STATUS" and isinstance(parts[2], list):
-            items = parts[2]
-            for key, value in zip(items[::2], items[1::2], strict=False):
-                if isinstance(key, bytes):
-                    status[key.decode("ascii", "replace").upper()] = value
-    return status
-
-
-@dataclass(frozen=True)
-class MailboxCounts:
-    """One STATUS answer."""
-
-    messages: int
-    unseen: int
-    recent: int
-    uidnext: int
-    uidvalidity: int
 
 
 class ImapClient(imap4.IMAP4Client):
@@ -120,6 +86,8 @@ class ImapClient(imap4.IMAP4Client):
         self.idle_started: Deferred[None] | None = None
         self.on_change: Callable[[str], None] | None = None
         self.on_connected: Callable[[ImapClient], None] | None = None
+        self.on_alert: Callable[[str], None] | None = None
+        self.alerts: deque[str] = deque(maxlen=MAX_ALERTS_KEPT)
         self.lost_callbacks: list[Callable[[Failure], None]] = []
         self.commands_sent: Counter[str] = Counter()
         self.lines_received = 0
@@ -252,6 +220,8 @@ class ImapClient(imap4.IMAP4Client):
         """Like IMAP4Client's, but a malformed response is a logged ProtocolViolation."""
         if self._drop_reason is not None:
             return
+        if tag != b"+" and rest[:1] in b"OoNnBbPp":
+            self._alert(rest)
         try:
             if self.state is None and rest[:4].upper() == b"BYE ":
                 self.bye = clean_text(rest[4:])
@@ -266,6 +236,28 @@ class ImapClient(imap4.IMAP4Client):
             self.drop(ProtocolViolation(
                 f"malformed response {clean_text(tag + b' ' + rest, 80)!r}: "
                 f"{type(e).__name__}"))
+
+    def _alert(self, rest: bytes) -> None:
+        """A response with an ``[ALERT]`` code: its text to ``on_alert`` (or ``alerts``)."""
+        found = _ALERT.match(rest)
+        if found is not None:
+            self._tell(clean_text(rest[found.end():], ALERT_LIMIT) or "(no text)")
+
+    def _tell(self, alert: str) -> None:
+        if self.on_alert is None:
+            self.alerts.append(alert)
+            return
+        try:
+            self.on_alert(alert)
+        except Exception:
+            self.log.failure("{label}: on_alert failed", label=self.label)
+
+    def listen_for_alerts(self, on_alert: Callable[[str], None]) -> None:
+        """From now on ``on_alert`` hears every alert; it hears those kept so far at once."""
+        self.on_alert = on_alert
+        kept, self.alerts = list(self.alerts), deque(maxlen=MAX_ALERTS_KEPT)
+        for alert in kept:
+            self._tell(alert)
 
     def _defaultHandler(self, tag: bytes, rest: bytes) -> None:
         if tag == b"*":
@@ -397,8 +389,8 @@ class ImapClient(imap4.IMAP4Client):
 
     def status_counts(self, mailbox: str) -> Deferred[MailboxCounts]:
         """One STATUS round trip: MESSAGES UNSEEN RECENT UIDNEXT UIDVALIDITY."""
-        args = mailbox_arg(mailbox) + b" (" + _STATUS_ARGS + b")"
-        answered = self.run(command(b"STATUS", args)).addCallback(_status_items)
+        args = mailbox_arg(mailbox) + b" (" + STATUS_ARGS + b")"
+        answered = self.run(command(b"STATUS", args)).addCallback(status_items)
         return answered.addCallback(self._counts, mailbox)
 
     def _counts(self, status: dict[str, Any], mailbox: str) -> MailboxCounts:
@@ -414,6 +406,12 @@ class ImapClient(imap4.IMAP4Client):
     def examine(self, mailbox: str) -> Deferred[Any]:
         """EXAMINE (read-only select, leaves \\Recent alone) the mailbox to IDLE on."""
         return self.run(command(b"EXAMINE", mailbox_arg(mailbox)), "the reply to EXAMINE")
+
+    def select_read_write(self, mailbox: str) -> Deferred[Any]:
+        """SELECT (read-write) the mailbox: only to make a server settle its UIDVALIDITY
+        (Courier writes a folder's UID database only then: ``imap/uidvalidity.py``).  It costs
+        what any read-write open costs: the messages lose \\Recent for other clients."""
+        return self.run(command(b"SELECT", mailbox_arg(mailbox)), "the reply to SELECT")
 
     def log_out(self, timeout: float) -> Deferred[Any]:
         """LOGOUT; the connection is closed when the server has answered."""

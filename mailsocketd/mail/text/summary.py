@@ -44,6 +44,7 @@ class Summary:
     subject: str   # decoded; "" if none
     unseen: bool
     size: int
+    deleted: bool = False  # marked \\Deleted (by a delete without UIDPLUS, or another client)
 
 
 def summarize(uid: int, header: bytes, flags: Iterable[str], size: int,
@@ -69,13 +70,15 @@ def summarize(uid: int, header: bytes, flags: Iterable[str], size: int,
         subject=decode_header(subject, fallback_charset=charset),
         unseen=not any(flag.lower() == "\\seen" for flag in flags),
         size=size,
+        deleted=any(flag.lower() == "\\deleted" for flag in flags),
     )
 
 
 def summary_line(s: Summary, width: int = 80) -> str:
     """``4821 N 2026-11-25 14:03  Alice Example         Lunch on Friday?``: UID and mark
-    (N unseen, - seen) first and never cut, so scripts can split; the rest cut to ``width``."""
-    head = f"{s.uid} {'N' if s.unseen else '-'}"
+    (D marked \\Deleted, else N unseen, - seen) first and never cut, so scripts can split; the
+    rest cut to ``width``."""
+    head = f"{s.uid} {'D' if s.deleted else 'N' if s.unseen else '-'}"
     date = pad(clean_line(s.date) or "(no date)", DATE_COLUMNS)
     sender = pad(clean_line(s.sender) or "(no sender)", SENDER_COLUMNS)
     subject = clean_line(s.subject) or "(no subject)"

@@ -32,6 +32,8 @@ class ImapConfig:
     read_limit: int = 4 * MIB  # bytes of a message ``read`` fetches at most
     text_limit: int = 256 * 1024  # characters of body text ``read`` shows at most
     keepalive: float = 1500.0  # end and re-issue watch's IDLE this often (the heartbeat)
+    watch_interval: float = 30.0  # watch: a STATUS this often, while idling or polling
+    trash: str | None = None  # where delete without UIDPLUS moves mail; None: look for it
 
     @property
     def tls(self) -> TlsPolicy:
@@ -56,9 +58,21 @@ def parse_imap(table: Table, present: bool) -> ImapConfig | None:
         read_limit=table.integer("read_limit", d.read_limit, 4096, 256 * MIB),
         text_limit=table.integer("text_limit", d.text_limit, 1024, 64 * MIB),
         keepalive=_keepalive(table),
+        watch_interval=table.number("watch_interval", d.watch_interval, 5.0, 3600.0),
+        trash=_trash(table),
     )
     table.finish()
     return imap
+
+
+def _trash(table: Table) -> str | None:
+    """``trash``: a mailbox name as the server spells it (``INBOX.Trash``)."""
+    name = table.optional_string("trash")
+    if name is not None and (len(name) > 1000 or any(
+            ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)):
+        raise ConfigError(table.key("trash"), "must be a mailbox name: 1 to 1000 characters, "
+                          "no control characters")
+    return name
 
 
 def _keepalive(table: Table) -> float:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock
@@ -48,9 +48,23 @@ from mailsocketd.mail.imap.connect import ImapClientFactory, connect
 from mailsocketd.mail.secrets import Secret
 from mailsocketd.mail.tls import ConnectReactor, ReactorClock
 from mailsocketd.mail.users.config import ImapConfig
+from mailsocketd.mail.users.deleting import find_trash, remove
+from mailsocketd.mail.users.known import KnownUids
+from mailsocketd.mail.users.results import (
+    MAX_NAME,
+    Deletion,
+    Listing,
+    MailboxError,
+    NoSuchMessage,
+    SessionLost,
+    UidValidityChanged,
+    check_mailbox_name,
+    refusal,
+)
 from mailsocketd.mail.users.watch import IdleWatch
 
-__all__ = ["Deletion", "FetchedMessage", "ListedMessage", "Listing", "MailboxError",
+# The results and errors (results.py) are exported from here too, with the session.
+__all__ = ["MAX_NAME", "Deletion", "FetchedMessage", "ListedMessage", "Listing", "MailboxError",
            "NoSuchMessage", "SessionLost", "UidValidityChanged", "UserSession",
            "open_user_session"]
 
@@ -58,62 +72,8 @@ T = TypeVar("T")
 log = Logger()
 MAX_MAILBOXES = 200  # mailboxes() STATUSes at most this many
 MAX_DELETE = 1000  # UIDs in one delete
-MAX_NAME = 1000  # characters in a mailbox name
-MAX_REMEMBERED = 1000  # mailboxes whose UIDVALIDITY is remembered
 LOST = "not logged in to the mail server (session lost); login again"
 LOGGED_OUT = "not logged in to the mail server (logged out); login again"
-
-
-class NoSuchMessage(MailError):
-    """The UID (or none of the UIDs) exists in the mailbox."""
-
-
-class UidValidityChanged(MailError):
-    """The mailbox's UIDVALIDITY differs from the one ``list`` saw: its UIDs mean other mail."""
-
-
-class MailboxError(MailError):
-    """A bad or nonexistent mailbox (the server's refusal, cleaned)."""
-
-
-class SessionLost(MailError):
-    """The IMAP connection is gone (or was logged out): log in again."""
-
-
-@dataclass(frozen=True)
-class Listing:
-    """The newest messages of a mailbox (``messages`` newest first)."""
-
-    mailbox: str
-    uidvalidity: int
-    exists: int
-    messages: tuple[ListedMessage, ...]
-
-
-@dataclass(frozen=True)
-class Deletion:
-    """What ``delete`` did: which UIDs it removed, which did not exist, and how."""
-
-    deleted: tuple[int, ...]
-    missing: tuple[int, ...]
-    method: str  # "expunged" | "moved to Trash" | "marked deleted"
-
-
-def check_mailbox_name(mailbox: str) -> str:
-    """The name, or MailboxError if it cannot go into a command (empty, control characters)."""
-    if not mailbox or len(mailbox) > MAX_NAME:
-        raise MailboxError(f"bad mailbox name (1 to {MAX_NAME} characters)")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in mailbox):
-        raise MailboxError("bad mailbox name: control characters are not allowed")
-    return mailbox
-
-
-def refusal(mailbox: str, error: ServerRefused) -> MailboxError:
-    """The server's NO/BAD about a mailbox, as one line without the response code."""
-    text = clean_text(error.text)
-    if text.startswith("[") and "]" in text:
-        text = text.split("]", 1)[1].strip()
-    return MailboxError(f"mailbox {clean_text(mailbox, 100)}: {text or error.status}")
 
 
 async def open_user_session(reactor: ConnectReactor, imap: ImapConfig, user: str,
@@ -165,12 +125,23 @@ class UserSession:
         self.closing = False
         self._selection: Selected | None = None  # what selecting the selected mailbox said
         self._lock = DeferredLock()
-        self._uidvalidity: dict[str, int] = {}
+        self._known = KnownUids()  # what list showed: read and delete check it
+        self._namespace: str | None = None  # the personal namespace's prefix, once asked
         self._logout: Deferred[None] | None = None
         self.watcher = IdleWatch(self, client, clock, keepalive=imap.keepalive,
-                                 use_idle=b"IDLE" in capabilities, user=user)
+                                 use_idle=b"IDLE" in capabilities, user=user,
+                                 interval=imap.watch_interval)
         client.on_change = self.watcher.changed
         client.lost_callbacks.append(self._connection_lost)
+
+    def listen_for_alerts(self, on_alert: Callable[[str], None]) -> None:
+        """``on_alert`` hears each ``[ALERT]`` the server sends (RFC 3501 7.1: the text MUST
+        be shown to the user), cleaned, from the login's on; each is logged too."""
+        def alert(text: str) -> None:
+            log.warn("user {user}: the mail server says: {text}", user=self.user, text=text,
+                     event="imap_alert")
+            on_alert(text)
+        self.client.listen_for_alerts(alert)
 
     def __repr__(self) -> str:
         return f"<UserSession {self.user!r} alive={self.alive}>"
@@ -281,19 +252,13 @@ class UserSession:
         except ServerRefused as e:
             raise refusal(mailbox, e) from None
 
-    def _same_uids(self, mailbox: str, selected: Selected) -> None:
-        """UIDs the user saw in ``list`` must still name the same messages."""
-        known = self._uidvalidity.get(mailbox_key(mailbox))
-        if known is None:
-            self._remember(mailbox, selected.uidvalidity)
-        elif known != selected.uidvalidity:
-            raise UidValidityChanged(f"{clean_text(mailbox, 100)} changed on the server "
-                                     "(UIDVALIDITY); run list again")
-
-    def _remember(self, mailbox: str, uidvalidity: int) -> None:
-        if len(self._uidvalidity) >= MAX_REMEMBERED:
-            self._uidvalidity.pop(next(iter(self._uidvalidity)))
-        self._uidvalidity[mailbox_key(mailbox)] = uidvalidity
+    async def settle(self, mailbox: str) -> Selected:
+        """SELECT read-write, which makes a Courier folder settle its UIDVALIDITY
+        (``imap/uidvalidity.py``; its messages lose \\Recent), then EXAMINE it again."""
+        self._selection = None
+        await self.select(mailbox, readonly=False)
+        self._selection = None
+        return await self.select(mailbox, readonly=True)
 
     # -- the operations ----------------------------------------------------------------------
 
@@ -318,11 +283,14 @@ class UserSession:
         return await self.exclusive(lambda: self.status(mailbox))
 
     async def mailboxes(self) -> list[tuple[str, MailboxCounts | None]]:
-        """Every mailbox (at most MAX_MAILBOXES) with its counts; None where STATUS cannot be
-        had (\\Noselect, a refusal)."""
+        """Every mailbox (at most MAX_MAILBOXES, INBOX first) with its counts; None where
+        STATUS cannot be had (\\Noselect, a refusal)."""
         async def step() -> list[tuple[str, MailboxCounts | None]]:
             found: list[tuple[str, MailboxCounts | None]] = []
-            for entry in (await self.client.list_mailboxes())[:MAX_MAILBOXES]:
+            entries = await self.client.list_mailboxes()
+            # INBOX first, the others in the server's order (Courier lists INBOX last)
+            entries.sort(key=lambda e: e.name is None or mailbox_key(e.name) != "INBOX")
+            for entry in entries[:MAX_MAILBOXES]:
                 name = entry.name or entry.raw.decode("utf-8", "replace")
                 counts = None
                 if entry.name is not None and entry.selectable:
@@ -340,11 +308,11 @@ class UserSession:
 
         async def step() -> Listing:
             selected = await self.select(mailbox, readonly=True)
-            self._remember(mailbox, selected.uidvalidity)
             messages: list[ListedMessage] = []
             if selected.exists:
                 first = max(1, selected.exists - count + 1)
                 messages = await self.client.fetch_headers(first, selected.exists)
+            self._known.listed(mailbox, selected.uidvalidity, messages)
             return Listing(mailbox, selected.uidvalidity, selected.exists, tuple(messages))
         return await self.exclusive(step)
 
@@ -355,7 +323,8 @@ class UserSession:
         limit = max(1, min(limit, self.imap.read_limit))
 
         async def step() -> FetchedMessage:
-            self._same_uids(mailbox, await self.select(mailbox, readonly=False))
+            selected = await self.select(mailbox, readonly=False)
+            await self._known.check(self.client, selected, [uid])
             fetched = None
             if 0 < uid <= MAX_UID:
                 fetched = await self.client.fetch_body(uid, limit)
@@ -375,8 +344,9 @@ class UserSession:
             raise MailError(f"give 1 to {MAX_DELETE} UIDs to delete")
 
         async def step() -> Deletion:
-            self._same_uids(mailbox, await self.select(mailbox, readonly=False))
+            selected = await self.select(mailbox, readonly=False)
             valid = [uid for uid in wanted if 0 < uid <= MAX_UID]
+            await self._known.check(self.client, selected, valid)
             existing = await self.client.uid_search(valid) if valid else []
             missing = tuple(uid for uid in wanted if uid not in set(existing))
             if not existing:
@@ -389,29 +359,20 @@ class UserSession:
         return await self.exclusive(step)
 
     async def _remove(self, mailbox: str, uids: list[int]) -> str:
-        if b"UIDPLUS" in self.capabilities:
-            await self.client.uid_store_deleted(uids)
-            await self.client.uid_expunge(uids)
-            return "expunged"
-        trash = await self._trash()
-        if trash is not None and mailbox_key(trash) != mailbox_key(mailbox):
-            if b"MOVE" in self.capabilities:
-                await self.client.uid_transfer(b"MOVE", uids, trash)
-            else:
-                await self.client.uid_transfer(b"COPY", uids, trash)
-                await self.client.uid_store_deleted(uids)
-            return "moved to Trash"
-        await self.client.uid_store_deleted(uids)
-        return "marked deleted"
+        trash = None
+        if b"UIDPLUS" not in self.capabilities:
+            trash = self.imap.trash or await self._find_trash()
+        return await remove(self.client, self.capabilities, mailbox, uids, trash)
 
-    async def _trash(self) -> str | None:
-        """The server's Trash: the SPECIAL-USE \\Trash mailbox, else one named "Trash"."""
-        entries = [e for e in await self.client.list_mailboxes()
-                   if e.name is not None and e.selectable]
-        for entry in entries:
-            if "\\trash" in {f.lower() for f in entry.flags}:
-                return entry.name
-        return next((e.name for e in entries if e.name == "Trash"), None)
+    async def _find_trash(self) -> str | None:
+        """The server's Trash (``deleting.find_trash``): LIST, and NAMESPACE once."""
+        if self._namespace is None:
+            self._namespace = ""
+            if b"NAMESPACE" in self.capabilities:
+                with contextlib.suppress(ServerRefused):
+                    found = await self.client.personal_namespace()
+                    self._namespace = found[0] if found else ""
+        return find_trash(await self.client.list_mailboxes(), self._namespace)
 
     async def watch(self, mailbox: str, notify: Callable[[str, MailboxCounts], None],
                     ended: Callable[[str], None] | None = None) -> MailboxCounts:

@@ -5,8 +5,17 @@ watched mailbox is selected (EXAMINE) first, if a command selected another.  A c
 round (DONE) before it runs; the next round starts when the queue is empty.  An EXISTS during
 IDLE ends it; one STATUS tells whether UIDNEXT grew, and if so ``notify`` hears of it.  The loop
 paces the rounds, renews IDLE every ``[imap] keepalive`` seconds and gives IDLE up when the
-server refuses it or keeps ending it at once; then, as without IDLE, the watch polls: a STATUS
-every POLL_INTERVAL seconds.
+server refuses it or keeps ending it at once; then, as without IDLE, the watch polls.
+
+Whatever IDLE does, the watched mailbox gets a STATUS every ``[imap] watch_interval`` seconds
+(the safety net the account checks have: Courier's IDLE looks for new mail only once a minute
+by default, and tells nothing when the mailbox is deleted).  An EXPUNGE that empties the
+mailbox during IDLE (all Cyrus says when another client deletes it) brings the STATUS at once.
+A STATUS or SELECT refused (the mailbox is gone) ends the watch, and ``ended`` hears why.
+
+New mail is UIDNEXT growing, also across a UIDVALIDITY that changed while the messages did not
+(``imap/uidvalidity.py``); the first time that is seen the mailbox is settled (SELECTed
+read-write once, then EXAMINEd again).
 
 The watch sees its session only through ``WatchedSession``: it never imports the session, and
 the session's queue stays the session's (``if_free`` runs a step only when nothing waits).
@@ -24,16 +33,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailsocketd.mail.errors import INTERNAL_ERROR_TEXT, MailError
-from mailsocketd.mail.imap.client import ImapClient, MailboxCounts
-from mailsocketd.mail.imap.commands import Selected, mailbox_key
+from mailsocketd.mail.imap.client import MailboxCounts
+from mailsocketd.mail.imap.commands import Selected, UserImapClient, mailbox_key
 from mailsocketd.mail.imap.idle import IdleLoop, RoundEnd
+from mailsocketd.mail.imap.uidvalidity import compare
 from mailsocketd.mail.tls import ReactorClock
 
 __all__ = ["POLL_INTERVAL", "IdleWatch", "WatchedSession"]
 
 T = TypeVar("T")
 log = Logger()
-POLL_INTERVAL = 30.0
+POLL_INTERVAL = 30.0  # [imap] watch_interval's default
 
 
 class WatchedSession(Protocol):
@@ -53,6 +63,10 @@ class WatchedSession(Protocol):
     async def status(self, mailbox: str) -> MailboxCounts:
         """STATUS; called only with the connection held."""
 
+    async def settle(self, mailbox: str) -> Selected:
+        """SELECT read-write (so the server settles the UIDVALIDITY), then EXAMINE again;
+        called only with the connection held."""
+
     async def exclusive(self, step: Callable[[], Awaitable[T]]) -> T:
         """Run ``step`` alone on the connection, in turn after the commands queued."""
 
@@ -67,10 +81,11 @@ class _Watched:
 
     mailbox: str
     notify: Callable[[str, MailboxCounts], None]
-    uidnext: int
-    uidvalidity: int
+    counts: MailboxCounts  # the last STATUS
+    next_check: float  # the next STATUS at the latest (the safety net)
     ended: Callable[[str], None] | None = None  # told why, if the watch ends by itself
     dirty: bool = False  # it may have grown: STATUS before the next IDLE
+    settled: bool = False  # selected read-write once to settle its UIDVALIDITY
 
     @property
     def key(self) -> str:
@@ -80,14 +95,17 @@ class _Watched:
 class IdleWatch:
     """The watch of one UserSession (see the module docstring)."""
 
-    def __init__(self, session: WatchedSession, client: ImapClient, clock: ReactorClock, *,
-                 keepalive: float, use_idle: bool, user: str) -> None:
+    def __init__(self, session: WatchedSession, client: UserImapClient, clock: ReactorClock,
+                 *, keepalive: float, use_idle: bool, user: str,
+                 interval: float = POLL_INTERVAL) -> None:
         self.session = session
+        self.client = client
         self.clock = clock
         self.user = user
+        self.interval = interval
         self.watched: _Watched | None = None
         self.idle = IdleLoop(client, clock, keepalive=keepalive, has_news=self._has_news,
-                             poll_interval=POLL_INTERVAL, label=f"user {user}",
+                             poll_interval=interval, label=f"user {user}",
                              log_fields={"user": user}, use_idle=use_idle)
         self._poll_timer: IDelayedCall | None = None
 
@@ -108,7 +126,8 @@ class IdleWatch:
         """Watch ``mailbox`` from these counts on (replacing any other); ``ended`` hears why
         if the watch ends by itself (the mailbox was deleted, say)."""
         self.stop()
-        self.watched = _Watched(mailbox, notify, counts.uidnext, counts.uidvalidity, ended)
+        self.watched = _Watched(mailbox, notify, counts, self.clock.seconds() + self.interval,
+                                ended)
 
     def stop(self) -> None:
         """Watch nothing: a round under way ends (DONE), polling stops."""
@@ -121,20 +140,22 @@ class IdleWatch:
     # -- what the session tells us -----------------------------------------------------------
 
     def changed(self, kind: str) -> None:
-        """The client's on_change: an EXISTS for the selected mailbox."""
+        """The client's on_change: an EXISTS for the selected mailbox, or an EXPUNGE that
+        left it empty (perhaps deleted by another client: the STATUS tells)."""
         watched = self.watched
-        if kind != "exists" or watched is None or self.session.selected != watched.key:
+        if watched is None or self.session.selected != watched.key:
             return
-        watched.dirty = True
-        self.idle.changed()
+        if kind == "exists" or (kind == "expunge" and self.client.exists == 0):
+            watched.dirty = True
+            self.idle.changed()
 
     def selected(self, selected: Selected) -> None:
         """A SELECT/EXAMINE answered: did the watched mailbox grow meanwhile?"""
         watched = self.watched
         if watched is None or mailbox_key(selected.mailbox) != watched.key:
             return
-        if (selected.uidnext is None or selected.uidnext > watched.uidnext
-                or selected.uidvalidity != watched.uidvalidity):
+        if (selected.uidnext is None or selected.uidnext > watched.counts.uidnext
+                or selected.uidvalidity != watched.counts.uidvalidity):
             watched.dirty = True
 
     async def leave_idle(self) -> None:
@@ -168,10 +189,10 @@ class IdleWatch:
             return
         if self.session.selected != watched.key:
             await self.session.select(watched.mailbox, readonly=True)
-        if watched.dirty:
+        if watched.dirty or self.clock.seconds() >= watched.next_check:
             await self._recheck(watched)
         if self.watched is watched and self.idle.use_idle and not self.idle.running:
-            self.idle.run().addBoth(self._round_over)
+            self.idle.run(until=watched.next_check).addBoth(self._round_over)
 
     def _round_over(self, result: RoundEnd | Failure) -> None:
         if isinstance(result, Failure) and isinstance(result.value, Exception):
@@ -179,13 +200,23 @@ class IdleWatch:
         self.resume_soon()
 
     async def _recheck(self, watched: _Watched) -> None:
-        """One STATUS of the watched mailbox; notify if UIDNEXT grew."""
+        """One STATUS of the watched mailbox (a second after settling it); notify if new
+        mail came."""
         watched.dirty = False
         counts = await self.session.status(watched.mailbox)
-        grew = (counts.uidvalidity == watched.uidvalidity
-                and counts.uidnext > watched.uidnext)
-        watched.uidnext, watched.uidvalidity = counts.uidnext, counts.uidvalidity
-        if grew and self.watched is watched:
+        change = compare(watched.counts, counts)
+        if change.continuity == "unsettled" and not watched.settled:
+            watched.settled = True
+            log.info("user {user}: {mailbox}: UIDVALIDITY changed while the messages did not; "
+                     "selecting it read-write once so that the server settles it",
+                     user=self.user, mailbox=watched.mailbox, event="uidvalidity_unsettled")
+            await self.session.settle(watched.mailbox)
+            watched.dirty = False
+            counts = await self.session.status(watched.mailbox)
+            change = compare(watched.counts, counts)
+        watched.counts = counts
+        watched.next_check = self.clock.seconds() + self.interval
+        if change.new > 0 and self.watched is watched:
             try:
                 watched.notify(watched.mailbox, counts)
             except Exception:
@@ -217,7 +248,7 @@ class IdleWatch:
     def _schedule_poll(self) -> None:
         if self.watched is None or not self.session.alive or self._poll_timer is not None:
             return
-        self._poll_timer = self.clock.callLater(POLL_INTERVAL, self._poll)
+        self._poll_timer = self.clock.callLater(self.interval, self._poll)
 
     def _poll(self) -> None:
         self._poll_timer = None

@@ -255,7 +255,7 @@ def test_a_watch_pushes_new_mail_and_says_when_it_ends():
     imap.done()
     imap.fresh_status_of("Work", messages=13, unseen=4, uidnext=14)
     assert take(tr) == b"* new mail: Work messages=13 unseen=4\r\n"
-    rig.clock.advance(60)
+    rig.clock.advance(1)  # IDLE_MIN_SPACING
     imap.idle()
     proto.dataReceived(b"watch off\n")
     imap.done()
@@ -290,6 +290,25 @@ def test_a_lost_session_is_a_pushed_line_and_the_next_mail_command_says_so():
     assert lines[1:] == [b"error: the mail session was lost (the mail server closed the "
                          b"connection); login again", b"error: login first", b""]
     assert proto.session.user is None
+
+
+def test_a_session_lost_while_watching_ends_the_watch_with_its_line_first():
+    """Issue 15, 3: Dovecot ends the session whose selected (watched) mailbox another client
+    deleted (the line below); the watch ends with ``* watch ended``, as on Cyrus and Courier."""
+    rig, bridge, servers = bridge_rig()
+    proto, tr, imap = logged_in(rig, servers)
+    proto.dataReceived(b"watch on Work\n")
+    imap.status_of("Work")
+    imap.select(b"EXAMINE", "Work")
+    imap.idle()
+    take(tr)
+    imap.server("* BYE IMAP session state is inconsistent, please relogin.")
+    imap.transport.loseConnection()
+    rig.clock.advance(0)
+    assert take(tr) == (b"* watch ended: the mail session was lost\r\n"
+                        b"* mail session lost (the mail server closed the connection (IMAP "
+                        b"session state is inconsistent, please relogin.)); login again\r\n")
+    assert bridge.status_lines()[0].startswith("mail sessions: 0 logged in, 0 watching;")
 
 
 def test_a_lost_session_notice_between_a_command_and_its_reply_is_a_pushed_line():

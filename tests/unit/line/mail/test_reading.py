@@ -206,8 +206,11 @@ def test_a_watching_client_is_not_closed_by_the_idle_timeout():
     imap.fresh_status_of(messages=4, unseen=2, uidnext=5)
     assert take(tr) == b"* new mail: INBOX messages=4 unseen=2\r\n"
     imap.idle()
-    for _ in range(20):  # ten minutes of silence from the client
+    for _ in range(20):  # ten minutes of silence from the client (a STATUS each 30 s)
         rig.clock.advance(30)
+        imap.done()
+        imap.fresh_status_of(messages=4, unseen=2, uidnext=5)
+        imap.idle()
     assert take(tr) == b"" and not proto.closing
     proto.dataReceived(b"watch off\n")
     imap.done()
@@ -240,3 +243,36 @@ def test_an_unusable_ca_file_at_login_shows_no_server_path(tmp_path):
     assert "secret-dir" not in reply
     logged = [e for e in events if e.get("event") == "ca_file_unusable"]
     assert len(logged) == 1 and str(missing) in logged[0]["error"]
+
+
+def test_an_alert_during_read_is_pushed_to_the_user_cleaned():
+    """Issue 15, 5: Courier sent ``* OK [ALERT] Message 7 appears to be a Unicode message...``
+    during ``read 7`` (the exact line below); it was dropped.  RFC 3501 7.1: the text MUST be
+    shown to the user."""
+    _, reactor, proto, tr, imap = logged_in()
+    with capturedLogs() as events:
+        proto.dataReceived(b"read 7\n")
+        imap.select(b"SELECT")
+        imap.expect(b"UID")
+        data = "From: Jürgen <j@x>\r\nSubject: Привет\r\n\r\nhi\r\n".encode()
+        imap.client.dataReceived(
+            f"* 7 FETCH (UID 7 RFC822.SIZE {len(data)} BODY[]<0> {{{len(data)}}}\r\n".encode()
+            + data + b")\r\n"
+            b"* OK [ALERT] Message 7 appears to be a Unicode message and your E-mail reader did"
+            b" not enable Unicode support. Please use an E-mail reader that supports IMAP with "
+            b"UTF-8 (see https://tools.ietf.org/html/rfc6855.html)\r\n"
+            b"* 7 FETCH (FLAGS (\\Seen))\r\n" + imap.last_tag + b" OK FETCH completed.\r\n")
+        reactor.pool.run()
+    lines = take(tr).decode().split("\r\n")
+    assert lines[0] == ("* mail server alert: Message 7 appears to be a Unicode message and "
+                        "your E-mail reader did not enable Unicode support. Please use an E-mail "
+                        "reader that supports IMAP with UTF-8 (see "
+                        "https://tools.ietf.org/html/rfc6855.html)")
+    assert lines[1].startswith("ok message 7 in INBOX")
+    (event,) = [e for e in events if e.get("event") == "imap_alert"]
+    assert event["user"] == "alice" and event["text"].startswith("Message 7 appears")
+    proto.dataReceived(b"check\n")  # with any command, cleaned like every echo
+    imap.answer(b"NOOP", b"OK [ALERT] \x1b[2Jdisk quota\x85exceeded \xe2\x80\xae!")
+    imap.status_of()
+    assert take(tr).decode() == ("* mail server alert: [2Jdisk quota\ufffdexceeded  !\r\n"
+                                 "ok INBOX messages=3 unseen=1 recent=0\r\n")

@@ -195,6 +195,7 @@ def test_an_idle_answered_by_an_immediate_ok_is_paced_then_given_up_for_polling(
         rig.clock.advance(100)
         rig.answer(b"NOOP")
         rig.clock.advance(300 - rig.clock.seconds())
+        rig.answer(b"NOOP")  # INBOX is still selected (EXAMINE): a NOOP brings its news
         rig.status(messages=13, uidnext=14)
         for _ in range(6):  # an hour of polling: still no IDLE, still one log line
             rig.clock.advance(100)
@@ -202,6 +203,7 @@ def test_an_idle_answered_by_an_immediate_ok_is_paced_then_given_up_for_polling(
             rig.clock.advance(100)
             rig.answer(b"NOOP")
             rig.clock.advance(100)
+            rig.answer(b"NOOP")
             rig.status(messages=13, uidnext=14)
     assert rig.client.commands_sent["IDLE"] == IDLE_SHORT_LIMIT
     (event,) = fallbacks(events)
@@ -325,8 +327,63 @@ def test_idle_refused_with_no_falls_back_to_polling_quietly():
         rig.clock.advance(100)
         rig.answer(b"NOOP")
         rig.clock.advance(200)
+        rig.answer(b"NOOP")  # INBOX is selected: its news first
         rig.status()
         gc.collect()
     assert rig.client.commands_sent["IDLE"] == 1 and not done.called
     assert state.state == "connected" and not fallbacks(events)
     assert not [e for e in events if "Unhandled error" in (formatEvent(e) or "")]
+
+
+def test_an_unsettled_uidvalidity_is_settled_by_one_read_write_select():
+    """Courier (issue 15, 1): a folder nobody opened read-write answers every STATUS with a
+    new UIDVALIDITY.  The second check sees it change while the messages do not: one SELECT
+    settles it, the IDLE mailbox is EXAMINEd again, and new mail is then reported."""
+    rig, state, _, _ = logged_in(mailboxes=("INBOX", "Work"), interval=60, keepalive=240)
+    rig.status(messages=12, uidnext=13)
+    rig.status("Work", messages=3, uidnext=4, uidvalidity=796660658)
+    idling(rig, state)
+    rig.clock.advance(60)
+    end_idle(rig)
+    with capturedLogs() as events:
+        rig.status(messages=12, uidnext=13)
+        rig.status("Work", messages=3, uidnext=4, uidvalidity=796660719)
+        assert rig.answer(b"SELECT", "3 EXISTS", "OK [UIDVALIDITY 796660719] ok") == b"Work"
+        assert rig.answer(b"EXAMINE", "12 EXISTS", "OK [UIDVALIDITY 1] ok") == b"INBOX"
+        rig.status("Work", messages=3, uidnext=4, uidvalidity=796660719)
+        idle_again(rig, state)
+        rig.clock.advance(60)
+        end_idle(rig)
+        rig.status(messages=12, uidnext=13)
+        rig.status("Work", messages=4, uidnext=5, uidvalidity=796660719)
+        idle_again(rig, state)
+        rig.clock.advance(60)
+        end_idle(rig)
+        rig.status(messages=12, uidnext=13)
+        rig.status("Work", messages=4, uidnext=5, uidvalidity=796660719)  # no SELECT again
+        idle_again(rig, state)
+    names = [e["event"] for e in events if "event" in e and e["event"] != "check"]
+    assert names == ["uidvalidity_unsettled", "new_mail"]
+    assert state.mailboxes["Work"].new_mail == 1
+    assert rig.client.commands_sent["SELECT"] == 1
+
+
+def test_a_mailbox_is_settled_at_most_once_per_connection():
+    """Polled: the settled mailbox is EXAMINEd at once (read-only: later mail keeps its
+    \\Recent) and stays selected, so each STATUS of it follows a NOOP (a selected mailbox's
+    STATUS shows the session's view: Courier's stayed at the SELECT's)."""
+    rig, _, _, _ = logged_in(caps_after="IMAP4rev1", interval=60, keepalive=240)
+    rig.status(messages=3, uidnext=4, uidvalidity=10)
+    with capturedLogs() as events:
+        for value in (11, 13, 14):
+            rig.clock.advance(60)
+            if value != 11:
+                rig.answer(b"NOOP")
+            rig.status(messages=3, uidnext=4, uidvalidity=value)
+            if value == 11:
+                assert rig.answer(b"SELECT", "3 EXISTS", "OK [UIDVALIDITY 12] ok") == b"INBOX"
+                assert rig.answer(b"EXAMINE", "3 EXISTS", "OK [UIDVALIDITY 12] ok") == b"INBOX"
+                rig.status(messages=3, uidnext=4, uidvalidity=12)
+    assert [e["event"] for e in events if e.get("event", "check") != "check"] == [
+        "uidvalidity_unsettled"]
+    assert rig.client.commands_sent["SELECT"] == 1 and rig.sent() == []

@@ -106,3 +106,26 @@ def test_logging_in_again_clears_the_connection_error():
     s.connection_failed("connection closed by the server", "backing-off", 2.0)
     assert [error_of(line) for line in s.status_lines()] == [
         "connection closed by the server", "connection closed by the server"]
+
+
+def test_a_uidvalidity_that_changes_while_the_messages_do_not_is_not_a_new_mailbox():
+    """Courier derives an unopened folder's UIDVALIDITY from the clock (issue 15, 1): every
+    check gave ``UIDVALIDITY changed; counting afresh`` and new mail was never reported."""
+    s, news = state()
+    with capturedLogs() as captured:
+        s.record_check("INBOX", counts(messages=3, uidnext=4, uidvalidity=796660658), 0.001)
+        s.record_check("INBOX", counts(messages=3, uidnext=4, uidvalidity=796660659), 0.001)
+        s.record_check("INBOX", counts(messages=5, uidnext=6, uidvalidity=796660662), 0.001)
+    assert not events(captured, "uidvalidity_changed")
+    (event,) = events(captured, "new_mail")
+    assert event["new"] == 2
+    assert news == [("INBOX", counts(messages=5, uidnext=6, uidvalidity=796660662), 2)]
+    assert s.mailboxes["INBOX"].new_mail == 2
+
+
+def test_a_new_uidvalidity_with_other_messages_still_counts_afresh():
+    s, news = state()
+    with capturedLogs() as captured:
+        s.record_check("INBOX", counts(messages=12, uidnext=13), 0.001)
+        s.record_check("INBOX", counts(messages=14, uidnext=14, uidvalidity=2), 0.001)
+    assert news == [] and len(events(captured, "uidvalidity_changed")) == 1

@@ -246,3 +246,13 @@ def test_the_arrival_date_stands_in_for_a_missing_or_unreadable_date(
     summary = summarize(1, header, [], 0, arrived)
     assert summary.date == shown
     assert ("(no date)" in summary_line(summary)) is (shown == "")
+
+
+def test_a_message_marked_deleted_is_shown_with_d():
+    """Issue 15, 4: after ``delete`` without UIDPLUS or Trash the message stays, marked
+    \\Deleted; ``list`` showed it as if nothing had happened."""
+    header = b"Subject: old news\r\n\r\n"
+    deleted = summarize(7, header, ["\\Deleted", "\\Seen"], 10)
+    assert deleted.deleted and summary_line(deleted).startswith("7 D ")
+    assert summary_line(summarize(7, header, ["\\Deleted"], 10)).startswith("7 D ")
+    assert summary_line(summarize(7, header, ["\\Seen"], 10)).startswith("7 - ")

@@ -69,3 +69,12 @@ def test_an_existing_file_with_idle_restart_loads(tmp_path):
     path.write_text(f'[imap]\nserver = "{SERVER}"\nidle_restart = 900\n')
     config = load_config(str(path))
     assert config.imap is not None and config.imap.keepalive == 900.0
+
+
+def test_watch_interval_and_trash():
+    imap = parse(watch_interval=10, trash="INBOX.Trash")
+    assert (imap.watch_interval, imap.trash) == (10.0, "INBOX.Trash")
+    assert (parse().watch_interval, parse().trash) == (30.0, None)
+    assert "watch_interval" in error_of(watch_interval=1)
+    assert "imap.trash" in error_of(trash="a\nb")
+    assert "imap.trash" in error_of(trash="")

@@ -405,7 +405,7 @@ def test_delete_without_uidplus_moves_to_the_special_use_trash():
     trash_list(rig, 'LIST () "." Trash', 'LIST (\\Trash) "." "Deleted Items"')
     assert rig.expect(b"UID") == b'MOVE 3 "Deleted Items"'
     rig.reply("1 EXPUNGE")
-    assert result_of(d).method == "moved to Trash"
+    assert result_of(d).method == "moved to Deleted Items"
     assert not {"EXPUNGE", "UID EXPUNGE", "UID STORE"} & set(rig.client.commands_sent)
 
 
@@ -503,7 +503,7 @@ def test_a_command_during_watch_ends_idle_first_and_idle_resumes_after():
 
 
 def test_idle_is_renewed_every_keepalive_seconds():
-    rig, session, _ = watching(keepalive=600)
+    rig, session, _ = watching(keepalive=600, watch_interval=3600)
     rig.select(b"EXAMINE")
     rig.idle()
     rig.clock.advance(599)
@@ -530,7 +530,7 @@ def test_no_reply_to_done_loses_the_session():
 
 
 def test_a_heartbeat_done_without_reply_loses_the_session():
-    rig, session, _ = watching(keepalive=600, timeout=10)
+    rig, session, _ = watching(keepalive=600, timeout=10, watch_interval=3600)
     reasons: list[str] = []
     session.on_lost = reasons.append
     rig.select(b"EXAMINE")
@@ -583,7 +583,7 @@ def test_a_server_that_ends_idle_at_once_is_polled_instead():
 
 
 def test_quick_ends_count_only_in_a_row():
-    rig, session, _ = watching(keepalive=600)
+    rig, session, _ = watching(keepalive=600, watch_interval=3600)
     rig.select(b"EXAMINE")
     for _ in range(2):  # two quick ends by the server ...
         rig.idle()

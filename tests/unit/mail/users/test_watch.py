@@ -25,6 +25,7 @@ def test_watch_imports_nothing_of_the_session():
 
 def test_the_session_offers_what_the_watch_needs_and_not_its_lock():
     wanted = {name for name in vars(watch.WatchedSession) if not name.startswith("_")}
-    assert wanted == {"alive", "selected", "select", "status", "exclusive", "if_free"}
+    assert wanted == {"alive", "selected", "select", "status", "settle", "exclusive",
+                      "if_free"}
     assert wanted <= set(dir(session.UserSession))
     assert not {"acquire", "release", "busy"} & set(dir(session.UserSession))
