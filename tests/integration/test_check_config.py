@@ -7,13 +7,13 @@ within seconds with that line and leaves no pid file."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
 
 import pytest
 from daemon import TWISTD, free_port
+from processrig import need_program
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -134,9 +134,7 @@ def test_a_systemd_listener_is_checked_for_its_syntax_outside_systemd(tmp_path):
 def test_a_load_credential_file_with_its_acl_passes_the_check(tmp_path):
     """Issue 12 item 8: the file systemd's LoadCredential= provides (mode 0400, an ACL entry
     for the service user: 0440 to stat), found through $CREDENTIALS_DIRECTORY."""
-    setfacl = shutil.which("setfacl")
-    if setfacl is None:
-        pytest.fail("setfacl is missing: run scripts/system-packages.sh as root (package acl)")
+    setfacl = need_program("setfacl")
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     pw = private(credentials / "work.pw", mode=0o400)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,16 +22,10 @@ from daemon import (
     twistd_command,
     wait_for_port,
 )
+from processrig import need_program
 
 DATE = rb"\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}"
 TIME_LINE = re.compile(DATE + rb"\r\n")
-
-
-def need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.fail(f"{binary} is not installed: run scripts/system-packages.sh as root")
-    return path
 
 
 @pytest.fixture
@@ -54,14 +47,14 @@ def test_twistd_lists_and_documents_the_plugin(tmp_path):
 
 
 def test_netcat_time_and_quit(daemon):
-    nc = need("nc")
+    nc = need_program("nc")
     out = subprocess.run(f"printf 'time\\r\\nquit\\r\\n' | {nc} 127.0.0.1 {daemon.port}",
                          shell=True, capture_output=True, timeout=15, check=True).stdout
     assert re.fullmatch(DATE + rb"\r\nquit\r\n", out), out
 
 
 def test_telnet_time_and_quit(daemon):
-    telnet = need("telnet")
+    telnet = need_program("telnet")
     # telnet turns each typed line ending into CRLF, as when a person presses Enter.
     script = f"(printf 'time\\n'; sleep 0.5; printf 'quit\\n'; sleep 1) | {telnet} 127.0.0.1 {daemon.port}"
     out = subprocess.run(script, shell=True, capture_output=True, timeout=15).stdout
@@ -277,7 +270,7 @@ def test_ipv6_and_unix_listeners(tmp_path):
 def test_tls_listener(tmp_path):
     import ssl
 
-    openssl = need("openssl")
+    openssl = need_program("openssl")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
@@ -369,7 +362,7 @@ def test_open_file_limit_is_raised(tmp_path):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     port = free_port()
 
-    low = [need("prlimit"), f"--nofile=256:{hard}"]  # start with a low soft limit
+    low = [need_program("prlimit"), f"--nofile=256:{hard}"]  # start with a low soft limit
     proc = subprocess.Popen([*low, *twistd_command(["--listen", f"tcp:{port}:interface=127.0.0.1"])],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -4,8 +4,6 @@ serve the port; and the template units pass ``systemd-analyze verify``."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from daemon import TWISTD, free_port, read_line, twistd_command, wait_for_port
+from processrig import need_program
 from test_metrics import values
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,15 +30,6 @@ LAUNCHER = (
     "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='line')\n"
     "os.execv(sys.argv[2], sys.argv[2:])\n"
 )
-
-
-def need_systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("systemd-analyze is missing: run scripts/system-packages.sh as root")
-        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
-    return path
 
 
 def reuseport_socket(port: int) -> socket.socket:
@@ -102,7 +92,7 @@ def test_two_instances_share_one_port_and_both_serve(tmp_path: Path):
 
 
 def test_the_template_units_pass_systemd_analyze_verify(tmp_path: Path):
-    analyze = need_systemd_analyze()
+    analyze = need_program("systemd-analyze")
     names = []
     for kind in ("service", "socket"):  # as instance 1, twistd pointed at this venv's
         text = (UNITS / f"mailsocketd@.{kind}").read_text()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,16 +14,10 @@ from pathlib import Path
 
 import pytest
 from daemon import TWISTD, free_port, read_until_close, start_daemon, wait_for_port
+from processrig import need_program
 
 pytestmark = pytest.mark.timeout(90)
 SHIPPED = Path(__file__).resolve().parents[2] / "contrib" / "logrotate" / "mailsocketd"
-
-
-def need_logrotate() -> str:
-    for path in (shutil.which("logrotate"), "/usr/sbin/logrotate"):
-        if path and os.access(path, os.X_OK):
-            return path
-    pytest.fail("logrotate is not installed: run scripts/system-packages.sh as root")
 
 
 def rotate(tmp_path: Path, log: Path, pidfile: Path) -> None:
@@ -32,7 +25,7 @@ def rotate(tmp_path: Path, log: Path, pidfile: Path) -> None:
     conf = tmp_path / "logrotate.conf"
     conf.write_text(SHIPPED.read_text().replace("/var/log/mailsocketd/mailsocketd.log", str(log))
                     .replace("/run/mailsocketd/twistd.pid", str(pidfile)))
-    result = subprocess.run([need_logrotate(), "--force", "--state", str(tmp_path / "state"),
+    result = subprocess.run([need_program("logrotate"), "--force", "--state", str(tmp_path / "state"),
                              str(conf)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
 

@@ -21,8 +21,8 @@ from daemon import Daemon, free_port, start_daemon
 from lineclient import LineClient
 from mailrig import account_toml, write_password
 from mailserver import MailServer
+from processrig import need_program
 from prometheus_client.parser import text_string_to_metric_families
-from test_daemon import need
 from test_mail_commands import mail_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -114,7 +114,7 @@ def test_metrics_of_a_real_daemon(metrics_daemon: tuple[Daemon, str, str],
 
     status, content_type, text = get(url)
     assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
-    check = subprocess.run([need("promtool"), "check", "metrics"], input=text.encode(),
+    check = subprocess.run([need_program("promtool"), "check", "metrics"], input=text.encode(),
                            capture_output=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
     assert get(url.removesuffix("metrics") + "other")[0] == 404
@@ -170,7 +170,7 @@ tests:
 
 
 def test_the_documented_alert_rules_are_valid_and_fire(tmp_path: Path):
-    promtool = need("promtool")
+    promtool = need_program("promtool")
     rules = tmp_path / "rules.yml"
     rules.write_text(alert_rules())
     check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True,

@@ -3,8 +3,6 @@ systemd (NOTIFY_SOCKET), and the shipped units pass ``systemd-analyze verify``."
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from daemon import TWISTD, free_port, start_daemon
+from processrig import need_program
 
 pytestmark = pytest.mark.timeout(60)
 UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
@@ -94,19 +93,10 @@ def test_without_notify_socket_nothing_is_sent_and_sighup_still_reloads(tmp_path
     assert "notify" not in daemon.log().lower()
 
 
-def need_systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("systemd-analyze is missing: run scripts/system-packages.sh as root")
-        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
-    return path
-
-
 @pytest.mark.parametrize("unit", ["mailsocketd", "mailsocketd@"],
                          ids=["one daemon", "instances"])
 def test_the_shipped_units_pass_systemd_analyze_verify(tmp_path, unit):
-    analyze = need_systemd_analyze()
+    analyze = need_program("systemd-analyze")
     instance = unit + ("1" if unit.endswith("@") else "")  # a template is verified as @1
     for kind in ("service", "socket"):
         text = (UNITS / f"{unit}.{kind}").read_text()
