@@ -33,6 +33,7 @@ PACKAGES=(
     openssl                                  # test CA + server certificate
     python3 python3-venv                     # populate helper, project venv
     netcat-openbsd telnet                    # manual testing of the line service
+    util-linux                               # prlimit: the open-file limit test
     logrotate systemd                        # contrib/logrotate and contrib/systemd checks
     acl                                      # setfacl: a systemd credential's ACL
     prometheus                               # promtool: checks /metrics and the alert rules
