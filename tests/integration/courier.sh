@@ -57,19 +57,9 @@ MAIL_USER=mailsocketd-test
 AUTHDAEMOND=/usr/lib/courier/courier-authlib/authdaemond
 DAEMONS=(imap imaps authdaemond)
 
-load_settings() { # DIR [start]
-    setup_dir "$@"
-    if [ "${2:-}" != start ] || [ -s "$D/instance.env" ]; then
-        [ -s "$D/instance.env" ] || die "$D was not set up by $PROG start"
-        # shellcheck source=/dev/null
-        . "$D/instance.env"
-        return 0
-    fi
-    IMAP_PORT=${IMAP_PORT:-10143} IMAPS_PORT=${IMAPS_PORT:-10993}
-    MAIL_USERS=${MAIL_USERS:-"alice:pw bob:pw"}
-    NO_IDLE=${NO_IDLE:-0} NO_UIDPLUS=${NO_UIDPLUS:-0} ENHANCEDIDLE=${ENHANCEDIDLE:-0} TRACE=${TRACE:-1}
-    save_env "$D/instance.env" IMAP_PORT IMAPS_PORT MAIL_USERS NO_IDLE NO_UIDPLUS ENHANCEDIDLE TRACE
-    chmod 600 "$D/instance.env"
+instance_defaults() { # for load_settings (imapserver-common.sh)
+    ENHANCEDIDLE=${ENHANCEDIDLE:-0} TRACE=${TRACE:-1}
+    INSTANCE_SETTINGS=(ENHANCEDIDLE TRACE)
 }
 
 check_binaries() {

@@ -37,20 +37,9 @@ MAX_DIR=60
 BIN=/usr/lib/cyrus/bin
 UNPACKED=$TEST_PKG_CACHE/cyrus-imapd/usr/lib/cyrus/bin
 
-load_settings() { # DIR [start]
-    setup_dir "$@"
-    if [ "${2:-}" != start ] || [ -s "$D/instance.env" ]; then
-        [ -s "$D/instance.env" ] || die "$D was not set up by $PROG start"
-        # shellcheck source=/dev/null
-        . "$D/instance.env"
-        return 0
-    fi
-    IMAP_PORT=${IMAP_PORT:-10143} IMAPS_PORT=${IMAPS_PORT:-10993}
-    MAIL_USERS=${MAIL_USERS:-"alice:pw bob:pw"}
-    NO_IDLE=${NO_IDLE:-0} NO_UIDPLUS=${NO_UIDPLUS:-0}
+instance_defaults() { # for load_settings (imapserver-common.sh)
     ADMIN_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+')
-    save_env "$D/instance.env" IMAP_PORT IMAPS_PORT MAIL_USERS NO_IDLE NO_UIDPLUS ADMIN_PASSWORD
-    chmod 600 "$D/instance.env"
+    INSTANCE_SETTINGS=(ADMIN_PASSWORD)
 }
 
 check_binaries() {

@@ -166,6 +166,27 @@ setup_dir() {
     mkdir -p "$D/run" "$D/log"
 }
 
+# load_settings DIR [start]: D = DIR, and the instance's settings: those saved in
+# DIR/instance.env, or (a first start) the defaults, the common ones here and the server's own
+# (its instance_defaults function, which names them in INSTANCE_SETTINGS), saved there
+load_settings() {
+    setup_dir "$@"
+    if [ "${2:-}" != start ] || [ -s "$D/instance.env" ]; then
+        [ -s "$D/instance.env" ] || die "$D was not set up by $PROG start"
+        # shellcheck source=/dev/null
+        . "$D/instance.env"
+        return 0
+    fi
+    IMAP_PORT=${IMAP_PORT:-10143} IMAPS_PORT=${IMAPS_PORT:-10993}
+    MAIL_USERS=${MAIL_USERS:-"alice:pw bob:pw"}
+    NO_IDLE=${NO_IDLE:-0} NO_UIDPLUS=${NO_UIDPLUS:-0}
+    INSTANCE_SETTINGS=()
+    instance_defaults
+    save_env "$D/instance.env" IMAP_PORT IMAPS_PORT MAIL_USERS NO_IDLE NO_UIDPLUS \
+        "${INSTANCE_SETTINGS[@]}"
+    chmod 600 "$D/instance.env"
+}
+
 # save_env FILE VAR...: the variables as KEY=VALUE lines (read back by ". FILE")
 save_env() {
     local file=$1 v

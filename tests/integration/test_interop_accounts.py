@@ -9,16 +9,13 @@ reported as on any server, polled or through IDLE.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 
 import pytest
 import pytest_twisted
-from imapservers import ImapServer
+from interoprig import unsettled_folder
 from logrig import global_log_events
 from mailrig import global_reactor, parsed_account, write_password
 from twisted.internet import reactor, threads
@@ -36,24 +33,6 @@ async def eventually(predicate: Callable[[], object], timeout: float, what: str)
             raise AssertionError(f"{what} not within {timeout} s")
         await deferLater(reactor, 0.05)
     return time.monotonic() - started
-
-
-def unsettled_folder(server: ImapServer, user: str) -> str:
-    """A Courier folder made in the Maildir (as an administrator or a delivery agent makes
-    one; Courier's CREATE writes the UID database at once), one message delivered into its
-    ``new/``; checked: its UIDVALIDITY changes from one STATUS to the next."""
-    name = "T-" + uuid.uuid4().hex[:8]
-    maildir = server.dir / "home" / user / "Maildir"
-    subprocess.run(["maildirmake.courier", "-f", name, str(maildir)], check=True, timeout=30)
-    owner = maildir.stat()
-    for path in [maildir / f".{name}", *(maildir / f".{name}").rglob("*")]:
-        os.chown(path, owner.st_uid, owner.st_gid)
-    box = server.mailbox(name)
-    server.deliver(user, "first", mailbox=box)
-    first = server.uidvalidity(user, box)
-    time.sleep(1.1)
-    assert server.uidvalidity(user, box) != first, "the folder's UIDVALIDITY held still"
-    return box
 
 
 @pytest.mark.parametrize("idle", [True, False], ids=["idle", "polled"])

@@ -18,11 +18,8 @@ Each test has its own daemon (a few tenths of a second) and works in its own mai
 from __future__ import annotations
 
 import imaplib
-import os
 import re
-import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +27,7 @@ from pathlib import Path
 import pytest
 from daemon import Daemon, start_daemon
 from imapservers import ImapServer, raw_message
+from interoprig import new_courier_folder
 from lineclient import LineClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,16 +59,9 @@ def uids_of(lines: list[str]) -> list[int]:
 
 
 def unsettled_folder(server: ImapServer, user: str, messages: int) -> str:
-    """A Courier folder made in the Maildir (as an administrator or a delivery agent makes
-    one; Courier's CREATE writes the UID database at once) with ``messages`` delivered into
-    its ``new/``: nobody has opened it read-write, its UIDVALIDITY comes from the clock."""
-    name = "T-" + uuid.uuid4().hex[:8]
-    maildir = server.dir / "home" / user / "Maildir"
-    subprocess.run(["maildirmake.courier", "-f", name, str(maildir)], check=True, timeout=30)
-    owner = maildir.stat()
-    for path in [maildir / f".{name}", *(maildir / f".{name}").rglob("*")]:
-        os.chown(path, owner.st_uid, owner.st_gid)
-    box = server.mailbox(name)
+    """A new Courier folder (interoprig) with ``messages`` delivered into its ``new/``: nobody
+    has opened it read-write, its UIDVALIDITY comes from the clock."""
+    box = new_courier_folder(server, user)
     for n in range(1, messages + 1):
         server.deliver(user, f"message {n}", f"body {n}\n", mailbox=box)
     return box

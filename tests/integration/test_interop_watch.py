@@ -15,10 +15,7 @@ Each test works in its own mailbox, in the server's namespace.
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
@@ -26,6 +23,7 @@ from typing import TypeVar
 import pytest
 import pytest_twisted
 from imapservers import ImapServer, raw_message
+from interoprig import unsettled_folder
 from mailrig import global_reactor
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred
@@ -73,26 +71,6 @@ class News:
 
     def __call__(self, mailbox: str, counts: MailboxCounts) -> None:
         self.seen.append((mailbox, counts))
-
-
-def unsettled_folder(server: ImapServer, user: str) -> str:
-    """A Courier folder made in the Maildir (``maildirmake -f``, as an administrator or a
-    delivery agent makes one; Courier's own CREATE writes the UID database at once) and given
-    mail only through its ``new/`` (as a delivery agent does): no client has opened it
-    read-write, so its UIDVALIDITY comes from the clock.  Checked: two STATUS a second apart
-    differ."""
-    name = "T-" + uuid.uuid4().hex[:8]
-    maildir = server.dir / "home" / user / "Maildir"
-    subprocess.run(["maildirmake.courier", "-f", name, str(maildir)], check=True, timeout=30)
-    owner = maildir.stat()
-    for path in [maildir / f".{name}", *(maildir / f".{name}").rglob("*")]:
-        os.chown(path, owner.st_uid, owner.st_gid)
-    box = server.mailbox(name)
-    server.deliver(user, "first", mailbox=box)
-    first = server.uidvalidity(user, box)
-    time.sleep(1.1)
-    assert server.uidvalidity(user, box) != first, "the folder's UIDVALIDITY held still"
-    return box
 
 
 @pytest.mark.parametrize("imap_server", ["courier"], indirect=True)
