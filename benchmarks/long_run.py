@@ -29,7 +29,7 @@ import testpath  # noqa: F401  (tests/ on sys.path, for lineclient)
 from line_bench import Paths
 from lineclient import LineClient
 from long_clients import TOKEN_RE, MailUser, Misbehaving, TimeLoad, Watcher, summary
-from mail_bench import import_mailserver
+from mail_bench import private_mailserver
 from procs import HOST, Server, free_port, status_field_kb
 
 USERS = ("alice", "bob")
@@ -311,19 +311,12 @@ def log_counts(log: Path) -> dict[str, int]:
 def run_long(repo: Path, paths: Paths, s: LongSettings, say: Callable[[str], None],
              env: dict[str, str] | None = None) -> dict[str, Any]:
     """The whole long run (see the module docstring); its results."""
-    mailserver = import_mailserver(repo)
-    problems = mailserver.missing_prerequisites()
-    if problems:
-        raise RuntimeError("cannot start the mail server: " + "; ".join(problems))
-    server = mailserver.start_free_mailserver(tls=True)
-    try:
+    with private_mailserver(repo, tls=True) as server:
         daemon = start_daemon(server, paths, env)
         try:
             return _drive(server, daemon, s, say)
         finally:
             daemon.stop()
-    finally:
-        server.stop()
 
 
 def _drive(server: Any, daemon: Server, s: LongSettings,

@@ -15,7 +15,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from functools import partial
@@ -56,6 +57,21 @@ def import_mailserver(repo: Path) -> Any:
     """tests/integration/mailserver.py, the same real-server helper the tests use."""
     sys.path.insert(0, str(repo / "tests" / "integration"))
     return importlib.import_module("mailserver")
+
+
+@contextmanager
+def private_mailserver(repo: Path, tls: bool) -> Iterator[Any]:
+    """A private Dovecot + Postfix on loopback (tests/integration/mailserver.py), stopped at
+    the end."""
+    mailserver = import_mailserver(repo)
+    problems = mailserver.missing_prerequisites()
+    if problems:
+        raise RuntimeError("cannot start the mail server: " + "; ".join(problems))
+    server = mailserver.start_free_mailserver(tls=tls)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def big_message(to: str) -> bytes:
@@ -245,12 +261,7 @@ def measure_daemon(daemon: Server, server: Any, boxes: dict[str, Any], settings:
 def run_mail(repo: Path, paths: Paths, settings: MailSettings,
              say: Callable[[str], None]) -> dict[str, Any]:
     """The whole mail section, on a private Dovecot + Postfix that is stopped at the end."""
-    mailserver = import_mailserver(repo)
-    problems = mailserver.missing_prerequisites()
-    if problems:
-        raise RuntimeError("cannot start the mail server: " + "; ".join(problems))
-    server = mailserver.start_free_mailserver(tls=False)
-    try:
+    with private_mailserver(repo, tls=False) as server:
         boxes = prepare_mailboxes(server, settings, say)
         result: dict[str, Any] = {"settings": settings.__dict__, "mailboxes": boxes,
                                   "anchors": anchors(server, paths, settings, say),
@@ -262,5 +273,3 @@ def run_mail(repo: Path, paths: Paths, settings: MailSettings,
         finally:
             daemon.stop()
         return result
-    finally:
-        server.stop()
