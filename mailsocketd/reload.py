@@ -175,22 +175,25 @@ class Reloader:
 
 
 class SighupReload(Service):
-    """Reloads on SIGHUP.  The handler is installed once the reactor runs (twistd leaves
-    SIGHUP at its default, which ends the process, and the reactor installs only SIGINT, SIGTERM
-    and SIGCHLD when it starts); the handler only asks the reactor thread to reload."""
+    """Reloads on SIGHUP.  twistd leaves SIGHUP at its default, which ends the process, and the
+    reactor installs only SIGINT, SIGTERM and SIGCHLD when it starts: so the handler is
+    installed before the listeners are bound (``install``, from tap.makeService), and a SIGHUP
+    sent as soon as the port answers is a reload, never the end.  The handler only asks the
+    reactor thread to reload, which happens once the reactor runs."""
 
     def __init__(self, reloader: Reloader, reactor: _Reactor) -> None:
         self.reloader = reloader
         self.reactor = reactor
         self._previous: Any = None
 
+    def install(self) -> None:
+        """Take SIGHUP over (once)."""
+        if self._previous is None:
+            self._previous = signal.signal(signal.SIGHUP, self._received)
+
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        self.reactor.callWhenRunning(self._install)
-
-    def _install(self) -> None:
-        if self.running:
-            self._previous = signal.signal(signal.SIGHUP, self._received)
+        self.install()
 
     def _received(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reloader.request)

@@ -303,7 +303,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     # [metrics] turned on by a reload: count requests from then on (its listener is above)
     reloader.add("metrics", lambda old, new: Change(
         commit=metrics.start_counting if new.metrics.enabled else lambda: None))
-    SighupReload(reloader, reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
+    sighup = SighupReload(reloader, reactor)
+    sighup.setServiceParent(top)  # type: ignore[no-untyped-call]
+    sighup.install()  # before the listeners are bound: a SIGHUP from then on is a reload
     notifier, watchdog = notifier_from_environ()
     if notifier is not None:  # under systemd (Type=notify): last, so it says STOPPING first
         systemd = SystemdNotify(notifier, reactor, lambda: status_summary(

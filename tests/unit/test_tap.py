@@ -85,3 +85,16 @@ def test_make_service_listens_before_twistd_daemonizes():
     service.startService()
     assert [port for port, *_ in reactor.tcpServers] == [7001]
     service.stopService()
+
+
+def test_sighup_is_a_reload_from_when_the_listeners_are_bound():
+    """A SIGHUP sent as soon as the port accepts (before twistd starts the services and runs
+    the reactor) ended the daemon: the handler came only once the reactor ran."""
+    import signal
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        makeService(parse("--listen", "tcp:7002:interface=127.0.0.1"), MemoryReactorClock())
+        assert callable(signal.getsignal(signal.SIGHUP))
+    finally:
+        signal.signal(signal.SIGHUP, previous)
