@@ -33,6 +33,7 @@ from typing import Any
 import line_bench
 import long_run
 import mail_bench
+import metrics_cost
 import report
 from procs import cpu_times, pin_self_to_load_cpu
 from provenance import tree_state
@@ -139,6 +140,7 @@ def run_section(section: str, args: argparse.Namespace, paths: line_bench.Paths,
             say(f"warning: open-file hard limit below {settings.idle_conns + 1000}; "
                 "the idle test will be cut short (raise it with ulimit -Hn as root)")
         results: dict[str, Any] = line_bench.run_line(paths, settings, say)
+        results["metrics_cost"] = metrics_cost.run_metrics_cost(paths, settings, say)
     elif section == "mail":
         mail_settings = mail_bench.QUICK if args.quick else mail_bench.FULL
         results = mail_bench.run_mail(REPO, paths, mail_settings, say)

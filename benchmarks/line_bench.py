@@ -53,10 +53,13 @@ class LineSettings:
     warmup: float = 1.0
     idle_conns: int = 10_000
     setup_timeout: float = 90.0
+    pair_rounds: int = 8  # the [metrics] cost end to end: pairs of runs per workload
+    count_pairs: int = 40  # the [metrics] cost in one process: pairs of timings per shape
 
 
 FULL = LineSettings()
-QUICK = LineSettings(runs=3, seconds=1.0, warmup=0.3, idle_conns=1000, setup_timeout=30.0)
+QUICK = LineSettings(runs=3, seconds=1.0, warmup=0.3, idle_conns=1000, setup_timeout=30.0,
+                     pair_rounds=2, count_pairs=10)
 
 
 @dataclass(frozen=True)
@@ -67,15 +70,17 @@ class Kind:
     label: str
     seed: bool  # bare `time` without newline, one reply per chunk, listen backlog 0
     idle: bool = True  # part of the 10,000-connection memory test
+    rotated: bool = True  # part of the interleaved repetitions
 
 
 KINDS = [
     Kind("mailsocketd", "mailsocketd", seed=False),
     Kind("mailsocketd_log", "mailsocketd --log-commands", seed=False, idle=False),
-    Kind("mailsocketd_metrics", "mailsocketd [metrics]", seed=False, idle=False),
     Kind("twisted_min", "twisted_min.py", seed=False),
     Kind("seed_select", "seed_select.php", seed=True),
     Kind("seed_fork", "seed_fork.php", seed=True),
+    # Not in the repetitions: measured in pairs with mailsocketd (metrics_cost.py).
+    Kind("mailsocketd_metrics", "mailsocketd [metrics]", seed=False, idle=False, rotated=False),
 ]
 
 
@@ -193,7 +198,7 @@ def one_repetition(kinds: list[Kind], paths: Paths, settings: LineSettings,
                     time.sleep(0.3)  # let closed connections drain before the next load
         finally:
             server.stop()
-            _discard_log(server)
+            discard_log(server)
         out[kind.key] = figures
     return out
 
@@ -203,7 +208,7 @@ def _short(r: dict[str, Any]) -> str:
             f"ok {r['ok']} err {r['errors']} loadgen cpu {r['loadgen_cpu_pct']:.0f}%")
 
 
-def _discard_log(server: Server) -> None:
+def discard_log(server: Server) -> None:
     """Per-command logs grow fast under load: remove each once its server has stopped."""
     server.log_path.unlink(missing_ok=True)
 
@@ -233,7 +238,7 @@ def idle_test(kind: Kind, paths: Paths, settings: LineSettings,
             load.reap()
     finally:
         server.stop()
-        _discard_log(server)
+        discard_log(server)
     fields = dict(p.split("=", 1) for p in ready.split()[1:])
     ok = int(fields["ok"])
     result = {"conns": n, "ok": ok, "errors": int(fields["errors"]),
@@ -256,7 +261,7 @@ def _b(value: float | None) -> str:
 def run_line(paths: Paths, settings: LineSettings, say: Callable[[str], None],
              only: set[str] | None = None) -> dict[str, Any]:
     """The whole line section: interleaved repetitions, then the idle-memory test."""
-    kinds = [k for k in KINDS if only is None or k.key in only]
+    kinds = [k for k in KINDS if k.rotated and (only is None or k.key in only)]
     reps: list[dict[str, dict[str, Any]]] = []
     for rep in range(settings.runs):
         order = kinds[rep % len(kinds):] + kinds[:rep % len(kinds)]

@@ -64,6 +64,12 @@ class Reply:
     # The wire form of a one-line reply, made on first use: the busiest replies (the time of
     # the current second, ``quit``, fixed errors) are shared objects sent many times.
     _wire: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    # 1 if the reply is an ``error:`` line, else 0: settled once, so that counting requests by
+    # outcome ([metrics]) indexes a list with it (an int, not a bool: CPython's fast path).
+    failed: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "failed", int(self.head.startswith("error:")))
 
     def encode(self) -> bytes:
         """The reply as bytes on the wire (UTF-8, CRLF line ends, dot-stuffed body)."""

@@ -187,9 +187,8 @@ class LineServer:
                 result = command.handler(session, **command.parse(text))
             if type(result) is Reply:  # the common case; cheaper than an ABC isinstance check
                 counts = self.command_counts  # counted here, inline: the hot path
-                if counts is not None:
-                    (counts.get(name) or counts[UNKNOWN_COMMAND])[
-                        result.head.startswith("error:")] += 1
+                if counts is not None:  # ``name`` is a table entry's: it has its slot
+                    counts[name][result.failed] += 1
                 return self._log(session, name, result) if self.log_commands else result
             if not isinstance(result, Deferred):
                 result = Deferred.fromCoroutine(result)  # type: ignore[arg-type]
@@ -230,14 +229,13 @@ class LineServer:
         """Count (with count_commands) and log (with log_commands) one request's outcome."""
         counts = self.command_counts
         if counts is not None:
-            slot = counts.get(name) or counts[UNKNOWN_COMMAND]
-            slot[reply.head.startswith("error:")] += 1
+            (counts.get(name) or counts[UNKNOWN_COMMAND])[reply.failed] += 1
         return self._log(session, name, reply) if self.log_commands else reply
 
     def _log(self, session: Session, name: str, reply: Reply) -> Reply:
         if self.log_commands:
             peer, command = session.peer, name if name in self.commands else printable(name)
-            outcome = reply.head if reply.head.startswith("error:") else "ok"
+            outcome = reply.head if reply.failed else "ok"
             self._events.info("command", f"{peer} {command}: {outcome}", peer=peer,
                               command=command, outcome=outcome)
         return reply

@@ -401,3 +401,38 @@ def test_metrics_overhead_is_judged_against_the_same_daemon_without_metrics():
     text = report_line.metrics_overhead(line, figures)
     assert text[0] == "### Metrics overhead"
     assert any(row.startswith("| 100 connections | 10,000 | 9,700 | 0.97x") for row in text)
+
+
+def metrics_cost(pipelined_ns: list[float], single_ns: list[float]) -> dict[str, object]:
+    """metrics_cost.py's results: count_cost.py's block medians (their median is the figure)
+    and two pairs of end-to-end runs per workload."""
+    def shape(blocks: list[float], lines: int) -> dict[str, object]:
+        return {"lines_per_read": lines, "pairs": 40, "requests_per_timing": 16_000,
+                "off_ns_median": 1000.0, "on_ns_median": 1000.0 + sorted(blocks)[2],
+                "delta_ns": sorted(blocks)[2], "block_delta_ns": blocks}
+
+    pairs = [{"mailsocketd": 10_000.0, "mailsocketd_metrics": 9_800.0},
+             {"mailsocketd": 10_000.0, "mailsocketd_metrics": 10_300.0}]
+    return {"in_process": {"pipelined": shape(pipelined_ns, 16), "single": shape(single_ns, 1)},
+            "paired": {"rounds": 2, "pairs": {"rr100": pairs, "pipe16": pairs},
+                       "median_ratio": {"rr100": 1.005, "pipe16": 1.005}}}
+
+
+def test_metrics_cost_is_the_counting_code_over_a_request_of_the_running_daemon():
+    """At 10,000 req/s a request costs the daemon 100,000 ns: counting that adds 4,000 ns
+    (4%) meets "at most 5%", 6,000 ns (6%) does not, and blocks on both sides of the line
+    make it "on the line"."""
+    line = line_results({("mailsocketd", "pipe16"): [10_000.0] * 3})
+    line["metrics_cost"] = metrics_cost([3_000.0, 3_500.0, 4_000.0, 4_500.0, 4_800.0],
+                                        [5_500.0, 6_000.0, 6_000.0, 6_200.0, 7_000.0])
+    figures = line_figures(line)
+    rows = report_line.metrics_targets(line, figures)
+    assert [row[2] for row in rows] == ["**met**", "**not met**"]
+    assert rows[0][1].startswith("4.0% (+4000 ns of 100,000 ns per request; 3.0% to 4.8%")
+    line["metrics_cost"] = metrics_cost([3_000.0, 3_500.0, 4_000.0, 4_500.0, 5_200.0],
+                                        [5_500.0, 6_000.0, 6_000.0, 6_200.0, 7_000.0])
+    assert report_line.metrics_targets(line, figures)[0][2] == "**on the line**"
+    text = report_line.metrics_overhead(line, figures)
+    assert text[0] == "### Metrics overhead"
+    assert any(row.startswith("| 100 connections, pipelining 16 | 2 | 1.00x | 0.98x to 1.03x")
+               for row in text), text

@@ -26,3 +26,14 @@ def test_printable_replaces_controls_and_caps_length():
 def test_printable_replaces_unicode_format_characters():
     assert printable("foo\u202ebar\u200b") == "foo?bar?"
     assert printable("caf\u00e9") == "caf\u00e9"
+
+
+def test_failed_is_settled_from_the_head_as_an_int():
+    """What counting by outcome indexes with: 1 for an ``error:`` line, else 0 (an int, so
+    that a list indexed with it takes CPython's fast path)."""
+    assert error("no such message").failed == 1
+    assert type(error("x").failed) is int
+    assert Reply("2026/12/07 10:00:00").failed == 0
+    assert Reply("ok watching INBOX").failed == 0
+    assert multiline("ok 2 messages", ["a", "b"]).failed == 0
+    assert Reply("errors: none").failed == 0  # the prefix is "error:", not "error"

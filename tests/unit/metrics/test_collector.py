@@ -75,7 +75,8 @@ def test_line_numbers_are_read_from_the_server_at_scrape_time():
     metrics.start_counting()
     conns = [rig.connect("127.0.0.2", 40000 + i) for i in range(3)]  # the third is refused
     proto, _ = conns[0]
-    proto.dataReceived(b"time\r\ntime\r\nnosuch\r\nhelp time\r\n")
+    # ``help nosuch``: a table command whose handler answers an error line (counted inline)
+    proto.dataReceived(b"time\r\ntime\r\nnosuch\r\nhelp time\r\nhelp nosuch\r\n")
     got = samples(scrape(metrics))
     assert got[("mailsocketd_line_connections", ())] == 2
     assert got[("mailsocketd_line_connections_total", ())] == 2
@@ -85,6 +86,8 @@ def test_line_numbers_are_read_from_the_server_at_scrape_time():
     assert got[("mailsocketd_commands_total",
                 (("command", "unknown"), ("outcome", "error")))] == 1
     assert got[("mailsocketd_commands_total", (("command", "help"), ("outcome", "ok")))] == 1
+    assert got[("mailsocketd_commands_total",
+                (("command", "help"), ("outcome", "error")))] == 1
     assert got[("mailsocketd_logins_total", (("outcome", "ok"),))] == 0
     assert got[("mailsocketd_mail_sessions", ())] == 0
 
