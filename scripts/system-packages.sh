@@ -43,6 +43,14 @@ PACKAGES=(
     courier-authlib-userdb                   # Courier: userdb, userdbpw, makeuserdb
     gamin libgamin0 libidn12 libgdbm6        # Courier: the unpacked imapd's IDLE and libraries
 )
+# The system daemons among them, PACKAGE:UNIT[,UNIT]: Debian enables a daemon's units when it
+# installs the package, so after the next boot a Dovecot would take system logins on :143,
+# Prometheus listen on :9090 and so on, on every interface. The tests run their own private
+# instances, so the units of the packages this script installs are disabled at boot (and listed
+# in CACHE/disabled-at-boot); a daemon that was installed before is left as it was.
+DAEMONS=(dovecot-core:dovecot.service,dovecot.socket postfix:postfix.service
+         prometheus:prometheus.service cyrus-common:cyrus-imapd.service
+         courier-authdaemon:courier-authdaemon.service sasl2-bin:saslauthd.service)
 # unpacked, not installed (see above): PACKAGE:THE INSTALLED PACKAGE OF THE SAME VERSION
 UNPACKED=(cyrus-imapd:cyrus-common courier-imap:courier-base)
 CACHE=${TEST_PKG_CACHE:-/var/cache/mailsocketd-tests}
@@ -101,6 +109,28 @@ unpack() {
     done
 }
 
+# disable_at_boot PACKAGE...: disable the DAEMONS units of these (just installed) packages
+disable_at_boot() {
+    local pkg entry unit units
+    command -v systemctl >/dev/null || return 0
+    for pkg in "$@"; do
+        for entry in "${DAEMONS[@]}"; do
+            [ "${entry%%:*}" = "$pkg" ] || continue
+            IFS=, read -ra units <<<"${entry#*:}"
+            for unit in "${units[@]}"; do
+                if systemctl disable --quiet "$unit" >>"$alog" 2>&1; then
+                    install -d -m 755 "$CACHE"
+                    grep -qxF "$unit" "$CACHE/disabled-at-boot" 2>/dev/null ||
+                        echo "$unit" >>"$CACHE/disabled-at-boot"
+                else
+                    echo "$PROG: warning: could not disable $unit at boot (systemctl disable $unit)" >&2
+                fi
+            done
+            echo "$PROG: $pkg: disabled at boot: ${units[*]} (the tests need no system instance)"
+        done
+    done
+}
+
 mapfile -t missing < <(missing_packages)
 mapfile -t stale < <(stale_unpacked)
 if [ ${#missing[@]} -eq 0 ] && [ ${#stale[@]} -eq 0 ]; then
@@ -144,6 +174,7 @@ if [ ${#missing[@]} -ne 0 ]; then
         echo "$PROG: apt-get failed installing ${missing[*]}" >&2
         exit 1
     fi
+    disable_at_boot "${missing[@]}"
 fi
 mapfile -t stale < <(stale_unpacked)
 [ ${#stale[@]} -eq 0 ] || unpack "${stale[@]}"
