@@ -433,8 +433,12 @@ def section(run: dict[str, Any], images: Path) -> tuple[list[str], list[list[str
         f"{s['seconds']:g} s measured after {s['warmup']:g} s of warm-up per workload. "
         "mailsocketd is started as `twistd -n --pidfile= mailsocketd --config FILE --listen "
         "tcp:PORT:interface=127.0.0.1` (its defaults: connections logged, commands not), "
-        "again with `--log-commands` (one log event per command, to a log file), and again "
-        "with `[metrics] listen` set (see Metrics overhead below). The "
+        "again with `--log-commands` (one log event per command, to a log file)"
+        + (", and again with `[metrics] listen` set (see Metrics overhead below). "
+           if (METRICS, "rr100") in figures else
+           "; the cost of `[metrics]` is measured apart (see Metrics overhead below). ")
+        + "Each repetition starts every server afresh and runs each workload on each server "
+        "in turn, so the runs a ratio compares are seconds apart. The "
         "configuration file raises the connection limits, "
         "since every benchmark client comes from 127.0.0.1 (defaults: 256 per address, 10,000 "
         "in all):", "", "```toml", line["config"].rstrip(), "```", "",
