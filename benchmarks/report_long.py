@@ -173,7 +173,7 @@ def section(long: dict[str, Any], images: Path
         f"{s['mail_loop_s']:g} s, two watchers, and misbehaving clients (a 1 MB line, binary "
         "garbage, a client that sends 2 MB of requests and never reads, a slowloris)."
         + fault_text + " The daemon runs as installed, with its malloc upkeep (malloc arenas "
-        "capped at 2, `malloc_trim` every 60 s: see [operations.md](operations.md#memory)).",
+        "capped at 2, `malloc_trim` every 10 s: see [operations.md](operations.md#memory)).",
         "",
         f"![Daemon memory over the {run_name(r)}]({png.parent.name}/{png.name})", "",
         *table(["", "figure"], [

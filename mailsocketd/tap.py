@@ -276,7 +276,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     config = options.config
     raise_open_file_limit()
     top = MultiService()
-    # malloc arenas capped now, before the thread pool starts; freed memory trimmed each minute
+    # malloc arenas capped now, before the thread pool starts; free pages trimmed every 10 s
     memory_upkeep(reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
     mail = MailBridge(reactor, config.line, config.imap, config.smtp)
     server = LineServer(config.line, mail.commands(), reactor, log_commands=config.log.commands)

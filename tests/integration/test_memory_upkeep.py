@@ -90,5 +90,5 @@ def test_malloc_trim_gives_freed_heap_back() -> None:
 
 def test_the_daemon_says_at_start_that_it_trims(tmp_path: Path) -> None:
     with running_daemon(tmp_path) as d:
-        d.wait_log(r"malloc upkeep: malloc_trim every 60 s; arenas capped at 2")
+        d.wait_log(r"malloc upkeep: malloc_trim every 10 s; arenas capped at 2")
         assert d.ask(b"time").startswith(b"20")
