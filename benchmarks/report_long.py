@@ -113,6 +113,26 @@ def _kinds_text(r: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _where_text(r: dict[str, Any]) -> str:
+    """One paragraph: which kind of memory moved after warm-up, and whether it levelled off
+    (its range over the load's last 4 minutes)."""
+    k = r.get("memory_by_kind") or {}
+    samples = r.get("memory_by_kind_mb") or []
+    if not k or not samples:
+        return "Memory by kind was not sampled in this run."
+    load_s = float(r["settings"]["minutes"]) * 60
+    tail = [v["anonymous"] for t, v in samples if load_s - 240 <= t <= load_s]
+    low, high = k["steady_range"]["malloc"]
+    return (f"After warm-up, glibc's malloc stayed within {high - low:.2f} MB (trimmed every "
+            f"10 s: each trim gives back what was freed since, then the load takes part of it "
+            f"again). Python's own allocator (pymalloc, in *other anonymous*) grew "
+            f"{k['load_end']['anonymous'] - k['warm']['anonymous']:.2f} MB over the load"
+            + (", in steps at the reconnection bursts" if with_faults(r) else "")
+            + ": it keeps its free pools, and returns a 1 MB arena only when nothing in it is "
+            f"alive; over the load's last 4 minutes it held {min(tail, default=0):.2f}-"
+            f"{max(tail, default=0):.2f} MB.")
+
+
 def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
 
@@ -183,8 +203,9 @@ def section(long: dict[str, Any], images: Path
                          f"{count(c.get('read'))} `read`, {count(c.get('delete'))} `delete`"],
             ["`time` latency", f"median {millis(lat.get('median_ms'))}, p99 "
                                f"{millis(lat.get('p99_ms'))}, max {millis(lat.get('max_ms'))}"],
-            ["`time` latency during faults (to 10 s after)",
-             f"median {millis(during.get('median_ms'))}, p99 {millis(during.get('p99_ms'))}"],
+            *([["`time` latency during faults (to 10 s after)",
+                f"median {millis(during.get('median_ms'))}, p99 "
+                f"{millis(during.get('p99_ms'))}"]] if faults else []),
             ["`time` errors", str(sum(r["time_errors"].values()))],
             ["RSS", f"{m['start_mb']} MB at start, {m['warm_mb']} MB after "
                     f"{s['warmup_s']:g} s of warm-up, {m['steady_min_mb']}-"
@@ -218,6 +239,7 @@ def section(long: dict[str, Any], images: Path
                        f"{'alive' if r['daemon_alive'] else '**dead**'} at the end"],
         ]), "",
     ]
+    lines += [_where_text(r), ""]
     if faults:
         lines += ["Recovery after each fault (seconds after the server was back; the accounts "
                   "from their `status`, sampled every 0.5 s):", "", *_faults_table(r), ""]
