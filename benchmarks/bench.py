@@ -1,6 +1,6 @@
 """Run the benchmark suite and regenerate docs/benchmarks.md with its plots.
 
-    VENV/bin/python benchmarks/bench.py [--quick] [--only line|mail|long]
+    VENV/bin/python benchmarks/bench.py [--quick] [--only line|mail|long|calm]
                                         [--report-only [--from RESULTS]]
 
 Normally started by ``bash benchmarks/run.sh``, which installs what this needs first; the
@@ -106,11 +106,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="short runs and 1,000 idle connections (for development)")
-    parser.add_argument("--only", choices=["line", "mail", "long"],
+    parser.add_argument("--only", choices=["line", "mail", "long", "calm"],
                         help="run one section only; 'long' is the long run with faults (issue "
-                             "16), run only when asked for: about 12 minutes, 4 with --quick")
+                             "16), run only when asked for: about 12 minutes, 4 with --quick; "
+                             "'calm' is the same load without faults (the memory goal's mail "
+                             "load)")
     parser.add_argument("--long-minutes", type=float,
-                        help="with --only long: minutes of load [default: 10, --quick 2.5]")
+                        help="with --only long or calm: minutes of load [default: 10, "
+                             "--quick 2.5]")
     parser.add_argument("--report-only", action="store_true",
                         help="measure nothing: rebuild docs/benchmarks.md from raw results")
     parser.add_argument("--from", dest="source", type=Path,
@@ -119,8 +122,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.source is not None and not args.report_only:
         parser.error("--from needs --report-only: a run measures, it reads no results")
-    if args.long_minutes is not None and args.only != "long":
-        parser.error("--long-minutes needs --only long")
+    if args.long_minutes is not None and args.only not in ("long", "calm"):
+        parser.error("--long-minutes needs --only long or --only calm")
     if args.long_minutes is not None and not 0.5 <= args.long_minutes <= 120:
         parser.error("--long-minutes: from 0.5 to 120")
     return args
@@ -148,6 +151,8 @@ def run_section(section: str, args: argparse.Namespace, paths: line_bench.Paths,
         long_settings = long_run.QUICK if args.quick else long_run.FULL
         if args.long_minutes is not None:
             long_settings = replace(long_settings, minutes=args.long_minutes)
+        if section == "calm":
+            long_settings = replace(long_settings, faults=False)
         results = long_run.run_long(REPO, paths, long_settings, say)
     data = {"section": section, "mode": "quick" if args.quick else "full",
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
@@ -193,8 +198,9 @@ def main(argv: list[str]) -> int:
                   "the report will say the run was made on a dirty tree", flush=True)
         runs = previous_runs() if args.only else {}
         try:
-            for section in ("line", "mail", "long"):
-                if args.only == section or (args.only is None and section != "long"):
+            for section in ("line", "mail", "long", "calm"):
+                if args.only == section or (args.only is None
+                                            and section not in ("long", "calm")):
                     runs[section] = run_section(section, args, paths, stamp, command, tree)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -40,6 +40,7 @@ ACCOUNT_RE = re.compile(r"^account (\S+) (\S+): state=(\S+)")
 # account spends much of its time here).  The other states are connecting, logging-in,
 # backing-off, auth-failed and stopped.
 WATCHING = frozenset({"idling", "checking", "connected"})
+GLIBC_HEAP_ALIGN = 64 << 20  # glibc's thread arenas are heaps of 64 MB, aligned on 64 MB
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class LongSettings:
     mail_users_per_account: int = 5  # line clients per mail user name (alice, bob)
     mail_loop_s: float = 2.0  # each mail user: one send/check/list/read/delete round per 2 s
     fault_every_s: float = 60.0
+    faults: bool = True  # False: the same load with no fault (the memory goal's mail load)
     dovecot_down_s: float = 30.0
     postfix_down_s: float = 20.0
 
@@ -84,9 +86,34 @@ def daemon_config(server: Any, scratch: Path) -> str:
             f'from_domain = "{server.domain}"\n' + accounts)
 
 
+def memory_by_kind(pid: int) -> dict[str, float]:
+    """The daemon's resident memory in MB by kind of mapping (/proc/PID/smaps): ``malloc``
+    (glibc: the main heap and the thread arenas), ``anonymous`` (the rest: pymalloc's arenas
+    of Python objects, large malloc blocks, thread stacks) and ``files`` (code, mapped
+    libraries)."""
+    kb = {"malloc": 0, "anonymous": 0, "files": 0}
+    kind = "files"
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                fields = line.split()
+                start = int(fields[0].split("-")[0], 16)
+                path = fields[5] if len(fields) > 5 else ""
+                if path == "[heap]" or (not path and start % GLIBC_HEAP_ALIGN == 0
+                                        and fields[1].startswith("rw")):
+                    kind = "malloc"
+                elif path.startswith("/"):
+                    kind = "files"
+                else:
+                    kind = "anonymous"
+            elif line.startswith("Rss:"):
+                kb[kind] += int(line.split()[1])
+    return {k: round(v / 1024, 2) for k, v in kb.items()}
+
+
 class Sampler(threading.Thread):
     """Every ``every_s``: the daemon's RSS and threads, and the accounts' states (``status``
-    on a loopback connection, which is shown the accounts)."""
+    on a loopback connection, which is shown the accounts); every 10 s its memory by kind."""
 
     def __init__(self, daemon: Server, t0: float, stop: threading.Event,
                  every_s: float = 0.5) -> None:
@@ -95,6 +122,7 @@ class Sampler(threading.Thread):
         self.rss: list[tuple[float, float]] = []  # (second of the run, MB)
         self.threads: list[tuple[float, int]] = []
         self.accounts: list[tuple[float, dict[str, str]]] = []
+        self.kinds: list[tuple[float, dict[str, float]]] = []
         self.status_errors = 0
 
     def run(self) -> None:
@@ -105,6 +133,8 @@ class Sampler(threading.Thread):
             if tick % 2 == 0:
                 self.rss.append((t, status_field_kb(self.target.pid, "VmRSS") / 1024))
                 self.threads.append((t, status_field_kb(self.target.pid, "Threads")))
+            if tick % 20 == 0:
+                self.kinds.append((t, memory_by_kind(self.target.pid)))
             tick += 1
             try:
                 if client is None:
@@ -139,6 +169,8 @@ class Faults(threading.Thread):
 
     def run(self) -> None:
         s, server = self.settings, self.server
+        if not s.faults:
+            return
         actions: dict[str, tuple[Callable[[], None], float, Callable[[], None]]] = {
             "dovecot-restart": (server.stop_dovecot, 0.0, server.start_dovecot),
             "dovecot-crash": (server.kill_dovecot, 0.0, server.start_dovecot),
@@ -269,6 +301,25 @@ def slope_mb_per_min(points: list[tuple[float, float]]) -> float | None:
     return round(60 * sum((t - mx) * (v - my) for t, v in points) / var, 4) if var else None
 
 
+def kinds_figures(kinds: list[tuple[float, dict[str, float]]], s: LongSettings,
+                  load_s: float) -> dict[str, Any]:
+    """Memory by kind (memory_by_kind) at the start, after warm-up, at the load's end and at
+    the run's end, and each kind's range over the load after warm-up."""
+    if not kinds:
+        return {}
+
+    def at(second: float) -> dict[str, float]:
+        return min(kinds, key=lambda p: abs(p[0] - second))[1]
+
+    steady = [k for t, k in kinds if s.warmup_s <= t <= load_s]
+    return {
+        "start": kinds[0][1], "warm": at(s.warmup_s), "load_end": at(load_s),
+        "end": kinds[-1][1],
+        "steady_range": {name: [min(k[name] for k in steady), max(k[name] for k in steady)]
+                         for name in kinds[0][1]} if steady else {},
+    }
+
+
 def memory_figures(rss: list[tuple[float, float]], s: LongSettings,
                    load_s: float) -> dict[str, Any]:
     """The memory questions: start, growth after warm-up, the end of the load, after it."""
@@ -392,6 +443,8 @@ def _drive(server: Any, daemon: Server, s: LongSettings,
         "rss_mb": [[t, round(v, 2)] for t, v in sampler.rss],
         "threads_max": max((n for _, n in sampler.threads), default=0),
         "memory": memory_figures(sampler.rss, s, load_s),
+        "memory_by_kind": kinds_figures(sampler.kinds, s, load_s),
+        "memory_by_kind_mb": [[t, k] for t, k in sampler.kinds],
         "status_errors": sampler.status_errors,
         "mail": verify_mail(server, users),
         "daemon_log": log_counts(daemon.log_path),
@@ -401,6 +454,7 @@ def _drive(server: Any, daemon: Server, s: LongSettings,
     say(f"  RSS start {m['start_mb']} MB, after warm-up {m['warm_mb']} MB, end of load "
         f"{m['load_end_mb']} MB (growth {m['steady_growth_mb']} MB, slope "
         f"{m['steady_slope_mb_per_min']} MB/min), after {m['after_end_mb']} MB")
+    say(f"  memory by kind (MB): {result['memory_by_kind']}")
     say(f"  accounts watching: {result['accounts_watching_share']}; faults: "
         + "; ".join(f"{f['kind']} {f['accounts_watching_after_s']} s"
                     for f in result["faults"]))

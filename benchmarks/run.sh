@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # run.sh - run the benchmark suite and regenerate docs/benchmarks.md and docs/benchmarks/*.png.
 #
-# Usage: bash benchmarks/run.sh [--quick] [--only line|mail|long [--long-minutes N]]
+# Usage: bash benchmarks/run.sh [--quick] [--only line|mail|long|calm [--long-minutes N]]
 #                               [--venv DIR] [--no-install] [--report-only [--from RESULTS]]
 #   --quick        short runs, 1,000 instead of 10,000 idle connections (for development)
 #   --only S       one section: line (the line service), mail (Dovecot, the anchors, the mail
-#                  commands) or long (the long run with faults, issue 16: about 12 minutes, 4
+#                  commands), long (the long run with faults, issue 16: about 12 minutes, 4
 #                  with --quick; never part of the default run, which keeps its published
-#                  results; --long-minutes N sets its minutes of load); the report keeps the
-#                  published results of the other sections
+#                  results; --long-minutes N sets its minutes of load), or calm (the long
+#                  run's load without faults: issue 16's 10-minute mail load for memory);
+#                  the report keeps the published results of the other sections
 #   --venv DIR     the virtualenv to install mailsocketd into and measure [default: .venv]
 #   --no-install   skip apt-get, pip and the loadgen build (all must be there already)
 #   --report-only  measure nothing, install nothing: rebuild the report from the raw results
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --venv) venv=${2:?--venv needs a directory}; shift 2 ;;
         --no-install) install=; shift ;;
-        --only) args+=("$1" "${2:?--only needs line, mail or long}"); shift 2 ;;
+        --only) args+=("$1" "${2:?--only needs line, mail, long or calm}"); shift 2 ;;
         --report-only) install=; args+=("$1"); shift ;;
         --from) install=; args+=("--report-only" "$1" "${2:?--from needs a results file}"); shift 2 ;;
         -h|--help) sed -n '2,/^set -e/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;

@@ -30,6 +30,7 @@ from mailsocketd.line.server import LineServer
 from mailsocketd.listeners import ListenerSet
 from mailsocketd.logs import configure_target
 from mailsocketd.mail.accounts.service import AccountsService
+from mailsocketd.memory import memory_upkeep
 from mailsocketd.metrics.collector import Metrics
 from mailsocketd.metrics.endpoint import metrics_site
 from mailsocketd.preflight import ConfigurationInvalid, check_configuration, endpoints
@@ -275,6 +276,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     config = options.config
     raise_open_file_limit()
     top = MultiService()
+    # malloc arenas capped now, before the thread pool starts; free pages trimmed every 10 s
+    memory_upkeep(reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
     mail = MailBridge(reactor, config.line, config.imap, config.smtp)
     server = LineServer(config.line, mail.commands(), reactor, log_commands=config.log.commands)
     mail.sessions = server.sessions  # the logged-in users are among the open sessions

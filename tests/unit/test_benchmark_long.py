@@ -3,6 +3,7 @@ samples: no server, no daemon, no matplotlib (the plot is replaced by a stub).""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -112,3 +113,36 @@ def test_faults_fit_in_the_load_and_leave_time_to_recover(minutes):
     while s.fault_every_s * (n + 1) + s.dovecot_down_s + 25 <= minutes * 60:
         n += 1
     assert n >= 4  # every kind of fault at least once
+
+
+def test_a_run_without_faults_has_only_the_memory_and_mail_targets(monkeypatch, tmp_path):
+    run = result(flat(60.0, 60.5))
+    run["results"]["settings"]["faults"] = False
+    run["results"]["faults"] = []
+    rows = report_long.targets(run)
+    assert [r[0].split(":")[0] for r in rows] == ["long run without faults"] * 3
+    assert [r[2] for r in rows] == ["yes"] * 3
+    monkeypatch.setattr(plots, "time_series", lambda path, *a, **k: path)
+    lines, _, pngs = report_long.section(run, tmp_path)
+    text = "\n".join(lines)
+    assert "without faults" in text and "Recovery after each fault" not in text
+    assert pngs == [tmp_path / "calm_rss.png"]
+
+
+def test_memory_by_kind_after_warm_up_over_the_load_and_at_the_end():
+    s = long_run.QUICK
+    load_s = s.minutes * 60
+    kinds = [(float(t), {"malloc": 10.0 + (t >= 100), "anonymous": 20.0, "files": 5.0})
+             for t in range(0, int(load_s + s.after_s), 10)]
+    k = long_run.kinds_figures(kinds, s, load_s)
+    assert k["warm"] == {"malloc": 10.0, "anonymous": 20.0, "files": 5.0}
+    assert k["steady_range"]["malloc"] == [10.0, 11.0]
+    assert k["end"]["malloc"] == 11.0
+    assert long_run.kinds_figures([], s, load_s) == {}
+
+
+def test_memory_by_kind_of_this_process_adds_up_to_about_its_rss():
+    kinds = long_run.memory_by_kind(os.getpid())
+    assert set(kinds) == {"malloc", "anonymous", "files"}
+    rss_mb = int(Path(f"/proc/{os.getpid()}/status").read_text().split("VmRSS:")[1].split()[0])
+    assert abs(sum(kinds.values()) - rss_mb / 1024) < 0.2 * rss_mb / 1024 + 1
