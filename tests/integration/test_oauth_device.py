@@ -292,9 +292,18 @@ async def test_a_port_in_use_is_one_line(endpoint, tmp_path):
     assert str(info.value) == f"cannot listen on 127.0.0.1 port {port}: Address already in use"
 
 
+# The enrolment with SIGINT handled as in a terminal, whatever the test runner's own
+# disposition: a background job of a non-interactive shell (as some CI runners start jobs)
+# ignores SIGINT, an ignored signal stays ignored across exec, and Python then leaves it
+# ignored, so the Ctrl-C below would never arrive.
+ENROL_WITH_CTRL_C = ("import runpy, signal; signal.signal(signal.SIGINT, "
+                     "signal.default_int_handler); "
+                     "runpy.run_module('mailsocketd.oauth_command', run_name='__main__')")
+
+
 def interrupt_enrolment(config):
     """Start the device grant, wait for its prompt, then press Ctrl-C (SIGINT)."""
-    with subprocess.Popen([sys.executable, "-m", "mailsocketd.oauth_command", "--config",
+    with subprocess.Popen([sys.executable, "-c", ENROL_WITH_CTRL_C, "--config",
                            str(config), "--account", "work"], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, cwd=REPO,
                           stdin=subprocess.DEVNULL) as proc:
