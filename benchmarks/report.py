@@ -30,6 +30,9 @@ DOCS = REPO / "docs"
 RESULTS_NAME = "results.json"  # in DOCS / "benchmarks", beside the plots
 FORMAT = "mailsocketd-benchmarks/1"
 SECTIONS = ("line", "mail", "long", "calm")  # calm: the long run without faults
+# each section's part of the report: (its text, its target rows, the plots written)
+SECTION_REPORTS = {"line": report_line.section, "mail": report_mail.section,
+                   "long": report_long.section, "calm": report_long.section}
 
 HEADER = """\
 # Benchmarks
@@ -115,37 +118,20 @@ def machine_table(runs: list[dict[str, Any]]) -> list[str]:
 
 def write_report(runs: dict[str, dict[str, Any]], docs: Path) -> list[Path]:
     """Write docs/benchmarks.md and its plots from the runs; return the files written."""
-    line = runs.get("line")
-    mail = runs.get("mail")
-    long = runs.get("long")
-    calm = runs.get("calm")
-    if line is None and mail is None and long is None and calm is None:
+    if not any(section in runs for section in SECTIONS):
         raise SystemExit("no results: run bash benchmarks/run.sh first")
+    line = runs.get("line")
     images = docs / "benchmarks"
     written: list[Path] = []
     parts = [HEADER, *dirty_banner({s: runs[s] for s in SECTIONS if s in runs})]
     targets: list[list[str]] = []
     body: list[str] = []
-    if line is not None:
-        part, rows, pngs = report_line.section(line, images)
-        body += part
-        targets += rows
-        written += pngs
-    if mail is not None:
-        part, rows, pngs = report_mail.section(mail, images)
-        body += part
-        targets += rows
-        written += pngs
-    if long is not None:
-        part, rows, pngs = report_long.section(long, images)
-        body += part
-        targets += rows
-        written += pngs
-    if calm is not None:
-        part, rows, pngs = report_long.section(calm, images)
-        body += part
-        targets += rows
-        written += pngs
+    for section in SECTIONS:  # each section's report: its text, target rows and plots
+        if section in runs:
+            part, rows, pngs = SECTION_REPORTS[section](runs[section], images)
+            body += part
+            targets += rows
+            written += pngs
     parts += ["## Targets", "",
               *table(["target (issue 5; long run: issue 16)", "figure", "met?"], targets), "",
               ON_THE_LINE_NOTE, ""]
