@@ -179,6 +179,17 @@ class TokenEndpoint:
         self.refresh_tokens.add(token)
         return token
 
+    def write_client_files(self, directory: Path, account: str = "work") -> tuple[Path, Path]:
+        """An account's refresh token file (a current token) and client secret file, 0600, as
+        an operator would have them after enrolment: (refresh_token_file, client_secret_file)."""
+        assert self.client_secret is not None, "an endpoint started with a client secret"
+        refresh = directory / f"{account}.refresh-token"
+        secret = directory / f"{account}.client-secret"
+        for path, text in ((refresh, self.new_refresh_token()), (secret, self.client_secret)):
+            path.write_text(text + "\n")
+            path.chmod(0o600)
+        return refresh, secret
+
     def received(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
 

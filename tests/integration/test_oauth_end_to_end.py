@@ -45,12 +45,7 @@ async def endpoint(mailserver_oauth, tmp_path):
 
 
 def oauth2_table(endpoint, tmp_path):
-    refresh = tmp_path / "work.refresh-token"
-    refresh.write_text(endpoint.new_refresh_token() + "\n")
-    refresh.chmod(0o600)
-    secret = tmp_path / "work.client-secret"
-    secret.write_text(CLIENT_SECRET + "\n")
-    secret.chmod(0o600)
+    refresh, secret = endpoint.write_client_files(tmp_path)
     return {"token_url": endpoint.token_url, "client_id": endpoint.client_id,
             "client_secret_file": str(secret), "refresh_token_file": str(refresh),
             "scope": "mail", "ca_file": str(endpoint.ca_file), "timeout": 5}

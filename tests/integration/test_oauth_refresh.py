@@ -39,13 +39,7 @@ async def endpoint(tmp_path):
 @pytest.fixture
 def files(tmp_path, endpoint):
     """The refresh token file (0600, holding a current token) and the client secret file."""
-    refresh = tmp_path / "work.refresh-token"
-    refresh.write_text(endpoint.new_refresh_token() + "\n")
-    refresh.chmod(0o600)
-    secret = tmp_path / "work.client-secret"
-    secret.write_text(CLIENT_SECRET + "\n")
-    secret.chmod(0o600)
-    return refresh, secret
+    return endpoint.write_client_files(tmp_path)
 
 
 def provider(endpoint, files, *, timeout=5.0, ca_file="default", jitter=0.5):
