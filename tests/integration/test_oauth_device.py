@@ -133,14 +133,28 @@ async def test_a_failed_grant_is_one_line_and_exit_1(endpoint, config, tmp_path,
     assert not token_file(tmp_path).exists()
 
 
+def device_config(endpoint, tmp_path):
+    """Account work's [oauth2] for the device grant against the endpoint (the client secret
+    file is the config fixture's)."""
+    return OAuth2Config(token_url=endpoint.token_url, client_id=endpoint.client_id,
+                        refresh_token_file=str(token_file(tmp_path)),
+                        client_secret_file=str(tmp_path / "client-secret"),
+                        device_authorization_url=endpoint.device_url,
+                        ca_file=str(endpoint.ca_file))
+
+
+def browser_config(endpoint, tmp_path):
+    """Account work's [oauth2] for the browser grant against the endpoint."""
+    return OAuth2Config(token_url=endpoint.token_url, client_id=endpoint.client_id,
+                        refresh_token_file=str(token_file(tmp_path)),
+                        authorization_url=f"https://127.0.0.1:{endpoint.port}/authorize",
+                        ca_file=str(endpoint.ca_file))
+
+
 @pytest_twisted.ensureDeferred
 async def test_slow_down_adds_five_seconds_to_the_interval(endpoint, config, tmp_path):
     endpoint.script_token[:] = ["slow_down", "approve"]
-    oauth2 = OAuth2Config(token_url=endpoint.token_url, client_id=endpoint.client_id,
-                          refresh_token_file=str(token_file(tmp_path)),
-                          client_secret_file=str(tmp_path / "client-secret"),
-                          device_authorization_url=endpoint.device_url,
-                          ca_file=str(endpoint.ca_file))
+    oauth2 = device_config(endpoint, tmp_path)
     shown: list[DeviceAuthorization] = []
     token = await device_grant(oauth2, global_reactor(), shown.append, environ={})
     assert token.reveal().decode() in endpoint.refresh_tokens
@@ -152,11 +166,7 @@ async def test_slow_down_adds_five_seconds_to_the_interval(endpoint, config, tmp
 @pytest_twisted.ensureDeferred
 async def test_polling_stops_when_the_code_expires(endpoint, config, tmp_path):
     endpoint.device_expires_in = 3  # and the user never approves
-    oauth2 = OAuth2Config(token_url=endpoint.token_url, client_id=endpoint.client_id,
-                          refresh_token_file=str(token_file(tmp_path)),
-                          client_secret_file=str(tmp_path / "client-secret"),
-                          device_authorization_url=endpoint.device_url,
-                          ca_file=str(endpoint.ca_file))
+    oauth2 = device_config(endpoint, tmp_path)
     started = time.monotonic()
     with pytest.raises(GrantError, match="the code expired before it was approved"):
         await device_grant(oauth2, global_reactor(), lambda a: None, environ={})
@@ -264,10 +274,7 @@ async def test_a_refused_browser_sign_in_is_one_line_and_exit_1(endpoint, config
 
 @pytest_twisted.ensureDeferred
 async def test_the_browser_wait_is_bounded_and_the_port_closed(endpoint, tmp_path):
-    oauth2 = OAuth2Config(token_url=endpoint.token_url, client_id=endpoint.client_id,
-                          refresh_token_file=str(token_file(tmp_path)),
-                          authorization_url=f"https://127.0.0.1:{endpoint.port}/authorize",
-                          ca_file=str(endpoint.ca_file))
+    oauth2 = browser_config(endpoint, tmp_path)
     ports: list[int] = []
     with pytest.raises(GrantError, match=r"^no sign-in within 0\.02 minutes; run the command"):
         await browser_grant(oauth2, global_reactor(), lambda url, port: ports.append(port),
@@ -278,10 +285,7 @@ async def test_the_browser_wait_is_bounded_and_the_port_closed(endpoint, tmp_pat
 
 @pytest_twisted.ensureDeferred
 async def test_a_port_in_use_is_one_line(endpoint, tmp_path):
-    oauth2 = OAuth2Config(token_url=endpoint.token_url, client_id=endpoint.client_id,
-                          refresh_token_file=str(token_file(tmp_path)),
-                          authorization_url=f"https://127.0.0.1:{endpoint.port}/authorize",
-                          ca_file=str(endpoint.ca_file))
+    oauth2 = browser_config(endpoint, tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
