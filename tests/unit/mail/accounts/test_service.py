@@ -7,6 +7,7 @@ import base64
 import time
 from typing import cast
 
+import pytest
 from mailrig import MailReactorClock, Rig, account
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -459,22 +460,16 @@ def test_one_token_provider_for_every_connection():
     assert w.tokens is tokens and tokens.given == 2 and tokens.refusals == 0
 
 
-def test_a_token_endpoint_that_is_down_backs_off_like_a_server_that_is_down():
-    w, endpoint, clock = token_watcher(CountingTokens(TokenError(
-        "token endpoint idp.example.org: HTTP 503 Service Unavailable")))
+@pytest.mark.parametrize(("error", "delay", "state"), [
+    # an endpoint that is down backs off like a server that is down
+    (TokenError("token endpoint idp.example.org: HTTP 503 Service Unavailable"), 1,
+     "backing-off"),
+    # a refused refresh token backs off like a wrong password
+    (TokenRefused("token endpoint idp.example.org: invalid_grant"), 300, "auth-failed")])
+def test_token_failures_back_off_like_the_server_failures_they_resemble(error, delay, state):
+    w, endpoint, clock = token_watcher(CountingTokens(error))
     w.startService()
     endpoint.rigs[0].greet("IMAP4rev1 AUTH=XOAUTH2")
     clock.advance(0)
-    assert retry_delay(clock) == 1 and w.state.state == "backing-off"
-    assert w.state.status_lines()[0].endswith(
-        "error=token endpoint idp.example.org: HTTP 503 Service Unavailable")
-
-
-def test_a_refused_refresh_token_backs_off_like_a_wrong_password():
-    w, endpoint, clock = token_watcher(CountingTokens(TokenRefused(
-        "token endpoint idp.example.org: invalid_grant")))
-    w.startService()
-    endpoint.rigs[0].greet("IMAP4rev1 AUTH=XOAUTH2")
-    clock.advance(0)
-    assert retry_delay(clock) == 300 and w.state.state == "auth-failed"
-    assert w.state.status_lines()[0].endswith("error=token endpoint idp.example.org: invalid_grant")
+    assert retry_delay(clock) == delay and w.state.state == state
+    assert w.state.status_lines()[0].endswith(f"error={error}")
