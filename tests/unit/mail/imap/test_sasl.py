@@ -184,25 +184,19 @@ def test_a_plain_no_without_challenge_is_a_refusal_too():
                                   f"(XOAUTH2): NO invalid credentials for {SECOND} and ***")
 
 
-def test_bad_is_not_retried():
+@pytest.mark.parametrize(("status", "text", "error", "not_error"), [
+    ("BAD", "Invalid SASL", AuthFailed, TokenRejected),  # BAD is not retried
+    # a temporary refusal is not a token problem
+    ("NO", "[UNAVAILABLE] Temporary authentication failure.", MailError, AuthFailed)])
+def test_refusals_that_no_fresh_token_would_mend_are_not_retried(status, text, error,
+                                                                  not_error):
     tokens = Tokens(FIRST, SECOND)
     rig, d = start(tokens)
     rig.greet(CAPS)
     rig.expect(b"AUTHENTICATE")
-    rig.reply(status="BAD", text="Invalid SASL")
+    rig.reply(status=status, text=text)
     failure = outcome(d)
-    assert failure.check(AuthFailed) and not failure.check(TokenRejected)
-    assert tokens.calls == ["token"]
-
-
-def test_a_temporary_refusal_is_not_a_token_problem():
-    tokens = Tokens(FIRST, SECOND)
-    rig, d = start(tokens)
-    rig.greet(CAPS)
-    rig.expect(b"AUTHENTICATE")
-    rig.reply(status="NO", text="[UNAVAILABLE] Temporary authentication failure.")
-    failure = outcome(d)
-    assert failure.check(MailError) and not failure.check(AuthFailed)
+    assert failure.check(error) and not failure.check(not_error)
     assert tokens.calls == ["token"]
 
 
