@@ -75,13 +75,22 @@ def offered_mechanisms(caps: dict[bytes, Any]) -> list[bytes]:
     return [m for m in (caps.get(b"AUTH") or ()) if isinstance(m, bytes)]
 
 
-async def secure(client: ImapClient, address: ServerAddress, tls: TlsPolicy,
-                 caps: dict[bytes, Any]) -> dict[bytes, Any]:
-    """Make the connection TLS when it is not; refuse cleartext unless allowed."""
+async def _tls_if_offered(client: ImapClient, address: ServerAddress, tls: TlsPolicy,
+                          caps: dict[bytes, Any]) -> dict[bytes, Any] | None:
+    """The capabilities over TLS (already, or after STARTTLS), or None: no TLS on offer."""
     if client.encrypted:
         return caps
     if b"STARTTLS" in caps:
         return await client.start_tls(tls.options(address.host))
+    return None
+
+
+async def secure(client: ImapClient, address: ServerAddress, tls: TlsPolicy,
+                 caps: dict[bytes, Any]) -> dict[bytes, Any]:
+    """Make the connection TLS when it is not; refuse cleartext unless allowed."""
+    secured = await _tls_if_offered(client, address, tls, caps)
+    if secured is not None:
+        return secured
     if not tls.allow_cleartext:
         raise CleartextRefused(
             "the server offers no STARTTLS: refusing to send the password in clear "
@@ -150,10 +159,9 @@ def _masked(text: str, secret: Secret) -> str:
 async def secure_for_token(client: ImapClient, address: ServerAddress, tls: TlsPolicy,
                            caps: dict[bytes, Any]) -> dict[bytes, Any]:
     """TLS (STARTTLS when not yet), or CleartextRefused: a token never goes in clear."""
-    if client.encrypted:
-        return caps
-    if b"STARTTLS" in caps:
-        return await client.start_tls(tls.options(address.host))
+    secured = await _tls_if_offered(client, address, tls, caps)
+    if secured is not None:
+        return secured
     raise CleartextRefused("the server offers no STARTTLS: an access token is never sent in "
                            "clear, whatever allow_cleartext says (use a tls: server)")
 
