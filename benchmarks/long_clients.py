@@ -64,16 +64,8 @@ class TimeLoad(threading.Thread):
     def _short(self) -> None:
         t = time.perf_counter()
         try:
-            with socket.create_connection((HOST, self.port), timeout=5) as s:
-                s.sendall(b"time\r\n")
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = s.recv(256)
-                    if not chunk:
-                        break
-                    data += chunk
-            if not data.endswith(b"\r\n"):
-                raise ConnectionError("no reply")
+            with LineClient.connect(self.port, HOST, timeout=5) as client:
+                client.ask("time")  # ConnectionError (an OSError) without a whole reply line
             _bucket(self.latency_ms, self.t0, (time.perf_counter() - t) * 1000)
             self.commands += 1
             self.short_connections += 1
